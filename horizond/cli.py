@@ -1,0 +1,104 @@
+"""`horizond`: start the master, or check a config file with --check-config."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from . import __version__, logs
+from .config import Config, ConfigError, Env, embedded_default, parse
+
+SYSTEM_CONFIG = "/etc/horizond/horizond.toml"
+log = logging.getLogger("horizond")
+
+
+def env_from(environ) -> Env:
+    return Env(
+        redis_url=environ.get("REDIS_URL") or None,
+        socket_path=environ.get("HORIZOND_SOCKET") or None,
+        uid=os.getuid(),
+        runtime_dir=environ.get("XDG_RUNTIME_DIR") or None,
+    )
+
+
+def config_path(explicit: str | None, environ) -> tuple[str | None, bool]:
+    """(path, required): an explicitly named file must exist; the system default may not."""
+    if explicit:
+        return explicit, True
+    if environ.get("HORIZOND_CONFIG"):
+        return environ["HORIZOND_CONFIG"], True
+    return SYSTEM_CONFIG, False
+
+
+def load(explicit: str | None, environ=os.environ) -> Config:
+    """Read the config the way the daemon does. Raises ConfigError or OSError."""
+    path, required = config_path(explicit, environ)
+    env = env_from(environ)
+    if not os.path.exists(path) and not required:
+        return embedded_default(env)
+    with open(path, encoding="utf-8") as handle:
+        text = handle.read()
+    config = parse(text, path, env)
+    base = os.path.dirname(os.path.abspath(path))
+    paths = tuple(p if os.path.isabs(p) else os.path.normpath(os.path.join(base, p)) for p in config.app_paths)
+    from dataclasses import replace
+
+    return replace(config, app_paths=paths)
+
+
+def summary(config: Config) -> str:
+    low = sum(s.min_processes for s in config.supervisors)
+    high = sum(s.max_processes for s in config.supervisors)
+    return (f"{config.source}: OK: {len(config.supervisors)} supervisors "
+            f"({', '.join(s.name for s in config.supervisors)}), {len(config.all_queues())} queues, "
+            f"{low}-{high} worker processes")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="horizond", description="Supervise RQ worker processes.")
+    parser.add_argument("--config", "-c", metavar="PATH",
+                        help=f"config file (default: $HORIZOND_CONFIG, else {SYSTEM_CONFIG})")
+    parser.add_argument("--check-config", action="store_true", help="validate the config file and exit")
+    parser.add_argument("--log-format", choices=("json", "text"), default="json")
+    parser.add_argument("--log-level", default="info", type=str.upper,
+                        choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    parser.add_argument("--version", action="version", version=f"horizond {__version__}")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        config = load(args.config)
+    except ConfigError as exc:
+        for issue in exc.issues:
+            print(f"error: {issue}", file=sys.stderr)
+        print(f"{len(exc.issues)} error(s); nothing started.", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"error: cannot read config {exc.filename}: {exc.strerror}", file=sys.stderr)
+        return 2
+    if args.check_config:
+        print(summary(config) if not config.embedded else
+              f"no config file found; the embedded default would run ({summary(config).split(': OK: ')[1]})")
+        return 0
+    level = getattr(logging, args.log_level)
+    logs.setup(args.log_format, level)
+    if config.embedded:
+        log.warning("no config file found: running the embedded default (supervisor 'default' on queue 'default')",
+                    extra={"event": "embedded_config", "looked_for": SYSTEM_CONFIG})
+    from .control import AlreadyRunning
+    from .master import Master
+
+    try:
+        master = Master(config, lambda: load(args.config), level)
+        return master.run()
+    except AlreadyRunning as exc:
+        log.error(str(exc), extra={"event": "already_running"})
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

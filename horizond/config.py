@@ -1,0 +1,375 @@
+"""Configuration: TOML text -> validated, frozen dataclasses.
+
+Pure: no file, socket or process is touched here (the caller reads the file and
+passes environment facts in), so every rule can be tested exhaustively. Errors are
+collected, not raised one at a time, so `--check-config` can list them all.
+"""
+
+from __future__ import annotations
+
+import difflib
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+BALANCE_MODES = ("auto", "simple", "off")
+STRATEGIES = ("time", "size")
+MAX_PROCESSES_CAP = 1000
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+@dataclass(frozen=True)
+class SupervisorConfig:
+    name: str
+    queues: tuple[str, ...] = ("default",)
+    balance: str = "auto"
+    auto_scaling_strategy: str = "time"
+    min_processes: int = 1
+    max_processes: int = 10
+    balance_max_shift: int = 1
+    balance_cooldown: float = 3.0
+    memory: int = 128
+    timeout: int = 60
+    tries: int = 1
+    backoff: tuple[int, ...] = (0,)
+    max_jobs: int = 0
+    max_time: int = 0
+    worker_class: str | None = None
+
+
+@dataclass(frozen=True)
+class Config:
+    redis_url: str
+    socket_path: str
+    supervisors: tuple[SupervisorConfig, ...]
+    app_paths: tuple[str, ...] = ()
+    preload: tuple[str, ...] = ()
+    shutdown_grace: float = 10.0
+    source: str = "<embedded default>"
+    embedded: bool = False
+
+    def supervisor(self, name: str) -> SupervisorConfig | None:
+        return next((s for s in self.supervisors if s.name == name), None)
+
+    def all_queues(self) -> tuple[str, ...]:
+        seen: dict[str, None] = {}
+        for sup in self.supervisors:
+            seen.update(dict.fromkeys(sup.queues))
+        return tuple(seen)
+
+
+@dataclass(frozen=True)
+class ConfigIssue:
+    """One thing wrong with a config file, located precisely enough to fix it."""
+
+    source: str
+    table: str
+    key: str | None
+    message: str
+
+    def __str__(self) -> str:
+        where = f"[{self.table}]" if self.table else "top level"
+        key = f" key '{self.key}'" if self.key else ""
+        return f"{self.source}: {where}{key}: {self.message}"
+
+
+class ConfigError(Exception):
+    def __init__(self, issues: list[ConfigIssue]):
+        self.issues = issues
+        super().__init__("\n".join(str(i) for i in issues))
+
+
+@dataclass(frozen=True)
+class Env:
+    """The facts from outside the file that shape the result."""
+
+    redis_url: str | None = None
+    socket_path: str | None = None
+    uid: int = 0
+    runtime_dir: str | None = None
+
+
+def default_socket_path(env: Env) -> str:
+    """Root (a service) uses /run; a user gets their own runtime dir, never a shared /tmp name."""
+    if env.uid == 0:
+        return "/run/horizond/horizond.sock"
+    if env.runtime_dir:
+        return f"{env.runtime_dir}/horizond/horizond.sock"
+    return f"/tmp/horizond-{env.uid}/horizond.sock"
+
+
+# --- key schemas -------------------------------------------------------------
+
+_SUPERVISOR_KEYS = {f.name for f in fields(SupervisorConfig)} - {"name"}
+_TABLES: dict[str, set[str]] = {
+    "redis": {"url"},
+    "control": {"socket"},
+    "app": {"paths", "preload"},
+    "master": {"shutdown_grace"},
+    "defaults": _SUPERVISOR_KEYS,
+    "supervisors": set(),  # names are free-form
+}
+
+
+class _Checker:
+    """Collects issues while reading values of the expected shape out of tables."""
+
+    def __init__(self, source: str):
+        self.source = source
+        self.issues: list[ConfigIssue] = []
+
+    def add(self, table: str, key: str | None, message: str) -> None:
+        self.issues.append(ConfigIssue(self.source, table, key, message))
+
+    def unknown_keys(self, table: str, data: Mapping[str, Any], allowed: set[str]) -> None:
+        for key in data:
+            if key not in allowed:
+                hint = difflib.get_close_matches(key, sorted(allowed), n=1, cutoff=0.6)
+                tip = f" (did you mean '{hint[0]}'?)" if hint else f"; expected one of: {', '.join(sorted(allowed))}"
+                self.add(table, key, f"unknown key{tip}")
+
+    def table(self, table: str, data: Mapping[str, Any], key: str) -> dict:
+        value = data.get(key, {})
+        if not isinstance(value, dict):
+            self.add(table or key, None if not table else key, f"expected a table, got {_kind(value)}")
+            return {}
+        return value
+
+    def get(self, table: str, data: Mapping[str, Any], key: str, kind: str, default: Any) -> Any:
+        if key not in data:
+            return default
+        value = data[key]
+        checked = _CONVERTERS[kind](value)
+        if checked is _BAD:
+            self.add(table, key, f"expected {_KIND_TEXT[kind]}, got {_kind(value)} {value!r}")
+            return default
+        return checked
+
+
+_BAD = object()
+
+
+def _int(value: Any) -> Any:
+    return value if isinstance(value, int) and not isinstance(value, bool) else _BAD
+
+
+def _number(value: Any) -> Any:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    return float(value) if ok else _BAD
+
+
+def _str(value: Any) -> Any:
+    return value if isinstance(value, str) else _BAD
+
+
+def _str_list(value: Any) -> Any:
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return tuple(value)
+    return _BAD
+
+
+def _backoff(value: Any) -> Any:
+    if _int(value) is not _BAD:
+        return (value,)
+    if isinstance(value, list) and value and all(_int(v) is not _BAD for v in value):
+        return tuple(value)
+    return _BAD
+
+
+_CONVERTERS = {"int": _int, "number": _number, "str": _str, "strs": _str_list, "backoff": _backoff}
+_KIND_TEXT = {
+    "int": "an integer",
+    "number": "a number",
+    "str": "a string",
+    "strs": "a list of strings",
+    "backoff": "an integer or a non-empty list of integers (seconds)",
+}
+_SUPERVISOR_KINDS = {
+    "queues": "strs",
+    "balance": "str",
+    "auto_scaling_strategy": "str",
+    "min_processes": "int",
+    "max_processes": "int",
+    "balance_max_shift": "int",
+    "balance_cooldown": "number",
+    "memory": "int",
+    "timeout": "int",
+    "tries": "int",
+    "backoff": "backoff",
+    "max_jobs": "int",
+    "max_time": "int",
+    "worker_class": "str",
+}
+
+
+def _kind(value: Any) -> str:
+    return {bool: "a boolean", int: "an integer", float: "a float", str: "a string", list: "a list",
+            dict: "a table"}.get(type(value), type(value).__name__)
+
+
+# --- supervisors ---------------------------------------------------------------
+
+
+def _supervisor(check: _Checker, name: str, raw: Mapping[str, Any], defaults: Mapping[str, Any]) -> SupervisorConfig:
+    table = f"supervisors.{name}"
+    check.unknown_keys(table, raw, _SUPERVISOR_KEYS)
+    merged = {**defaults, **raw}
+    values: dict[str, Any] = {}
+    bad: set[str] = set()  # keys with a type error: their default stands in, never re-judged
+    base = SupervisorConfig(name=name)
+    for key, kind in _SUPERVISOR_KINDS.items():
+        where = table if key in raw else "defaults"
+        before = len(check.issues)
+        values[key] = check.get(where, merged, key, kind, getattr(base, key))
+        if len(check.issues) > before:
+            bad.add(key)
+
+    def origin(*keys: str) -> str:
+        """A value inherited from [defaults] is reported there (once), not once per supervisor."""
+        return table if any(k in raw for k in keys) or not any(k in defaults for k in keys) else "defaults"
+
+    _check_supervisor_values(check, origin, values, bad)
+    return SupervisorConfig(name=name, **values)
+
+
+def _check_supervisor_values(check: _Checker, origin: Callable[..., str], v: dict[str, Any], bad: set[str]) -> None:
+    """`origin(*keys)` names the table the values came from; `bad` keys already had a type error."""
+    if not v["queues"]:
+        check.add(origin("queues"), "queues", "expected at least one queue name")
+    elif any(not q.strip() for q in v["queues"]):
+        check.add(origin("queues"), "queues", "queue names must not be empty")
+    elif len(set(v["queues"])) != len(v["queues"]):
+        check.add(origin("queues"), "queues", "a queue is listed twice")
+    if v["balance"] not in BALANCE_MODES:
+        check.add(origin("balance"), "balance",
+                  f"expected one of {', '.join(map(repr, BALANCE_MODES))}, got {v['balance']!r}")
+    if v["auto_scaling_strategy"] not in STRATEGIES:
+        check.add(origin("auto_scaling_strategy"), "auto_scaling_strategy",
+                  f"expected one of {', '.join(map(repr, STRATEGIES))}, got {v['auto_scaling_strategy']!r}")
+    for key in ("min_processes", "max_jobs", "max_time"):
+        if v[key] < 0:
+            check.add(origin(key), key, f"must be 0 or more, got {v[key]}")
+    for key in ("balance_max_shift", "memory", "timeout", "tries"):
+        if v[key] < 1:
+            check.add(origin(key), key, f"must be 1 or more, got {v[key]}")
+    if not 1 <= v["max_processes"] <= MAX_PROCESSES_CAP:
+        check.add(origin("max_processes"), "max_processes",
+                  f"must be between 1 and {MAX_PROCESSES_CAP}, got {v['max_processes']}")
+    elif v["min_processes"] > v["max_processes"] and not bad & {"min_processes", "max_processes"}:
+        check.add(origin("min_processes", "max_processes"), "min_processes",
+                  f"min_processes ({v['min_processes']}) is greater than max_processes ({v['max_processes']})")
+    if not v["balance_cooldown"] >= 0:  # also refuses nan
+        check.add(origin("balance_cooldown"), "balance_cooldown", f"must be 0 or more, got {v['balance_cooldown']}")
+    if any(b < 0 for b in v["backoff"]):
+        check.add(origin("backoff"), "backoff", f"seconds must be 0 or more, got {list(v['backoff'])}")
+    worker_class = v["worker_class"]
+    if worker_class is not None and not _is_dotted_path(worker_class):
+        check.add(origin("worker_class"), "worker_class",
+                  f"expected a dotted path like 'rq.worker.Worker', got {worker_class!r}")
+
+
+def _is_dotted_path(path: str) -> bool:
+    parts = path.split(".")
+    return len(parts) >= 2 and all(part.isidentifier() for part in parts)
+
+
+# --- whole file ------------------------------------------------------------------
+
+
+def parse(text: str, source: str, env: Env = Env()) -> Config:
+    """Parse and validate config text; raise ConfigError listing every problem."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([ConfigIssue(source, "", None, f"not valid TOML: {exc}")]) from None
+    return build(data, source, env)
+
+
+def build(data: Mapping[str, Any], source: str, env: Env = Env()) -> Config:
+    check = _Checker(source)
+    check.unknown_keys("", data, set(_TABLES))
+    tables = {name: check.table("", data, name) for name in _TABLES}
+    for name, allowed in _TABLES.items():
+        if name != "supervisors":
+            check.unknown_keys(name, tables[name], allowed)
+
+    redis_url = env.redis_url or check.get("redis", tables["redis"], "url", "str", DEFAULT_REDIS_URL)
+    if not redis_url.startswith(("redis://", "rediss://", "unix://")):
+        check.add("redis", "url", f"expected a redis://, rediss:// or unix:// URL, got {redis_url!r}")
+    socket_path = (env.socket_path or check.get("control", tables["control"], "socket", "str", None)
+                   or default_socket_path(env))
+    grace = check.get("master", tables["master"], "shutdown_grace", "number", 10.0)
+    if not grace >= 0:  # also refuses nan
+        check.add("master", "shutdown_grace", f"must be 0 or more, got {grace}")
+
+    supervisors = []
+    for name, raw in tables["supervisors"].items():
+        if not isinstance(raw, dict):
+            check.add("supervisors", name, f"expected a table [supervisors.{name}], got {_kind(raw)}")
+            continue
+        supervisors.append(_supervisor(check, name, raw, tables["defaults"]))
+    if not supervisors:
+        check.add("supervisors", None, "no supervisor defined; add at least one [supervisors.NAME] table")
+    _check_defaults_types(check, tables["defaults"])
+    app_paths = check.get("app", tables["app"], "paths", "strs", ())
+    preload = check.get("app", tables["app"], "preload", "strs", ())
+
+    if check.issues:
+        raise ConfigError(_unique(check.issues))
+    return Config(
+        redis_url=redis_url,
+        socket_path=socket_path,
+        supervisors=tuple(supervisors),
+        app_paths=app_paths,
+        preload=preload,
+        shutdown_grace=grace,
+        source=source,
+    )
+
+
+def _check_defaults_types(check: _Checker, defaults: Mapping[str, Any]) -> None:
+    """A bad [defaults] value is reported once, even when no supervisor inherits it."""
+    for key, kind in _SUPERVISOR_KINDS.items():
+        if key in defaults:
+            check.get("defaults", defaults, key, kind, None)
+
+
+def _unique(issues: list[ConfigIssue]) -> list[ConfigIssue]:
+    return list(dict.fromkeys(issues))
+
+
+def embedded_default(env: Env = Env()) -> Config:
+    """What runs when no config file exists at all: one supervisor on queue 'default'."""
+    return Config(
+        redis_url=env.redis_url or DEFAULT_REDIS_URL,
+        socket_path=env.socket_path or default_socket_path(env),
+        supervisors=(SupervisorConfig(name="default", queues=("default",)),),
+        embedded=True,
+    )
+
+
+def to_toml_dict(config: Config) -> dict[str, Any]:
+    """The effective config as TOML-ready data (what `horizonctl config show` prints)."""
+    sups = {}
+    for sup in config.supervisors:
+        entry = {f.name: getattr(sup, f.name) for f in fields(sup) if f.name != "name"}
+        entry = {k: list(v) if isinstance(v, tuple) else v for k, v in entry.items() if v is not None}
+        sups[sup.name] = entry
+    return {
+        "redis": {"url": redact_url(config.redis_url)},
+        "control": {"socket": config.socket_path},
+        "app": {"paths": list(config.app_paths), "preload": list(config.preload)},
+        "master": {"shutdown_grace": config.shutdown_grace},
+        "supervisors": sups,
+    }
+
+
+def redact_url(url: str) -> str:
+    """Hide a password in a Redis URL so it never reaches logs or status output."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
+        return url
+    creds, _, host = rest.rpartition("@")
+    user = creds.split(":", 1)[0] if ":" in creds else ""
+    return f"{scheme}://{user}:***@{host}" if user or ":" in creds else f"{scheme}://***@{host}"

@@ -1,0 +1,180 @@
+"""ControlServer: the Unix socket horizonctl talks to, served from the master loop.
+
+Non-blocking accept and reads in the master's selector, one JSON request and one
+JSON response per connection, size and time limits: a slow or hostile client
+never blocks the loop. Peers are checked with SO_PEERCRED.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import selectors
+import socket
+import stat
+import struct
+import time
+from collections.abc import Callable
+
+log = logging.getLogger("horizond.control")
+
+PROTOCOL_VERSION = 1
+MAX_REQUEST = 64 * 1024
+CLIENT_TIMEOUT = 5.0
+SOCKET_MODE = 0o660
+DIR_MODE = 0o750
+
+
+class AlreadyRunning(Exception):
+    pass
+
+
+class ControlServer:
+    def __init__(self, path: str, selector: selectors.BaseSelector, handler: Callable[[dict, dict], dict]):
+        self.path = path
+        self.selector = selector
+        self.handler = handler
+        self.sock: socket.socket | None = None
+        self._clients: dict[socket.socket, tuple[float, bytearray, dict]] = {}
+        self._inode: int | None = None
+
+    def open(self) -> None:
+        directory = os.path.dirname(self.path) or "."
+        if not os.path.isdir(directory):
+            os.makedirs(directory, mode=DIR_MODE, exist_ok=True)
+        self._remove_stale()
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        old_umask = os.umask(0o777 & ~SOCKET_MODE)  # the file is born with its final mode
+        try:
+            sock.bind(self.path)
+        finally:
+            os.umask(old_umask)
+        sock.listen(16)
+        sock.setblocking(False)
+        self.sock = sock
+        self._inode = os.stat(self.path).st_ino
+        self.selector.register(sock, selectors.EVENT_READ, self._accept)
+
+    def _remove_stale(self) -> None:
+        """Replace a dead daemon's socket; refuse to steal a live one."""
+        if not os.path.exists(self.path):
+            return
+        if not stat.S_ISSOCK(os.stat(self.path).st_mode):
+            raise AlreadyRunning(f"{self.path} exists and is not a socket; not touching it")
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        probe.settimeout(1.0)
+        try:
+            probe.connect(self.path)
+        except (ConnectionRefusedError, FileNotFoundError):
+            os.unlink(self.path)
+            return
+        except OSError:
+            pass
+        else:
+            raise AlreadyRunning(f"another horizond is already listening on {self.path}")
+        finally:
+            probe.close()
+
+    def close(self) -> None:
+        for conn in list(self._clients):
+            self._drop(conn)
+        if self.sock is not None:
+            self.selector.unregister(self.sock)
+            self.sock.close()
+            self.sock = None
+            try:
+                if os.stat(self.path).st_ino == self._inode:  # still ours, not a successor's
+                    os.unlink(self.path)
+            except FileNotFoundError:
+                pass
+
+    def expire(self, now: float) -> None:
+        for conn, (since, _, _) in list(self._clients.items()):
+            if now - since > CLIENT_TIMEOUT:
+                self._drop(conn)
+
+    def _accept(self) -> None:
+        try:
+            conn, _ = self.sock.accept()
+        except (BlockingIOError, InterruptedError):
+            return
+        peer = _peer(conn)
+        if not _allowed(peer):
+            log.warning("control connection refused", extra={"event": "control_refused", **peer})
+            _send(conn, {"v": PROTOCOL_VERSION, "ok": False, "error": "permission denied"})
+            conn.close()
+            return
+        conn.setblocking(False)
+        self._clients[conn] = (time.monotonic(), bytearray(), peer)
+        self.selector.register(conn, selectors.EVENT_READ, lambda: self._read(conn))
+
+    def _read(self, conn: socket.socket) -> None:
+        since, buffer, peer = self._clients[conn]
+        try:
+            chunk = conn.recv(65536)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            chunk = b""
+        buffer += chunk
+        line, newline, _ = bytes(buffer).partition(b"\n")
+        if len(line) > MAX_REQUEST:
+            response = _error("request too large (limit 64 KiB)")
+        elif newline:
+            response = self._dispatch(line, peer)
+        elif chunk:
+            return  # more to come
+        else:
+            self._drop(conn)  # hung up without a request
+            return
+        self._drop(conn, close=False)
+        _send(conn, response)
+        conn.close()
+
+    def _dispatch(self, line: bytes, peer: dict) -> dict:
+        try:
+            request = json.loads(line)
+        except ValueError:
+            return _error("malformed request: not JSON")
+        if not isinstance(request, dict) or not isinstance(request.get("cmd"), str):
+            return _error("malformed request: expected an object with a 'cmd' string")
+        try:
+            result = self.handler(request, peer)
+        except Exception as exc:
+            log.exception("control command failed", extra={"event": "control_error", "cmd": request.get("cmd")})
+            return _error(f"internal error: {type(exc).__name__}: {exc}")
+        return {"v": PROTOCOL_VERSION, **result}
+
+    def _drop(self, conn: socket.socket, close: bool = True) -> None:
+        self._clients.pop(conn, None)
+        try:
+            self.selector.unregister(conn)
+        except (KeyError, ValueError):
+            pass
+        if close:
+            conn.close()
+
+
+def _error(message: str) -> dict:
+    return {"v": PROTOCOL_VERSION, "ok": False, "error": message}
+
+
+def _send(conn: socket.socket, response: dict) -> None:
+    """Responses are small; a bounded blocking send keeps the code simple and the loop safe."""
+    try:
+        conn.setblocking(True)
+        conn.settimeout(1.0)
+        conn.sendall(json.dumps(response, default=str).encode() + b"\n")
+    except OSError:
+        pass
+
+
+def _peer(conn: socket.socket) -> dict:
+    raw = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    pid, uid, gid = struct.unpack("3i", raw)
+    return {"peer_pid": pid, "peer_uid": uid, "peer_gid": gid}
+
+
+def _allowed(peer: dict) -> bool:
+    return peer["peer_uid"] in (0, os.getuid())

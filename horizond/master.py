@@ -1,0 +1,335 @@
+"""Master: the one loop that owns every supervisor, child process and the socket.
+
+Signal handlers only record the signal; the loop (woken by the wakeup fd) does
+the work, so no state is ever touched from inside a handler. Children are forked
+directly from here: there is no middle process level to orphan or desynchronise.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import selectors
+import signal
+import sys
+import time
+from collections import deque
+from collections.abc import Callable
+
+from redis import Redis
+
+from . import recovery, restarts
+from .commands import Commands
+from .config import Config, ConfigError, SupervisorConfig
+from .control import ControlServer
+from .notify import Notifier
+from .process import WorkerProcess, spawn
+from .supervisor import Slot, Supervisor, describe_exit
+from .worker import ChildSpec
+
+log = logging.getLogger("horizond.master")
+
+HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGCHLD)
+TICK = 1.0
+
+
+class Master:
+    def __init__(self, config: Config, load_config: Callable[[], Config], log_level: int = logging.INFO):
+        self.config = config
+        self.load_config = load_config
+        self.log_level = log_level
+        self.pid = os.getpid()
+        self.started = time.time()
+        self.supervisors: dict[str, Supervisor] = {}
+        self.removed: list[Supervisor] = []  # draining after a reload dropped them
+        self.scheduler = Slot(0)
+        self.children: dict[int, WorkerProcess] = {}
+        self.signals: deque[int] = deque()
+        self.selector = selectors.DefaultSelector()
+        self.stopping = False
+        self.redis = Redis.from_url(config.redis_url, socket_timeout=2, socket_connect_timeout=2)
+        self.notifier = Notifier.from_environ()
+        self.control = ControlServer(config.socket_path, self.selector, Commands(self).handle)
+        self._wakeup: tuple[int, int] | None = None
+        self._ready_sent = False
+
+    # --- life cycle ---------------------------------------------------------------
+
+    def run(self) -> int:
+        self._setup()
+        try:
+            while True:
+                self._handle_signals()
+                self._reap()
+                now = time.monotonic()
+                self._tick(now)
+                if self.stopping and not self.children:
+                    break
+                for key, _ in self.selector.select(self._timeout(now)):
+                    key.data()
+        finally:
+            self._teardown()
+        log.info("horizond stopped", extra={"event": "master_stopped"})
+        return 0
+
+    def _setup(self) -> None:
+        self._extend_sys_path(self.config.app_paths)
+        self._preload(self.config.preload)
+        read_fd, write_fd = os.pipe()
+        os.set_blocking(read_fd, False)
+        os.set_blocking(write_fd, False)
+        self._wakeup = (read_fd, write_fd)
+        self.selector.register(read_fd, selectors.EVENT_READ, self._drain_wakeup)
+        signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
+        for sig in HANDLED_SIGNALS:
+            signal.signal(sig, self._record_signal)
+        self.control.open()
+        for sup in self.config.supervisors:
+            self.supervisors[sup.name] = Supervisor(sup, self._spawn_worker)
+        log.info("horizond started", extra={
+            "event": "master_started", "pid": self.pid, "config": self.config.source,
+            "supervisors": [s.name for s in self.config.supervisors], "socket": self.config.socket_path})
+
+    def _teardown(self) -> None:
+        self.control.close()
+        signal.set_wakeup_fd(-1)
+        if self._wakeup:
+            self.selector.unregister(self._wakeup[0])
+            for fd in self._wakeup:
+                os.close(fd)
+        self.selector.close()
+
+    def _record_signal(self, signum, frame) -> None:
+        self.signals.append(signum)
+
+    def _drain_wakeup(self) -> None:
+        try:
+            while os.read(self._wakeup[0], 4096):
+                pass
+        except BlockingIOError:
+            pass
+
+    def _handle_signals(self) -> None:
+        while self.signals:
+            sig = self.signals.popleft()
+            if sig in (signal.SIGTERM, signal.SIGINT):
+                self.stop(force=self.stopping, reason=signal.Signals(sig).name)
+            elif sig == signal.SIGQUIT:
+                self.stop(force=True, reason="SIGQUIT")
+            elif sig == signal.SIGHUP:
+                self.reload()
+
+    def _timeout(self, now: float) -> float:
+        waits = [TICK]
+        for sup in self.supervisors.values():
+            waits += [s.health.not_before - now for s in sup.slots if s.process is None]
+        return max(0.05, min(waits))
+
+    # --- the loop's work ------------------------------------------------------------
+
+    def _tick(self, now: float) -> None:
+        if not self.stopping:
+            for sup in self.supervisors.values():
+                sup.tick(now)
+            self._keep_scheduler(now)
+        self.removed = [s for s in self.removed if s.processes()]
+        if self.stopping:
+            self._enforce_stop_deadlines(now)
+        self.control.expire(now)
+        self._notify(now)
+
+    def _notify(self, now: float) -> None:
+        if not self._ready_sent and all(
+            p.state != "starting" for p in self.children.values() if p.spec.kind == "worker"
+        ):
+            self._ready_sent = True
+            self.notifier.ready()
+        self.notifier.status(self._status_line())
+        self.notifier.watchdog(now)
+
+    def _status_line(self) -> str:
+        procs = [p for p in self.children.values() if p.spec.kind == "worker"]
+        busy = sum(1 for p in procs if p.state == "busy")
+        state = "stopping" if self.stopping else "running"
+        return f"{state}: {len(self.supervisors)} supervisors, {busy}/{len(procs)} workers busy"
+
+    def _keep_scheduler(self, now: float) -> None:
+        slot = self.scheduler
+        if slot.process is None and slot.health.ready(now):
+            spec = ChildSpec("scheduler", self.config.redis_url, self.pid, self.log_level,
+                             queues=self.config.all_queues())
+            slot.process = self._fork(spec, 0)
+            log.info("scheduler started", extra={"event": "scheduler_started", "pid": slot.process.pid})
+
+    def _spawn_worker(self, sup: SupervisorConfig, generation: int) -> WorkerProcess:
+        spec = ChildSpec("worker", self.config.redis_url, self.pid, self.log_level, supervisor=sup)
+        return self._fork(spec, generation)
+
+    def _fork(self, spec: ChildSpec, generation: int) -> WorkerProcess:
+        keep_out = [key.fd for key in self.selector.get_map().values()]
+        keep_out += [self.selector.fileno()] + list(self._wakeup or ())
+        if self.notifier.fileno() is not None:
+            keep_out.append(self.notifier.fileno())
+        proc = spawn(spec, generation, keep_out)
+        self.children[proc.pid] = proc
+        self.selector.register(proc.reader.fd, selectors.EVENT_READ, lambda: self._read_channel(proc))
+        return proc
+
+    def _read_channel(self, proc: WorkerProcess) -> None:
+        now = time.monotonic()
+        for message in proc.reader.read():
+            proc.apply(message, now)
+        if proc.reader.closed:
+            self._close_channel(proc)
+
+    def _close_channel(self, proc: WorkerProcess) -> None:
+        if proc.reader.fd >= 0:
+            self.selector.unregister(proc.reader.fd)
+            proc.reader.close()
+
+    def _reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            proc = self.children.pop(pid, None)
+            if proc is not None:
+                self._on_child_exit(proc, status)
+
+    def _on_child_exit(self, proc: WorkerProcess, status: int) -> None:
+        now = time.monotonic()
+        if proc.reader.fd >= 0:
+            self._read_channel(proc)  # last words: a job it finished just before exiting
+            self._close_channel(proc)
+        from .sysutil import kill_group
+
+        kill_group(proc.pid, signal.SIGKILL)  # anything its jobs left behind in its group
+        clean, how = describe_exit(status)
+        if proc.spec.kind == "scheduler":
+            self.scheduler.process = None
+            self.scheduler.health = restarts.after_exit(
+                self.scheduler.health, failed=not clean, lived=now - proc.started, now=now, how=how)
+            return
+        if not clean:
+            self._settle(proc, how)
+        owner = self._owner(proc)
+        if owner is not None:
+            owner.on_exit(proc, status, now)
+
+    def _settle(self, proc: WorkerProcess, how: str) -> None:
+        try:
+            if proc.state == "busy" and proc.job_id and proc.name:
+                recovery.settle_lost_job(self.redis, proc.job_id, proc.name, proc.spec.supervisor, how)
+            if proc.name:
+                recovery.forget_worker(self.redis, proc.name, proc.spec.supervisor.queues)
+        except Exception as exc:  # Redis down: RQ's own registry cleanup is the fallback
+            log.error("could not settle a dead worker's job", extra={
+                "event": "recovery_failed", "pid": proc.pid, "job_id": proc.job_id, "error": str(exc)})
+
+    def _owner(self, proc: WorkerProcess) -> Supervisor | None:
+        for sup in [*self.supervisors.values(), *self.removed]:
+            if sup.owns(proc):
+                return sup
+        return None
+
+    # --- stop and reload ----------------------------------------------------------------
+
+    def stop(self, force: bool, reason: str) -> None:
+        now = time.monotonic()
+        if not self.stopping:
+            self.stopping = True
+            self.notifier.stopping()
+            log.info("stopping: workers finish their jobs", extra={"event": "stop_requested", "reason": reason})
+            for sup in [*self.supervisors.values(), *self.removed]:
+                sup.drain(now, reason="shutdown")
+            if self.scheduler.process:
+                self.scheduler.process.terminate(now)
+        if force:
+            log.warning("stopping now: killing workers", extra={"event": "stop_forced", "reason": reason})
+            for proc in self.children.values():
+                proc.kill(now)
+
+    def _enforce_stop_deadlines(self, now: float) -> None:
+        for proc in self.children.values():
+            deadline = proc.stop_deadline(self.config.shutdown_grace)
+            if deadline is not None and now >= deadline and proc.kill_sent is None:
+                log.warning("worker did not stop in time; killing it", extra={
+                    "event": "worker_killed", "pid": proc.pid, "job_id": proc.job_id})
+                proc.kill(now)
+
+    def reload(self) -> None:
+        self.notifier.reloading()
+        try:
+            new = self.load_config()
+        except (ConfigError, OSError) as exc:
+            problems = [str(i) for i in exc.issues] if isinstance(exc, ConfigError) else [str(exc)]
+            log.error("reload refused: configuration invalid; keeping the running one", extra={
+                "event": "reload_refused", "errors": problems})
+            self.notifier.ready()
+            return
+        summary = self._apply(new, time.monotonic())
+        log.info("reload applied", extra={"event": "reload_applied", **summary})
+        self.notifier.ready()
+
+    def _apply(self, new: Config, now: float) -> dict:
+        old = self.config
+        everything = new.redis_url != old.redis_url or new.app_paths != old.app_paths
+        added, removed, changed = [], [], []
+        for name, sup in list(self.supervisors.items()):
+            cfg = new.supervisor(name)
+            if cfg is None:
+                sup.drain(now)
+                self.removed.append(self.supervisors.pop(name))
+                removed.append(name)
+            elif cfg != sup.config or everything:
+                sup.replace(cfg, now)
+                changed.append(name)
+        for cfg in new.supervisors:
+            if cfg.name not in self.supervisors:
+                self.supervisors[cfg.name] = Supervisor(cfg, self._spawn_worker)
+                added.append(cfg.name)
+        if new.socket_path != old.socket_path:
+            log.warning("control socket path changes need a restart", extra={"event": "reload_partial"})
+            new = _with_socket(new, old.socket_path)
+        if new.redis_url != old.redis_url:
+            self.redis = Redis.from_url(new.redis_url, socket_timeout=2, socket_connect_timeout=2)
+        self._extend_sys_path(new.app_paths)
+        self.config = new
+        if (everything or new.all_queues() != old.all_queues()) and self.scheduler.process:
+            self.scheduler.process.terminate(now)  # respawned on the new queues
+        return {"added": added, "removed": removed, "changed": changed}
+
+    # --- start-up helpers -------------------------------------------------------------------
+
+    @staticmethod
+    def _extend_sys_path(paths: tuple[str, ...]) -> None:
+        for path in paths:
+            if path not in sys.path:
+                sys.path.insert(0, path)
+
+    @staticmethod
+    def _preload(modules: tuple[str, ...]) -> None:
+        """Import app modules once, before forking, so workers share them copy-on-write.
+
+        A module that fails to import is logged and skipped: its jobs then fail with
+        the import error in RQ's failed registry, visibly, and nothing crash-loops.
+        """
+        for name in modules:
+            try:
+                importlib.import_module(name)
+            except Exception as exc:
+                log.error("preload failed", extra={"event": "preload_failed", "preload": name,
+                                                   "error": f"{type(exc).__name__}: {exc}"})
+
+    def all_processes(self) -> list[WorkerProcess]:
+        return list(self.children.values())
+
+
+def _with_socket(config: Config, path: str) -> Config:
+    from dataclasses import replace
+
+    return replace(config, socket_path=path)

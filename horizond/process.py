@@ -1,0 +1,100 @@
+"""WorkerProcess: the master's handle on one forked child, and how it is forked."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from dataclasses import dataclass, field
+
+from . import sysutil
+from .channel import StateReader
+from .worker import ChildSpec, child_main
+
+
+@dataclass(eq=False)
+class WorkerProcess:
+    """What the master knows of a child, fed by its state channel."""
+
+    pid: int
+    spec: ChildSpec
+    reader: StateReader
+    generation: int
+    started: float = field(default_factory=time.monotonic)
+    name: str = ""
+    state: str = "starting"  # starting | idle | busy
+    job_id: str | None = None
+    job_queue: str | None = None
+    job_started_wall: float | None = None
+    job_started: float | None = None  # monotonic, when the master heard of it
+    job_timeout: float | None = None
+    rss: int = 0
+    jobs_done: int = 0
+    stop_sent: float | None = None  # when SIGTERM went out
+    kill_sent: float | None = None
+    retiring: bool = False
+
+    def apply(self, message: dict, now: float) -> None:
+        state = message.get("s")
+        if "name" in message:
+            self.name = str(message["name"])
+        if "rss" in message:
+            self.rss = int(message["rss"])
+        if state == "busy":
+            self.state = "busy"
+            self.job_id = message.get("job")
+            self.job_queue = message.get("q")
+            self.job_started_wall = message.get("t")
+            self.job_started = now
+            self.job_timeout = message.get("timeout")
+        elif state == "idle":
+            if self.state == "busy":
+                self.jobs_done += 1
+            self.state = "idle"
+            self.job_id = self.job_queue = self.job_started_wall = self.job_started = self.job_timeout = None
+
+    def terminate(self, now: float) -> None:
+        """Warm stop: RQ finishes the job in hand, an idle worker leaves at once."""
+        if self.stop_sent is None:
+            self.stop_sent = now
+            _signal(self.pid, signal.SIGTERM)
+
+    def kill(self, now: float) -> None:
+        if self.kill_sent is None:
+            self.kill_sent = now
+        sysutil.kill_group(self.pid, signal.SIGKILL)
+
+    def stop_deadline(self, grace: float) -> float | None:
+        """When a stopping worker has had its fair chance: its job's timeout plus grace."""
+        if self.stop_sent is None:
+            return None
+        if self.state == "busy" and self.job_started is not None:
+            timeout = self.job_timeout if self.job_timeout and self.job_timeout > 0 else 0
+            return max(self.stop_sent, self.job_started + timeout) + grace
+        return self.stop_sent + grace
+
+    def snapshot(self, now: float) -> dict:
+        info = {"pid": self.pid, "name": self.name, "state": "stopping" if self.stop_sent else self.state,
+                "uptime": round(now - self.started, 1), "rss": self.rss, "jobs": self.jobs_done}
+        if self.job_id:
+            info.update(job_id=self.job_id, queue=self.job_queue, job_started_at=self.job_started_wall,
+                        job_timeout=self.job_timeout)
+        return info
+
+
+def _signal(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def spawn(spec: ChildSpec, generation: int, close_fds: list[int]) -> WorkerProcess:
+    """Fork a child running `spec`; the parent gets a handle with its state channel."""
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child
+        os.close(read_fd)
+        child_main(spec, write_fd, close_fds)  # never returns
+    os.close(write_fd)
+    return WorkerProcess(pid=pid, spec=spec, reader=StateReader(read_fd), generation=generation)

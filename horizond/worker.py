@@ -1,0 +1,115 @@
+"""What a forked child runs: an RQ worker for one supervisor, or the RQ scheduler.
+
+Everything here happens after fork() in the child. The child must never return
+into the master's stack, so each entry point ends in os._exit().
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import traceback
+from dataclasses import dataclass
+
+from redis import Redis
+
+from . import logs, rqworker, sysutil
+from .channel import StateWriter
+from .config import SupervisorConfig
+
+log = logging.getLogger("horizond.worker")
+
+_MASTER_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD, signal.SIGQUIT,
+                   signal.SIGUSR1, signal.SIGUSR2, signal.SIGTTIN, signal.SIGTTOU)
+
+
+@dataclass(frozen=True)
+class ChildSpec:
+    """All a child needs, fixed at fork time."""
+
+    kind: str  # "worker" | "scheduler"
+    redis_url: str
+    master_pid: int
+    log_level: int
+    supervisor: SupervisorConfig | None = None
+    queues: tuple[str, ...] = ()
+
+
+def child_main(spec: ChildSpec, write_fd: int, close_fds: list[int]) -> None:
+    """Entry point right after fork(); never returns."""
+    code = rqworker.EXIT_FAILED
+    try:
+        _detach_from_master(spec, close_fds)
+        if spec.kind == "scheduler":
+            code = _run_scheduler(spec)
+        else:
+            code = _run_worker(spec, StateWriter(write_fd))
+    except SystemExit as exc:  # RQ's cold shutdown
+        code = exc.code if isinstance(exc.code, int) else rqworker.EXIT_OK
+    except BaseException:
+        try:
+            log.error("worker crashed", extra={"event": "worker_crashed", "error": traceback.format_exc()})
+        except BaseException:
+            pass
+    finally:
+        try:
+            logging.shutdown()
+        finally:
+            os._exit(code)
+
+
+def _detach_from_master(spec: ChildSpec, close_fds: list[int]) -> None:
+    signal.set_wakeup_fd(-1)
+    for sig in _MASTER_SIGNALS:
+        signal.signal(sig, signal.SIG_DFL)
+    # Own process group: a terminal's Ctrl+C reaches only the master, which then
+    # stops workers in order; and the master can kill a worker with all it started.
+    os.setpgid(0, 0)
+    sysutil.die_with_parent(spec.master_pid)
+    for fd in close_fds:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
+
+def _run_worker(spec: ChildSpec, reporter: StateWriter) -> int:
+    sup = spec.supervisor
+    assert sup is not None
+    sysutil.set_title(f"horizond: worker {sup.name} [{','.join(sup.queues)}]")
+    logs.set_role(f"worker:{sup.name}")
+    try:
+        worker_class = rqworker.worker_class_for(sup.worker_class)
+    except Exception as exc:
+        log.error(
+            "cannot load worker_class",
+            extra={"event": "worker_class_failed", "supervisor": sup.name, "worker_class": sup.worker_class,
+                   "error": f"{type(exc).__name__}: {exc}"},
+        )
+        return rqworker.EXIT_IMPORT
+    connection = Redis.from_url(spec.redis_url)
+    worker = worker_class(list(sup.queues), connection=connection, name=rqworker.worker_name(sup.name))
+    worker.horizon_attach(reporter, sup)
+    rq_level = "DEBUG" if spec.log_level <= logging.DEBUG else "WARNING"
+    worker.work(max_jobs=sup.max_jobs or None, logging_level=rq_level)
+    recycled = sup.max_jobs and worker.horizon_jobs_done >= sup.max_jobs
+    asked_to_stop = worker._stop_requested or worker._shutdown_requested_date is not None
+    if worker.horizon_exit_reason or asked_to_stop or recycled:
+        return rqworker.EXIT_OK
+    return rqworker.EXIT_FAILED  # RQ left its loop on its own: an error it logged
+
+
+def _run_scheduler(spec: ChildSpec) -> int:
+    """RQ's scheduler moves delayed jobs and retry back-offs back into their queues."""
+    from rq.scheduler import RQScheduler
+
+    sysutil.set_title("horizond: scheduler")
+    logs.set_role("scheduler")
+    rq_level = "DEBUG" if spec.log_level <= logging.DEBUG else "WARNING"
+    scheduler = RQScheduler(list(spec.queues), connection=Redis.from_url(spec.redis_url), logging_level=rq_level)
+    scheduler.acquire_locks()
+    scheduler.work()  # returns after SIGTERM, locks released
+    sys.stdout.flush()
+    return rqworker.EXIT_OK

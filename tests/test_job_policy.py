@@ -1,0 +1,76 @@
+"""A supervisor's timeout and retry policy govern plain jobs; a job's own settings win."""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+
+from rq import Queue, Retry
+from rq.job import JobStatus
+
+from conftest import wait_until
+
+SUPERVISOR = """
+[supervisors.alpha]
+queues = ["qa"]
+min_processes = 2
+timeout = 2
+tries = 3
+backoff = [1]
+"""
+
+
+def _failed(job):
+    return job.get_status(refresh=True) == JobStatus.FAILED
+
+
+def test_plain_job_runs_under_the_supervisor_timeout_not_rqs_180s(start_daemon, redis):
+    daemon = start_daemon(SUPERVISOR.replace("tries = 3", "tries = 1"))
+    daemon.wait_ready({"alpha": 2})
+    job = Queue("qa", connection=redis).enqueue("testjobs.block", 30)
+    assert job.timeout == 180  # what RQ stamped on it
+    started = time.monotonic()
+    wait_until(lambda: _failed(job), timeout=15, what="the job to time out")
+    assert time.monotonic() - started < 10
+    assert "JobTimeoutException" in job.latest_result().exc_string
+    assert redis.hget("test:runs", "block") is None
+
+
+def test_a_jobs_own_timeout_wins_over_the_supervisors(start_daemon, redis):
+    daemon = start_daemon(SUPERVISOR.replace("tries = 3", "tries = 1"))
+    daemon.wait_ready({"alpha": 2})
+    queue = Queue("qa", connection=redis)
+    longer = queue.enqueue("testjobs.sleep_then_record", 3, "longer", job_timeout=10)
+    shorter = queue.enqueue("testjobs.block", 5, "shorter", job_timeout=1)
+    wait_until(lambda: _failed(shorter), timeout=10, what="the 1 s job to time out")
+    wait_until(lambda: longer.get_status(refresh=True) == JobStatus.FINISHED, timeout=15,
+               what="the 10 s job to outlive the supervisor's 2 s")
+
+
+def test_supervisor_tries_and_backoff_retry_a_plain_job_then_fail_it(start_daemon, redis):
+    daemon = start_daemon(SUPERVISOR)
+    daemon.wait_ready({"alpha": 2})
+    queue = Queue("qa", connection=redis)
+    job = queue.enqueue("testjobs.fail", "plain")
+    wait_until(lambda: _failed(job), timeout=20, what="three attempts")
+    attempts = [float(t) for t in redis.lrange("test:attempts:plain", 0, -1)]
+    assert len(attempts) == 3
+    # backoff = [1]: each retry waited about a second (the scheduler moved it back)
+    assert all(b - a >= 0.9 for a, b in zip(attempts, attempts[1:]))
+    assert job.id in queue.failed_job_registry.get_job_ids()
+
+
+def test_a_jobs_own_retry_wins_over_the_supervisors_tries(start_daemon, redis):
+    daemon = start_daemon(SUPERVISOR)
+    daemon.wait_ready({"alpha": 2})
+    job = Queue("qa", connection=redis).enqueue("testjobs.fail", "own", retry=Retry(max=1))
+    wait_until(lambda: _failed(job), timeout=20, what="the job to fail")
+    assert redis.llen("test:attempts:own") == 2
+
+
+def test_delayed_jobs_run_because_a_scheduler_runs_with_the_workers(start_daemon, redis):
+    daemon = start_daemon(SUPERVISOR)
+    daemon.wait_ready({"alpha": 2})
+    job = Queue("qa", connection=redis).enqueue_in(timedelta(seconds=1), "testjobs.record", "later")
+    assert job.get_status() == JobStatus.SCHEDULED
+    wait_until(lambda: redis.hget("test:runs", "later") == b"1", timeout=10, what="the delayed job to run")

@@ -1,0 +1,38 @@
+"""Job functions the test daemons run (imported by workers through [app] paths)."""
+
+import os
+import time
+
+from rq import get_current_job
+
+
+def _redis():
+    return get_current_job().connection
+
+
+def record(tag):
+    """Count one run of `tag`: a job that runs twice shows 2."""
+    _redis().hincrby("test:runs", tag, 1)
+    return tag
+
+
+def sleep_then_record(seconds, tag):
+    _redis().hset("test:started", tag, os.getpid())
+    time.sleep(seconds)
+    _redis().hincrby("test:runs", tag, 1)
+    return tag
+
+
+def fail(tag):
+    _redis().rpush(f"test:attempts:{tag}", time.time())
+    raise RuntimeError(f"failing on purpose: {tag}")
+
+
+def block(seconds, tag="block"):
+    _redis().hset("test:started", tag, os.getpid())
+    time.sleep(seconds)
+    _redis().hincrby("test:runs", tag, 1)
+
+
+def record_pid(tag):
+    _redis().hset("test:pids", tag, os.getpid())
