@@ -20,6 +20,7 @@ def env_from(environ) -> Env:
         socket_path=environ.get("HORIZOND_SOCKET") or None,
         uid=os.getuid(),
         runtime_dir=environ.get("XDG_RUNTIME_DIR") or None,
+        service_dir=environ.get("RUNTIME_DIRECTORY") or None,
     )
 
 
@@ -89,14 +90,14 @@ def main(argv: list[str] | None = None) -> int:
     if config.embedded:
         log.warning("no config file found: running the embedded default (supervisor 'default' on queue 'default')",
                     extra={"event": "embedded_config", "looked_for": SYSTEM_CONFIG})
-    from .control import AlreadyRunning
+    from .control import SocketError
     from .master import Master
 
     try:
         master = Master(config, lambda: load(args.config), level)
         return master.run()
-    except AlreadyRunning as exc:
-        log.error(str(exc), extra={"event": "already_running"})
+    except SocketError as exc:
+        log.error(str(exc), extra={"event": "control_socket_failed"})
         return 1
 
 

@@ -66,6 +66,6 @@ class Commands:
             with self.master.redis.pipeline(transaction=False) as pipe:
                 for name in queues:
                     pipe.llen(f"rq:queue:{name}")
-                return dict(zip(queues, pipe.execute())), None
+                return dict(zip(queues, pipe.execute(), strict=True)), None
         except Exception as exc:
             return {}, f"{type(exc).__name__}: {exc}"

@@ -8,8 +8,9 @@ collected, not raised one at a time, so `--check-config` can list them all.
 from __future__ import annotations
 
 import difflib
+import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -87,11 +88,14 @@ class Env:
     redis_url: str | None = None
     socket_path: str | None = None
     uid: int = 0
-    runtime_dir: str | None = None
+    runtime_dir: str | None = None  # $XDG_RUNTIME_DIR
+    service_dir: str | None = None  # $RUNTIME_DIRECTORY, set by systemd's RuntimeDirectory=
 
 
 def default_socket_path(env: Env) -> str:
-    """Root (a service) uses /run; a user gets their own runtime dir, never a shared /tmp name."""
+    """A service uses its systemd runtime dir, root /run; a user gets a private runtime dir."""
+    if env.service_dir:
+        return f"{env.service_dir.split(':')[0]}/horizond.sock"
     if env.uid == 0:
         return "/run/horizond/horizond.sock"
     if env.runtime_dir:
@@ -369,7 +373,12 @@ def redact_url(url: str) -> str:
     """Hide a password in a Redis URL so it never reaches logs or status output."""
     scheme, sep, rest = url.partition("://")
     if not sep or "@" not in rest:
-        return url
+        return _QUERY_PASSWORD.sub(r"\1***", url)
     creds, _, host = rest.rpartition("@")
+    host = _QUERY_PASSWORD.sub(r"\1***", host)
     user = creds.split(":", 1)[0] if ":" in creds else ""
     return f"{scheme}://{user}:***@{host}" if user or ":" in creds else f"{scheme}://***@{host}"
+
+
+# redis-py also takes the password as a query argument (unix:///run/redis.sock?password=...).
+_QUERY_PASSWORD = re.compile(r"([?&]password=)[^&#]*")

@@ -26,7 +26,11 @@ SOCKET_MODE = 0o660
 DIR_MODE = 0o750
 
 
-class AlreadyRunning(Exception):
+class SocketError(Exception):
+    """The control socket cannot be set up; the daemon refuses to start."""
+
+
+class AlreadyRunning(SocketError):
     pass
 
 
@@ -40,16 +44,20 @@ class ControlServer:
         self._inode: int | None = None
 
     def open(self) -> None:
-        directory = os.path.dirname(self.path) or "."
-        if not os.path.isdir(directory):
-            os.makedirs(directory, mode=DIR_MODE, exist_ok=True)
-        self._remove_stale()
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        old_umask = os.umask(0o777 & ~SOCKET_MODE)  # the file is born with its final mode
         try:
-            sock.bind(self.path)
-        finally:
-            os.umask(old_umask)
+            directory = os.path.dirname(self.path) or "."
+            if not os.path.isdir(directory):
+                os.makedirs(directory, mode=DIR_MODE, exist_ok=True)
+            self._remove_stale()
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            old_umask = os.umask(0o777 & ~SOCKET_MODE)  # the file is born with its final mode
+            try:
+                sock.bind(self.path)
+            finally:
+                os.umask(old_umask)
+        except OSError as exc:
+            raise SocketError(f"cannot create the control socket {self.path}: {exc.strerror or exc} "
+                              "(set [control] socket or $HORIZOND_SOCKET)") from None
         sock.listen(16)
         sock.setblocking(False)
         self.sock = sock

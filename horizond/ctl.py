@@ -12,6 +12,7 @@ from .cli import load
 from .config import ConfigError
 
 EXIT_RUNNING, EXIT_PAUSED, EXIT_NOT_RUNNING = 0, 1, 2
+SERVICE_SOCKET = "/run/horizond/horizond.sock"
 
 
 class NotRunning(Exception):
@@ -24,9 +25,14 @@ def find_socket(args) -> str:
     if os.environ.get("HORIZOND_SOCKET"):
         return os.environ["HORIZOND_SOCKET"]
     try:
-        return load(args.config).socket_path
+        configured = load(args.config).socket_path
     except (ConfigError, OSError) as exc:
         raise SystemExit(f"horizonctl: cannot find the control socket: {exc}") from None
+    # An operator's default differs from the service's: try the service's too.
+    for candidate in (configured, SERVICE_SOCKET):
+        if os.path.exists(candidate):
+            return candidate
+    return configured
 
 
 def request(path: str, cmd: str, timeout: float = 10.0, **args) -> dict:

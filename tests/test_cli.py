@@ -32,9 +32,9 @@ def test_check_config_names_a_misspelt_key_and_a_wrong_type(tmp_path):
     result = run(HORIZOND + ["--check-config", "--config", str(path)])
     assert result.returncode != 0
     lines = result.stderr.splitlines()
-    assert any(str(path) in l and "[supervisors.webhooks]" in l and "'timout'" in l and "did you mean 'timeout'" in l
-               for l in lines), result.stderr
-    assert any("'max_processes'" in l and "expected an integer" in l for l in lines), result.stderr
+    assert any(str(path) in x and "[supervisors.webhooks]" in x and "'timout'" in x and "did you mean 'timeout'" in x
+               for x in lines), result.stderr
+    assert any("'max_processes'" in x and "expected an integer" in x for x in lines), result.stderr
 
 
 def test_a_bad_file_at_start_is_refused_before_anything_forks(tmp_path):

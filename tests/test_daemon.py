@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 from rq import Queue, Worker
-from rq.job import Job, JobStatus
+from rq.job import JobStatus
 
 from conftest import ROOT, alive, child_env, wait_until
 
@@ -129,3 +129,19 @@ def test_worker_killed_mid_job_is_replaced_and_its_job_retried_at_once(start_dae
     assert int(redis.hget("test:started", "victim")) != victim
     sup = daemon.supervisor("alpha")
     assert sup["processes"] == 1 and victim not in {w["pid"] for w in sup["workers"]}
+
+
+def test_a_dead_workers_own_children_do_not_outlive_it(start_daemon, redis):
+    daemon = start_daemon("""
+    [supervisors.alpha]
+    queues = ["qa"]
+    """)
+    daemon.wait_ready({"alpha": 1})
+    Queue("qa", connection=redis).enqueue("testjobs.spawn_and_block", "g")
+    worker = int(wait_until(lambda: redis.hget("test:started", "g"), what="the job to start"))
+    grandchild = int(redis.hget("test:grandchild", "g"))
+    assert alive(grandchild)
+    import os
+
+    os.kill(worker, signal.SIGKILL)
+    wait_until(lambda: not alive(grandchild), timeout=5, what="the job's subprocess to be killed")

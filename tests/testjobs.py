@@ -36,3 +36,13 @@ def block(seconds, tag="block"):
 
 def record_pid(tag):
     _redis().hset("test:pids", tag, os.getpid())
+
+
+def spawn_and_block(tag):
+    """Start a grandchild process (as job code sometimes does), then block."""
+    import subprocess
+
+    child = subprocess.Popen(["sleep", "300"])
+    _redis().hset("test:grandchild", tag, child.pid)
+    _redis().hset("test:started", tag, os.getpid())
+    time.sleep(300)
