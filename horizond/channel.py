@@ -1,8 +1,9 @@
-"""Worker -> master state channel over a pipe: one JSON object per line.
+"""Master <-> worker channel over a Unix socketpair: one JSON object per line.
 
-Why a pipe: the master learns of every state change at once through its selector
-(no polling), the kernel keeps each small write atomic (< PIPE_BUF), and EOF tells
-the master the worker is gone even before SIGCHLD is handled.
+Worker -> master: state changes (idle/busy, job, RSS). The master learns of each
+at once through its selector (no polling), and EOF tells it the worker is gone
+even before SIGCHLD is handled. Master -> worker: the few words a worker must
+obey between jobs (pause, continue), read by the worker only at dequeue time.
 """
 
 from __future__ import annotations
@@ -33,6 +34,16 @@ class StateReader:
         self.closed = False
         self._buffer = b""
         os.set_blocking(fd, False)
+
+    def tell(self, **message) -> bool:
+        """Send a word to the worker; never blocks the master (False if it could not)."""
+        if self.fd < 0:
+            return False
+        try:
+            os.write(self.fd, (json.dumps(message, separators=(",", ":")) + "\n").encode())
+            return True
+        except OSError:
+            return False
 
     def read(self) -> list[dict]:
         messages = []

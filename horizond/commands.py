@@ -1,4 +1,8 @@
-"""Control commands: what each horizonctl request reads from or does to the master."""
+"""Control commands: what each horizonctl request reads from or does to the master.
+
+Read-only commands are open to the `[control] readers` group; the others need
+full access (root, the daemon's user, or `[control] group`).
+"""
 
 from __future__ import annotations
 
@@ -9,22 +13,34 @@ from typing import TYPE_CHECKING
 import tomli_w
 
 from . import __version__
-from .config import redact_url, to_toml_dict
+from .config import MAX_PROCESSES_CAP, redact_url, to_toml_dict
 
 if TYPE_CHECKING:
     from .master import Master
+
+READ_ONLY = frozenset({"ping", "status", "config", "supervisors", "workers"})
+
+
+class CommandError(Exception):
+    pass
 
 
 class Commands:
     def __init__(self, master: Master):
         self.master = master
-        self._table = {"status": self.status, "config": self.config, "ping": self.ping}
+        self._table = {
+            "ping": self.ping, "status": self.status, "config": self.config, "supervisors": self.supervisors,
+            "workers": self.workers, "pause": self.pause, "continue": self.resume, "scale": self.scale,
+            "restart": self.restart, "reload": self.reload, "terminate": self.terminate,
+        }
 
     def handle(self, request: dict, peer: dict) -> dict:
         name = request["cmd"]
         command = self._table.get(name)
         if command is None:
             return {"ok": False, "error": f"unknown command {name!r}; known: {', '.join(sorted(self._table))}"}
+        if name not in READ_ONLY and peer.get("access") != "full":
+            return {"ok": False, "error": f"permission denied: {name!r} needs full access (read-only client)"}
         args = request.get("args") or {}
         if not isinstance(args, dict):
             return {"ok": False, "error": "'args' must be an object"}
@@ -32,14 +48,30 @@ class Commands:
             inspect.signature(command).bind(**args)
         except TypeError as exc:
             return {"ok": False, "error": f"bad arguments for {name!r}: {exc}"}
-        return command(**args)
+        try:
+            return {"ok": True, "result": command(**args)}
+        except CommandError as exc:
+            return {"ok": False, "error": str(exc)}
+
+    def _supervisor(self, name):
+        if not isinstance(name, str) or name not in self.master.supervisors:
+            known = ", ".join(sorted(self.master.supervisors)) or "none"
+            raise CommandError(f"unknown supervisor {name!r} (running: {known})")
+        return self.master.supervisors[name]
+
+    def _optional_name(self, supervisor):
+        if supervisor is not None:
+            self._supervisor(supervisor)
+        return supervisor
+
+    # --- read-only ---------------------------------------------------------------------
 
     def ping(self) -> dict:
-        return {"ok": True, "result": {"pid": self.master.pid}}
+        return {"pid": self.master.pid}
 
     def config(self) -> dict:
         cfg = self.master.config
-        return {"ok": True, "result": {"toml": tomli_w.dumps(to_toml_dict(cfg)), "source": cfg.source}}
+        return {"toml": tomli_w.dumps(to_toml_dict(cfg)), "source": cfg.source}
 
     def status(self) -> dict:
         master = self.master
@@ -48,17 +80,27 @@ class Commands:
         sups = [sup.status(now, sizes) for sup in master.supervisors.values()]
         sups += [dict(sup.status(now, sizes), state="removed") for sup in master.removed]
         scheduler = master.scheduler.process
-        return {"ok": True, "result": {
-            "state": "stopping" if master.stopping else "running",
+        running = list(master.supervisors.values())
+        paused = bool(running) and all(s.paused for s in running)
+        return {
+            "state": "stopping" if master.stopping else "paused" if paused else "running",
             "pid": master.pid,
             "version": __version__,
             "config": master.config.source,
             "uptime": round(time.time() - master.started, 1),
             "redis": {"url": redact_url(master.config.redis_url), "ok": redis_error is None, "error": redis_error},
-            "scheduler": {"pid": scheduler.pid if scheduler else None,
-                          "failures": master.scheduler.health.failures},
+            "scheduler": {"pid": scheduler.pid if scheduler else None, "failures": master.scheduler.health.failures},
             "supervisors": sups,
-        }}
+        }
+
+    def supervisors(self) -> list[dict]:
+        return [{k: v for k, v in s.items() if k != "workers"} for s in self.status()["supervisors"]]
+
+    def workers(self, supervisor: str | None = None) -> list[dict]:
+        self._optional_name(supervisor)
+        now = time.monotonic()
+        return [dict(w, supervisor=sup.name) for sup in self.master.supervisors.values()
+                if supervisor in (None, sup.name) for w in (p.snapshot(now) for p in sup.processes())]
 
     def _queue_sizes(self) -> tuple[dict[str, int | None], str | None]:
         queues = sorted({q for sup in self.master.supervisors.values() for q in sup.config.queues})
@@ -69,3 +111,39 @@ class Commands:
                 return dict(zip(queues, pipe.execute(), strict=True)), None
         except Exception as exc:
             return {}, f"{type(exc).__name__}: {exc}"
+
+    # --- actions -------------------------------------------------------------------------
+
+    def pause(self, supervisor: str | None = None) -> dict:
+        return {"paused": self.master.set_paused(self._optional_name(supervisor), True)}
+
+    def resume(self, supervisor: str | None = None) -> dict:
+        return {"continued": self.master.set_paused(self._optional_name(supervisor), False)}
+
+    def scale(self, supervisor: str, processes: int | str) -> dict:
+        sup = self._supervisor(supervisor)
+        if processes == "auto":
+            sup.pinned = None
+        elif isinstance(processes, int) and not isinstance(processes, bool) and 0 <= processes <= MAX_PROCESSES_CAP:
+            sup.pinned = processes
+        else:
+            raise CommandError(f"scale: processes must be 'auto' or a whole number from 0 to {MAX_PROCESSES_CAP}, "
+                               f"got {processes!r}")
+        return {"supervisor": sup.name, "pinned": sup.pinned, "target": sup.target()}
+
+    def restart(self, supervisor: str | None = None) -> dict:
+        name = self._optional_name(supervisor)
+        targets = [self.master.supervisors[name]] if name else list(self.master.supervisors.values())
+        for sup in targets:
+            sup.replace(sup.config)
+        return {"restarting": [s.name for s in targets]}
+
+    def reload(self) -> dict:
+        result = self.master.reload()
+        if not result["applied"]:
+            raise CommandError("reload refused, the running config is kept:\n  " + "\n  ".join(result["errors"]))
+        return result
+
+    def terminate(self) -> dict:
+        self.master.stop(force=False, reason="horizonctl terminate")
+        return {"pid": self.master.pid}

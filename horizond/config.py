@@ -47,6 +47,8 @@ class Config:
     app_paths: tuple[str, ...] = ()
     preload: tuple[str, ...] = ()
     shutdown_grace: float = 10.0
+    control_group: str | None = None  # full control for its members
+    control_readers: str | None = None  # read-only commands for its members
     source: str = "<embedded default>"
     embedded: bool = False
 
@@ -108,7 +110,7 @@ def default_socket_path(env: Env) -> str:
 _SUPERVISOR_KEYS = {f.name for f in fields(SupervisorConfig)} - {"name"}
 _TABLES: dict[str, set[str]] = {
     "redis": {"url"},
-    "control": {"socket"},
+    "control": {"socket", "group", "readers"},
     "app": {"paths", "preload"},
     "master": {"shutdown_grace"},
     "defaults": _SUPERVISOR_KEYS,
@@ -303,6 +305,11 @@ def build(data: Mapping[str, Any], source: str, env: Env = Env()) -> Config:
         check.add("redis", "url", f"expected a redis://, rediss:// or unix:// URL, got {redis_url!r}")
     socket_path = (env.socket_path or check.get("control", tables["control"], "socket", "str", None)
                    or default_socket_path(env))
+    control_group = check.get("control", tables["control"], "group", "str", None)
+    control_readers = check.get("control", tables["control"], "readers", "str", None)
+    for key, value in (("group", control_group), ("readers", control_readers)):
+        if value is not None and not value.strip():
+            check.add("control", key, "expected a group name, got an empty string")
     grace = check.get("master", tables["master"], "shutdown_grace", "number", 10.0)
     if not grace >= 0:  # also refuses nan
         check.add("master", "shutdown_grace", f"must be 0 or more, got {grace}")
@@ -328,6 +335,8 @@ def build(data: Mapping[str, Any], source: str, env: Env = Env()) -> Config:
         app_paths=app_paths,
         preload=preload,
         shutdown_grace=grace,
+        control_group=control_group,
+        control_readers=control_readers,
         source=source,
     )
 
@@ -362,7 +371,8 @@ def to_toml_dict(config: Config) -> dict[str, Any]:
         sups[sup.name] = entry
     return {
         "redis": {"url": redact_url(config.redis_url)},
-        "control": {"socket": config.socket_path},
+        "control": {k: v for k, v in (("socket", config.socket_path), ("group", config.control_group),
+                                       ("readers", config.control_readers)) if v is not None},
         "app": {"paths": list(config.app_paths), "preload": list(config.preload)},
         "master": {"shutdown_grace": config.shutdown_grace},
         "supervisors": sups,

@@ -7,9 +7,11 @@ never blocks the loop. Peers are checked with SO_PEERCRED.
 
 from __future__ import annotations
 
+import grp
 import json
 import logging
 import os
+import pwd
 import selectors
 import socket
 import stat
@@ -35,26 +37,37 @@ class AlreadyRunning(SocketError):
 
 
 class ControlServer:
-    def __init__(self, path: str, selector: selectors.BaseSelector, handler: Callable[[dict, dict], dict]):
+    def __init__(self, path: str, selector: selectors.BaseSelector, handler: Callable[[dict, dict], dict],
+                 group: str | None = None, readers: str | None = None):
         self.path = path
         self.selector = selector
         self.handler = handler
+        self.group, self.readers = group, readers
+        self._gids: tuple[int | None, int | None] = (None, None)
         self.sock: socket.socket | None = None
         self._clients: dict[socket.socket, tuple[float, bytearray, dict]] = {}
         self._inode: int | None = None
 
     def open(self) -> None:
+        self._gids = (_gid(self.group, "group"), _gid(self.readers, "readers"))
+        # Readers outside the control group must be able to connect at all: then the
+        # file is open to everyone and SO_PEERCRED alone decides (see README).
+        sock_mode, dir_mode = (0o666, 0o755) if self.readers else (SOCKET_MODE, DIR_MODE)
         try:
             directory = os.path.dirname(self.path) or "."
             if not os.path.isdir(directory):
-                os.makedirs(directory, mode=DIR_MODE, exist_ok=True)
+                os.makedirs(directory, mode=dir_mode, exist_ok=True)
+                if self._gids[0] is not None:
+                    os.chown(directory, -1, self._gids[0])
             self._remove_stale()
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            old_umask = os.umask(0o777 & ~SOCKET_MODE)  # the file is born with its final mode
+            old_umask = os.umask(0o777 & ~sock_mode)  # the file is born with its final mode
             try:
                 sock.bind(self.path)
             finally:
                 os.umask(old_umask)
+            if self._gids[0] is not None:
+                os.chown(self.path, -1, self._gids[0])  # narrows nothing: owner-only until then
         except OSError as exc:
             raise SocketError(f"cannot create the control socket {self.path}: {exc.strerror or exc} "
                               "(set [control] socket or $HORIZOND_SOCKET)") from None
@@ -108,7 +121,10 @@ class ControlServer:
         except (BlockingIOError, InterruptedError):
             return
         peer = _peer(conn)
-        if not _allowed(peer):
+        trusted = peer["peer_uid"] in (0, os.getuid()) or self._gids == (None, None)
+        groups = set() if trusted else _groups_of(peer)
+        peer["access"] = access_level(peer["peer_uid"], groups, os.getuid(), *self._gids)
+        if peer["access"] is None:
             log.warning("control connection refused", extra={"event": "control_refused", **peer})
             _send(conn, {"v": PROTOCOL_VERSION, "ok": False, "error": "permission denied"})
             conn.close()
@@ -184,5 +200,38 @@ def _peer(conn: socket.socket) -> dict:
     return {"peer_pid": pid, "peer_uid": uid, "peer_gid": gid}
 
 
-def _allowed(peer: dict) -> bool:
-    return peer["peer_uid"] in (0, os.getuid())
+def access_level(uid: int, groups: set[int], own_uid: int, group_gid: int | None,
+                 readers_gid: int | None) -> str | None:
+    """"full", "read" or None (refused) for a peer with these uid and groups."""
+    if uid in (0, own_uid) or (group_gid is not None and group_gid in groups):
+        return "full"
+    if readers_gid is not None and readers_gid in groups:
+        return "read"
+    return None
+
+
+def _groups_of(peer: dict) -> set[int]:
+    """Primary and supplementary groups of the peer: SO_PEERCRED has only the primary."""
+    groups = {peer["peer_gid"]}
+    try:
+        with open(f"/proc/{peer['peer_pid']}/status") as status:
+            for line in status:
+                if line.startswith("Groups:"):
+                    groups.update(int(g) for g in line.split()[1:])
+    except OSError:
+        pass
+    try:  # membership by name, as /etc/group lists it
+        name = pwd.getpwuid(peer["peer_uid"]).pw_name
+        groups.update(g.gr_gid for g in grp.getgrall() if name in g.gr_mem)
+    except KeyError:
+        pass
+    return groups
+
+
+def _gid(name: str | None, key: str) -> int | None:
+    if name is None:
+        return None
+    try:
+        return grp.getgrnam(name).gr_gid
+    except KeyError:
+        raise SocketError(f"[control] {key}: no such group {name!r}") from None

@@ -1,4 +1,8 @@
-"""`horizonctl`: talk to a running horizond over its control socket."""
+"""`horizonctl`: talk to a running horizond over its control socket.
+
+Every command exits 0 on success and non-zero with a one-line error on stderr
+otherwise; `status` follows Horizon's codes (0 running, 1 paused, 2 not running).
+"""
 
 from __future__ import annotations
 
@@ -7,15 +11,21 @@ import json
 import os
 import socket
 import sys
+import time
 
 from .cli import load
 from .config import ConfigError
 
 EXIT_RUNNING, EXIT_PAUSED, EXIT_NOT_RUNNING = 0, 1, 2
+EXIT_ERROR = 3
 SERVICE_SOCKET = "/run/horizond/horizond.sock"
 
 
 class NotRunning(Exception):
+    pass
+
+
+class Failed(Exception):
     pass
 
 
@@ -27,7 +37,7 @@ def find_socket(args) -> str:
     try:
         configured = load(args.config).socket_path
     except (ConfigError, OSError) as exc:
-        raise SystemExit(f"horizonctl: cannot find the control socket: {exc}") from None
+        raise Failed(f"cannot find the control socket: {exc}") from None
     # An operator's default differs from the service's: try the service's too.
     for candidate in (configured, SERVICE_SOCKET):
         if os.path.exists(candidate):
@@ -35,7 +45,7 @@ def find_socket(args) -> str:
     return configured
 
 
-def request(path: str, cmd: str, timeout: float = 10.0, **args) -> dict:
+def request(path: str, cmd: str, timeout: float = 30.0, **args) -> dict:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(timeout)
     try:
@@ -43,7 +53,7 @@ def request(path: str, cmd: str, timeout: float = 10.0, **args) -> dict:
     except (FileNotFoundError, ConnectionRefusedError) as exc:
         raise NotRunning(f"horizond is not running (no daemon on {path}: {exc.strerror})") from None
     except PermissionError:
-        raise SystemExit(f"horizonctl: permission denied on {path}") from None
+        raise Failed(f"permission denied on {path}") from None
     with sock:
         sock.sendall(json.dumps({"v": 1, "cmd": cmd, "args": args}).encode() + b"\n")
         data = b""
@@ -57,57 +67,163 @@ def request(path: str, cmd: str, timeout: float = 10.0, **args) -> dict:
     return json.loads(data)
 
 
-def _result(response: dict) -> dict:
+def call(path: str, cmd: str, **args):
+    response = request(path, cmd, **args)
     if not response.get("ok"):
-        raise SystemExit(f"horizonctl: {response.get('error', 'unknown error')}")
+        raise Failed(response.get("error", "unknown error"))
     return response["result"]
+
+
+# --- output --------------------------------------------------------------------------
 
 
 def print_status(status: dict) -> None:
     redis = status["redis"]
     print(f"horizond {status['state']} (pid {status['pid']}, up {status['uptime']:.0f}s, config {status['config']})")
     print(f"redis {redis['url']}: {'ok' if redis['ok'] else 'UNREACHABLE ' + str(redis['error'])}")
-    print(f"{'SUPERVISOR':<20} {'STATE':<9} {'PROCS':>5} {'BUSY':>5}  QUEUES (pending)")
-    for sup in status["supervisors"]:
+    print_supervisors(status["supervisors"])
+
+
+def print_supervisors(sups: list[dict]) -> None:
+    print(f"{'SUPERVISOR':<20} {'STATE':<9} {'PROCS':>5} {'BUSY':>5} {'TARGET':>6}  QUEUES (pending)")
+    for sup in sups:
         queues = ", ".join(f"{q} ({info['size'] if info['size'] is not None else '?'})"
                            for q, info in sup["queues"].items())
-        print(f"{sup['name']:<20} {sup['state']:<9} {sup['processes']:>5} {sup['busy']:>5}  {queues}")
+        target = f"{sup['target']}{'*' if sup.get('pinned') is not None else ''}"
+        print(f"{sup['name']:<20} {sup['state']:<9} {sup['processes']:>5} {sup['busy']:>5} {target:>6}  {queues}")
         for b in sup["backoff"]:
             print(f"  ! slot {b['slot']} crash-looping: {b['failures']} failures, last {b['last_exit']}, "
                   f"next try in {b['restart_in']}s")
 
 
-def main(argv: list[str] | None = None) -> int:
+def print_workers(workers: list[dict]) -> None:
+    print(f"{'PID':>7} {'SUPERVISOR':<20} {'STATE':<9} {'AGE':>7} {'RSS MB':>7} {'JOBS':>5}  CURRENT JOB")
+    for w in workers:
+        job = f"{w['job_id']} on {w['queue']}" if w.get("job_id") else "-"
+        print(f"{w['pid']:>7} {w['supervisor']:<20} {w['state']:<9} {w['uptime']:>6.0f}s "
+              f"{w['rss'] / 1048576:>7.1f} {w['jobs']:>5}  {job}")
+
+
+# --- commands --------------------------------------------------------------------------
+
+
+def cmd_status(path, args) -> int:
+    result = call(path, "status")
+    print(json.dumps(result, indent=2)) if args.json else print_status(result)
+    return EXIT_PAUSED if result["state"] == "paused" else EXIT_RUNNING
+
+
+def cmd_table(path, args) -> int:
+    extra = {"supervisor": args.supervisor} if getattr(args, "supervisor", None) else {}
+    result = call(path, args.command, **extra)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        (print_supervisors if args.command == "supervisors" else print_workers)(result)
+    return 0
+
+
+def cmd_config(path, args) -> int:
+    result = call(path, "config")
+    sys.stdout.write(f"# effective config of the running daemon (from {result['source']})\n{result['toml']}")
+    return 0
+
+
+def cmd_pause(path, args) -> int:
+    names = call(path, "pause" if args.command == "pause" else "continue", supervisor=args.supervisor)
+    verb, key = ("paused", "paused") if args.command == "pause" else ("continued", "continued")
+    print(f"{verb}: {', '.join(names[key]) or 'nothing'}")
+    return 0
+
+
+def cmd_scale(path, args) -> int:
+    value = args.processes
+    if value != "auto":
+        try:
+            value = int(value)
+        except ValueError:
+            raise Failed(f"scale: PROCESSES must be a whole number or 'auto', got {value!r}") from None
+    result = call(path, "scale", supervisor=args.supervisor, processes=value)
+    how = "auto (configured balancing)" if result["pinned"] is None else f"pinned at {result['pinned']}"
+    print(f"{result['supervisor']}: {how}, target {result['target']} processes")
+    return 0
+
+
+def cmd_restart(path, args) -> int:
+    result = call(path, "restart", supervisor=args.supervisor)
+    print(f"restarting (rolling, in-flight jobs finish): {', '.join(result['restarting'])}")
+    return 0
+
+
+def cmd_reload(path, args) -> int:
+    result = call(path, "reload")
+    parts = [f"{k}: {', '.join(result[k])}" for k in ("added", "removed", "changed") if result[k]]
+    print("reloaded; " + ("; ".join(parts) if parts else "no supervisor changed"))
+    return 0
+
+
+def cmd_terminate(path, args) -> int:
+    pid = call(path, "terminate")["pid"]
+    print(f"horizond (pid {pid}) is stopping; in-flight jobs finish first")
+    if args.wait:
+        while True:
+            try:
+                call(path, "ping")
+            except NotRunning:
+                break
+            time.sleep(0.2)
+        print("horizond has stopped")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="horizonctl", description="Control a running horizond.")
     parser.add_argument("--socket", metavar="PATH", help="control socket (default: from the config)")
     parser.add_argument("--config", "-c", metavar="PATH", help="config file to read the socket path from")
-    sub = parser.add_subparsers(dest="command", required=True)
-    status = sub.add_parser("status", help="show state; exit 0 running, 1 paused, 2 not running")
-    status.add_argument("--json", action="store_true")
-    config = sub.add_parser("config", help="configuration")
-    config_sub = config.add_subparsers(dest="action", required=True)
-    config_sub.add_parser("show", help="print the running daemon's effective config as TOML")
-    args = parser.parse_args(argv)
-    path = find_socket(args)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name, func, help, json_flag=False, supervisor=None):
+        p = sub.add_parser(name, help=help)
+        p.set_defaults(func=func)
+        if json_flag:
+            p.add_argument("--json", action="store_true", help="machine-readable output")
+        if supervisor == "optional":
+            p.add_argument("supervisor", nargs="?", help="one supervisor (default: all)")
+        elif supervisor == "required":
+            p.add_argument("supervisor")
+        return p
+
+    add("status", cmd_status, "state; exit 0 running, 1 paused, 2 not running", json_flag=True)
+    add("supervisors", cmd_table, "supervisors table", json_flag=True)
+    add("workers", cmd_table, "workers table: pid, state, job, age, RSS", json_flag=True, supervisor="optional")
+    add("pause", cmd_pause, "stop starting jobs (in-flight jobs finish)", supervisor="optional")
+    add("continue", cmd_pause, "start taking jobs again", supervisor="optional")
+    scale = add("scale", cmd_scale, "pin a supervisor's process count, or 'auto'", supervisor="required")
+    scale.add_argument("processes", metavar="PROCESSES", help="a number, or 'auto'")
+    add("restart", cmd_restart, "rolling graceful restart of workers", supervisor="optional")
+    add("reload", cmd_reload, "re-read the config file (like SIGHUP) and say what changed")
+    terminate = add("terminate", cmd_terminate, "graceful shutdown")
+    terminate.add_argument("--wait", action="store_true", help="return once the daemon is gone")
+    config = add("config", cmd_config, "configuration")
+    config.add_argument("action", choices=["show"], help="show: the effective config as TOML")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     try:
-        if args.command == "status":
-            result = _result(request(path, "status"))
-            if args.json:
-                print(json.dumps(result, indent=2))
-            else:
-                print_status(result)
-            return EXIT_PAUSED if result["state"] == "paused" else EXIT_RUNNING
-        if args.command == "config":
-            result = _result(request(path, "config"))
-            sys.stdout.write(f"# effective config of the running daemon (from {result['source']})\n")
-            sys.stdout.write(result["toml"])
-            return 0
+        return args.func(find_socket(args), args)
     except NotRunning as exc:
         print(f"horizonctl: {exc}", file=sys.stderr)
         if args.command == "status" and args.json:
             print(json.dumps({"state": "not running"}))
         return EXIT_NOT_RUNNING
-    return 0
+    except Failed as exc:
+        print(f"horizonctl: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except (OSError, ValueError) as exc:
+        print(f"horizonctl: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_ERROR
 
 
 if __name__ == "__main__":

@@ -26,12 +26,13 @@ from .control import ControlServer
 from .notify import Notifier
 from .process import WorkerProcess, spawn
 from .supervisor import Slot, Supervisor, describe_exit
-from .worker import ChildSpec
+from .worker import ChildSpec, client_name
 
 log = logging.getLogger("horizond.master")
 
 HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGCHLD)
 TICK = 1.0
+UNBLOCK_EVERY = 0.1
 
 
 class Master:
@@ -48,9 +49,11 @@ class Master:
         self.signals: deque[int] = deque()
         self.selector = selectors.DefaultSelector()
         self.stopping = False
+        self.paused = False  # `horizonctl pause` without a name: new supervisors start paused too
         self.redis = Redis.from_url(config.redis_url, socket_timeout=2, socket_connect_timeout=2)
         self.notifier = Notifier.from_environ()
-        self.control = ControlServer(config.socket_path, self.selector, Commands(self).handle)
+        self.control = ControlServer(config.socket_path, self.selector, Commands(self).handle,
+                                     config.control_group, config.control_readers)
         self._wakeup: tuple[int, int] | None = None
         self._ready_sent = False
 
@@ -86,7 +89,7 @@ class Master:
             signal.signal(sig, self._record_signal)
         self.control.open()
         for sup in self.config.supervisors:
-            self.supervisors[sup.name] = Supervisor(sup, self._spawn_worker)
+            self.supervisors[sup.name] = Supervisor(sup, self._spawn_worker, self.paused)
         log.info("horizond started", extra={
             "event": "master_started", "pid": self.pid, "config": self.config.source,
             "supervisors": [s.name for s in self.config.supervisors], "socket": self.config.socket_path})
@@ -124,6 +127,8 @@ class Master:
         waits = [TICK]
         for sup in self.supervisors.values():
             waits += [s.health.not_before - now for s in sup.slots if s.process is None]
+            if sup.awaiting_pause():
+                waits.append(UNBLOCK_EVERY)
         return max(0.05, min(waits))
 
     # --- the loop's work ------------------------------------------------------------
@@ -133,6 +138,7 @@ class Master:
             for sup in self.supervisors.values():
                 sup.tick(now)
             self._keep_scheduler(now)
+            self._unblock_pausing()
         self.removed = [s for s in self.removed if s.processes()]
         if self.stopping:
             self._enforce_stop_deadlines(now)
@@ -154,6 +160,33 @@ class Master:
         state = "stopping" if self.stopping else "running"
         return f"{state}: {len(self.supervisors)} supervisors, {busy}/{len(procs)} workers busy"
 
+    def _unblock_pausing(self) -> None:
+        """Free paused supervisors' idle workers from a blocking dequeue, until they ack.
+
+        Repeated until each says "paused": a worker that checked its gate just
+        before the pause arrived may enter BLMOVE after the first CLIENT UNBLOCK.
+        """
+        names = {client_name(p.pid) for sup in self.supervisors.values() for p in sup.awaiting_pause()}
+        if not names:
+            return
+        try:
+            for client in self.redis.client_list(_type="normal"):
+                if client.get("name") in names:
+                    self.redis.client_unblock(int(client["id"]))
+        except Exception as exc:
+            log.warning("cannot unblock pausing workers", extra={"event": "unblock_failed", "error": str(exc)})
+
+    def set_paused(self, name: str | None, paused: bool) -> list[str]:
+        targets = [self.supervisors[name]] if name else list(self.supervisors.values())
+        if name is None:
+            self.paused = paused
+        for sup in targets:
+            sup.set_paused(paused)
+        log.info("paused" if paused else "continued", extra={
+            "event": "paused" if paused else "continued", "supervisors": [s.name for s in targets]})
+        self._unblock_pausing()
+        return [s.name for s in targets]
+
     def _keep_scheduler(self, now: float) -> None:
         slot = self.scheduler
         if slot.process is None and slot.health.ready(now):
@@ -162,8 +195,8 @@ class Master:
             slot.process = self._fork(spec, 0)
             log.info("scheduler started", extra={"event": "scheduler_started", "pid": slot.process.pid})
 
-    def _spawn_worker(self, sup: SupervisorConfig, generation: int) -> WorkerProcess:
-        spec = ChildSpec("worker", self.config.redis_url, self.pid, self.log_level, supervisor=sup)
+    def _spawn_worker(self, sup: SupervisorConfig, generation: int, paused: bool) -> WorkerProcess:
+        spec = ChildSpec("worker", self.config.redis_url, self.pid, self.log_level, supervisor=sup, paused=paused)
         return self._fork(spec, generation)
 
     def _fork(self, spec: ChildSpec, generation: int) -> WorkerProcess:
@@ -261,7 +294,8 @@ class Master:
                     "event": "worker_killed", "pid": proc.pid, "job_id": proc.job_id})
                 proc.kill(now)
 
-    def reload(self) -> None:
+    def reload(self) -> dict:
+        """Re-read the config file; apply the difference, or keep running the old one."""
         self.notifier.reloading()
         try:
             new = self.load_config()
@@ -270,10 +304,11 @@ class Master:
             log.error("reload refused: configuration invalid; keeping the running one", extra={
                 "event": "reload_refused", "errors": problems})
             self.notifier.ready()
-            return
+            return {"applied": False, "errors": problems}
         summary = self._apply(new, time.monotonic())
         log.info("reload applied", extra={"event": "reload_applied", **summary})
         self.notifier.ready()
+        return {"applied": True, **summary}
 
     def _apply(self, new: Config, now: float) -> dict:
         old = self.config
@@ -286,11 +321,11 @@ class Master:
                 self.removed.append(self.supervisors.pop(name))
                 removed.append(name)
             elif cfg != sup.config or everything:
-                sup.replace(cfg, now)
+                sup.replace(cfg)
                 changed.append(name)
         for cfg in new.supervisors:
             if cfg.name not in self.supervisors:
-                self.supervisors[cfg.name] = Supervisor(cfg, self._spawn_worker)
+                self.supervisors[cfg.name] = Supervisor(cfg, self._spawn_worker, self.paused)
                 added.append(cfg.name)
         if new.socket_path != old.socket_path:
             log.warning("control socket path changes need a restart", extra={"event": "reload_partial"})

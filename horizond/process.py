@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import time
 from dataclasses import dataclass, field
 
@@ -32,7 +33,6 @@ class WorkerProcess:
     jobs_done: int = 0
     stop_sent: float | None = None  # when SIGTERM went out
     kill_sent: float | None = None
-    retiring: bool = False
 
     def apply(self, message: dict, now: float) -> None:
         state = message.get("s")
@@ -47,6 +47,8 @@ class WorkerProcess:
             self.job_started_wall = message.get("t")
             self.job_started = now
             self.job_timeout = message.get("timeout")
+        elif state == "paused":
+            self.state = "paused"
         elif state == "idle":
             if self.state == "busy":
                 self.jobs_done += 1
@@ -91,7 +93,8 @@ def _signal(pid: int, sig: int) -> None:
 
 def spawn(spec: ChildSpec, generation: int, close_fds: list[int]) -> WorkerProcess:
     """Fork a child running `spec`; the parent gets a handle with its state channel."""
-    read_fd, write_fd = os.pipe()
+    master_end, worker_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    read_fd, write_fd = master_end.detach(), worker_end.detach()
     pid = os.fork()
     if pid == 0:  # child
         os.close(read_fd)

@@ -10,9 +10,11 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+import select
 import time
 
 import psutil
+from rq.exceptions import DequeueTimeout
 from rq.job import Job
 from rq.queue import Queue
 from rq.worker import SimpleWorker
@@ -29,9 +31,68 @@ EXIT_FAILED = 1
 EXIT_IMPORT = 3
 
 
+GATE_WAIT = 30.0  # a paused worker wakes this often so RQ keeps its heartbeat
+
+
+class Gate:
+    """This worker's pause state, set by the master over the channel.
+
+    Read only when the worker is about to dequeue, so a pause never interrupts a
+    job; the master frees a worker blocked in BLMOVE/BLPOP with CLIENT UNBLOCK,
+    which Redis resolves atomically (the job is either handed over or not).
+    """
+
+    def __init__(self, fd: int, reporter: StateWriter, paused: bool):
+        self.fd = fd
+        self.reporter = reporter
+        self.paused = paused
+        self._buffer = b""
+
+    def _receive(self, timeout: float) -> None:
+        ready, _, _ = select.select([self.fd], [], [], max(0.0, timeout))
+        if not ready:
+            return
+        data = os.read(self.fd, 4096)
+        if not data:  # the master is gone; PDEATHSIG is on its way
+            self.paused = True
+            return
+        *lines, self._buffer = (self._buffer + data).split(b"\n")
+        for line in lines:
+            if line == b'{"cmd":"pause"}':
+                self.paused = True
+            elif line == b'{"cmd":"continue"}':
+                self.paused = False
+
+    def hold(self, max_wait: float) -> bool:
+        """Wait while paused (up to max_wait); True when the worker may dequeue."""
+        self._receive(0)
+        if not self.paused:
+            return True
+        self.reporter.send(s="paused")
+        deadline = time.monotonic() + max_wait
+        while self.paused and time.monotonic() < deadline:
+            self._receive(deadline - time.monotonic())
+        if self.paused:
+            return False
+        self.reporter.send(s="idle")
+        return True
+
+
+GATE: Gate | None = None  # one worker per process
+
+
+class HorizonQueue(Queue):
+    @classmethod
+    def dequeue_any(cls, queues, timeout, connection, *args, **kwargs):
+        if GATE is not None and not GATE.hold(min(timeout or GATE_WAIT, GATE_WAIT)):
+            raise DequeueTimeout(timeout, [q.key for q in queues])
+        return super().dequeue_any(queues, timeout, connection, *args, **kwargs)
+
+
 class HorizonWorkerMixin:
     """Mixed in front of an RQ worker class; see worker_class_for()."""
 
+    queue_class = HorizonQueue
     horizon_reporter: StateWriter
     horizon_supervisor: SupervisorConfig
     horizon_exit_reason: str | None = None

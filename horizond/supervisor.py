@@ -1,13 +1,16 @@
 """Supervisor: keeps one configured supervisor's worker slots filled.
 
-A slot is a place for one worker; it remembers how its workers died so a
-crash loop backs off (restarts.py) instead of spinning. Workers being replaced
-(reload, recycle, removal) leave their slot and finish their job as "retiring".
+A slot is a place for one worker; it remembers how its workers died so a crash
+loop backs off (restarts.py) instead of spinning. Workers leaving their slot
+(restart, reload, recycle, scale-down, removal) finish their job as "retiring".
 """
 
 from __future__ import annotations
 
 import logging
+import math
+import os
+import signal
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -18,7 +21,8 @@ from .rqworker import EXIT_OK
 
 log = logging.getLogger("horizond.supervisor")
 
-SpawnFn = Callable[[SupervisorConfig, int], WorkerProcess]
+SpawnFn = Callable[[SupervisorConfig, int, bool], WorkerProcess]
+ROLL_FRACTION = 0.25  # at most this share of a supervisor is being replaced at once
 
 
 @dataclass
@@ -30,25 +34,20 @@ class Slot:
 
 def describe_exit(status: int) -> tuple[bool, str]:
     """(clean, text) for a wait status: clean means the worker left on purpose."""
-    if status < 0:
-        return False, "lost (no exit status)"
-    import os
-
     if os.WIFSIGNALED(status):
-        import signal
-
-        sig = os.WTERMSIG(status)
-        return False, f"killed by {signal.Signals(sig).name}"
+        return False, f"killed by {signal.Signals(os.WTERMSIG(status)).name}"
     code = os.WEXITSTATUS(status)
     return code == EXIT_OK, f"exit code {code}"
 
 
 class Supervisor:
-    def __init__(self, config: SupervisorConfig, spawn: SpawnFn, generation: int = 1):
+    def __init__(self, config: SupervisorConfig, spawn: SpawnFn, paused: bool = False):
         self.config = config
         self.spawn = spawn
-        self.generation = generation
-        self.state = "running"  # running | draining
+        self.generation = 1
+        self.draining = False
+        self.paused = paused
+        self.pinned: int | None = None  # `horizonctl scale NAME N` overrides balancing
         self.slots: list[Slot] = []
         self.retiring: list[WorkerProcess] = []
 
@@ -56,29 +55,61 @@ class Supervisor:
     def name(self) -> str:
         return self.config.name
 
+    @property
+    def state(self) -> str:
+        return "draining" if self.draining else "paused" if self.paused else "running"
+
     def target(self) -> int:
-        """Fixed process count until the balancer lands: the supervisor's floor."""
-        return 0 if self.state == "draining" else self.config.min_processes
+        """Process count: pinned by an operator, else the floor (balancing comes later)."""
+        if self.draining:
+            return 0
+        return self.pinned if self.pinned is not None else self.config.min_processes
+
+    def live(self) -> list[WorkerProcess]:
+        return [s.process for s in self.slots if s.process]
 
     def processes(self) -> list[WorkerProcess]:
-        return [s.process for s in self.slots if s.process] + self.retiring
+        return self.live() + self.retiring
+
+    def owns(self, proc: WorkerProcess) -> bool:
+        return proc in self.retiring or any(s.process is proc for s in self.slots)
+
+    # --- the loop's step ---------------------------------------------------------------
 
     def tick(self, now: float) -> None:
         self._resize(self.target(), now)
-        if self.state != "running":
+        if self.draining:
             return
+        self._roll(now)
+        self._recycle_old(now)
         for slot in self.slots:
             if slot.process is None and slot.health.ready(now):
-                slot.process = self.spawn(self.config, self.generation)
+                slot.process = self.spawn(self.config, self.generation, self.paused)
                 log.info("worker started", extra={"event": "worker_started", "supervisor": self.name,
                                                   "pid": slot.process.pid, "slot": slot.index})
-        self._recycle_old(now)
 
     def _resize(self, target: int, now: float, reason: str = "scale") -> None:
         while len(self.slots) < target:
             self.slots.append(Slot(len(self.slots)))
         while len(self.slots) > target:
             self._retire(self.slots.pop().process, now, reason)
+
+    def _roll(self, now: float) -> None:
+        """Replace old-generation workers a batch at a time, idle ones first.
+
+        A batch counts both old workers still finishing a job and new ones still
+        starting, so capacity never drops by more than the batch.
+        """
+        old = [s for s in self.slots if s.process and s.process.generation != self.generation]
+        if not old:
+            return
+        in_flight = sum(1 for p in self.retiring if p.generation != self.generation)
+        in_flight += sum(1 for p in self.live() if p.generation == self.generation and p.state == "starting")
+        room = max(1, math.ceil(len(self.slots) * ROLL_FRACTION)) - in_flight
+        for slot in sorted(old, key=lambda s: s.process.state == "busy")[:max(0, room)]:
+            proc, slot.process = slot.process, None
+            slot.health = restarts.SlotHealth()
+            self._retire(proc, now, "restart")
 
     def _recycle_old(self, now: float) -> None:
         """max_time: a worker past its age leaves after its current job; its slot refills."""
@@ -90,17 +121,13 @@ class Supervisor:
                 slot.process = None
                 self._retire(proc, now, reason="max_time")
 
-    def _retire(self, proc: WorkerProcess | None, now: float, reason: str = "scale") -> None:
+    def _retire(self, proc: WorkerProcess | None, now: float, reason: str) -> None:
         if proc is None:
             return
-        proc.retiring = True
         proc.terminate(now)
         self.retiring.append(proc)
         log.info("worker retiring", extra={"event": "worker_retiring", "supervisor": self.name,
                                            "pid": proc.pid, "reason": reason})
-
-    def owns(self, proc: WorkerProcess) -> bool:
-        return proc in self.retiring or any(s.process is proc for s in self.slots)
 
     def on_exit(self, proc: WorkerProcess, status: int, now: float) -> None:
         clean, how = describe_exit(status)
@@ -112,34 +139,36 @@ class Supervisor:
         slot = next(s for s in self.slots if s.process is proc)
         slot.process = None
         slot.health = restarts.after_exit(slot.health, failed=not clean, lived=now - proc.started, now=now, how=how)
-        level = logging.INFO if clean else logging.WARNING
         extra = {"event": "worker_exited", "supervisor": self.name, "pid": proc.pid, "exit": how,
                  "slot": slot.index, "failures": slot.health.failures}
         if slot.health.backing_off:
             extra["event"] = "worker_crash_loop"
             extra["restart_in"] = round(slot.health.not_before - now, 1)
-        log.log(level, "worker exited" if clean else "worker died", extra=extra)
+        log.log(logging.INFO if clean else logging.WARNING, "worker exited" if clean else "worker died", extra=extra)
 
-    def replace(self, config: SupervisorConfig, now: float) -> None:
-        """New settings: every current worker finishes its job and leaves; new ones start now."""
+    # --- operator and reload actions ---------------------------------------------------
+
+    def replace(self, config: SupervisorConfig) -> None:
+        """New settings or new code: roll every worker over, none killed mid-job."""
         self.config = config
         self.generation += 1
-        for slot in self.slots:
-            self._retire(slot.process, now, reason="reload")
-            slot.process = None
-            slot.health = restarts.SlotHealth()
+
+    def set_paused(self, paused: bool) -> None:
+        self.paused = paused
+        for proc in self.live():
+            proc.reader.tell(cmd="pause" if paused else "continue")
+
+    def awaiting_pause(self) -> list[WorkerProcess]:
+        """Idle workers told to pause that have not said so yet: maybe blocked in Redis."""
+        return [p for p in self.live() if p.state == "idle"] if self.paused else []
 
     def drain(self, now: float, reason: str = "removed") -> None:
         """Stop for good: every worker finishes its job and leaves; no slot refills."""
-        self.state = "draining"
+        self.draining = True
         self._resize(0, now, reason)
 
-    @property
-    def finished(self) -> bool:
-        return self.state == "draining" and not self.processes()
-
     def status(self, now: float, queue_sizes: dict[str, int | None]) -> dict:
-        live = [s.process for s in self.slots if s.process]
+        live = self.live()
         backoff = [
             {"slot": s.index, "failures": s.health.failures, "last_exit": s.health.last_exit,
              "restart_in": round(max(0.0, s.health.not_before - now), 1)}
@@ -150,6 +179,7 @@ class Supervisor:
             "state": self.state,
             "processes": len(live),
             "target": self.target(),
+            "pinned": self.pinned,
             "busy": sum(1 for p in live if p.state == "busy"),
             "retiring": len(self.retiring),
             "queues": {q: {"processes": len(live), "size": queue_sizes.get(q)} for q in self.config.queues},

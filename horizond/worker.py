@@ -35,6 +35,7 @@ class ChildSpec:
     log_level: int
     supervisor: SupervisorConfig | None = None
     queues: tuple[str, ...] = ()
+    paused: bool = False
 
 
 def child_main(spec: ChildSpec, write_fd: int, close_fds: list[int]) -> None:
@@ -89,7 +90,9 @@ def _run_worker(spec: ChildSpec, reporter: StateWriter) -> int:
                    "error": f"{type(exc).__name__}: {exc}"},
         )
         return rqworker.EXIT_IMPORT
-    connection = Redis.from_url(spec.redis_url)
+    # The name lets the master find this worker's connections (CLIENT UNBLOCK on pause).
+    connection = Redis.from_url(spec.redis_url, client_name=client_name(os.getpid()))
+    rqworker.GATE = rqworker.Gate(reporter.fd, reporter, spec.paused)
     worker = worker_class(list(sup.queues), connection=connection, name=rqworker.worker_name(sup.name))
     worker.horizon_attach(reporter, sup)
     rq_level = "DEBUG" if spec.log_level <= logging.DEBUG else "WARNING"
@@ -99,6 +102,10 @@ def _run_worker(spec: ChildSpec, reporter: StateWriter) -> int:
     if worker.horizon_exit_reason or asked_to_stop or recycled:
         return rqworker.EXIT_OK
     return rqworker.EXIT_FAILED  # RQ left its loop on its own: an error it logged
+
+
+def client_name(pid: int) -> str:
+    return f"horizond-{pid}"
 
 
 def _run_scheduler(spec: ChildSpec) -> int:

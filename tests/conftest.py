@@ -102,11 +102,12 @@ class Daemon:
     """A real horizond process on a config file written by the test."""
 
     def __init__(self, tmp_path: Path, redis_url: str, body: str, env: dict | None = None,
-                 preload: tuple[str, ...] = ()):
+                 preload: tuple[str, ...] = (), socket_path: str | None = None, extra_control: str = ""):
         self.preload = preload
+        self.extra_control = extra_control
         self.dir = tmp_path
         self.config = tmp_path / "horizond.toml"
-        self.socket = str(tmp_path / "ctl.sock")
+        self.socket = socket_path or str(tmp_path / "ctl.sock")
         self.redis_url = redis_url
         self.log_path = tmp_path / "horizond.log"
         self.write_config(body)
@@ -118,7 +119,7 @@ class Daemon:
         self.seen_pids: set[int] = set()
 
     def write_config(self, body: str) -> None:
-        head = f'[redis]\nurl = "{self.redis_url}"\n[control]\nsocket = "{self.socket}"\n' \
+        head = f'[redis]\nurl = "{self.redis_url}"\n[control]\nsocket = "{self.socket}"\n{self.extra_control}' \
                f'[app]\npaths = ["{TESTS}"]\npreload = {list(self.preload)!r}\n[master]\nshutdown_grace = 3\n'
         self.config.write_text(head + textwrap.dedent(body))
 
@@ -191,8 +192,8 @@ class Daemon:
 def start_daemon(tmp_path, redis_url):
     daemons: list[Daemon] = []
 
-    def start(body: str, env: dict | None = None, preload: tuple[str, ...] = ()) -> Daemon:
-        daemon = Daemon(tmp_path, redis_url, body, env, preload)
+    def start(body: str, env: dict | None = None, **options) -> Daemon:
+        daemon = Daemon(tmp_path, redis_url, body, env, **options)
         daemons.append(daemon)
         return daemon
 

@@ -46,3 +46,10 @@ def spawn_and_block(tag):
     _redis().hset("test:grandchild", tag, child.pid)
     _redis().hset("test:started", tag, os.getpid())
     time.sleep(300)
+
+
+def mark_start(tag, seconds=0):
+    """Record when the job started (wall clock), optionally run a while."""
+    _redis().hset("test:start_time", tag, time.time())
+    time.sleep(seconds)
+    _redis().hincrby("test:runs", tag, 1)
