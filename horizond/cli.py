@@ -62,7 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", "-c", metavar="PATH",
                         help=f"config file (default: $HORIZOND_CONFIG, else {SYSTEM_CONFIG})")
     parser.add_argument("--check-config", action="store_true", help="validate the config file and exit")
-    parser.add_argument("--log-format", choices=("json", "text"), default="json")
+    parser.add_argument("--log-format", choices=("auto", "json", "text", "journal"), default="auto",
+                        help="auto: native journald fields under systemd, JSON lines on stderr otherwise")
     parser.add_argument("--log-level", default="info", type=str.upper,
                         choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     parser.add_argument("--version", action="version", version=f"horizond {__version__}")

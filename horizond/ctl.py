@@ -55,10 +55,16 @@ def request(path: str, cmd: str, timeout: float = 30.0, **args) -> dict:
     except PermissionError:
         raise Failed(f"permission denied on {path}") from None
     with sock:
-        sock.sendall(json.dumps({"v": 1, "cmd": cmd, "args": args}).encode() + b"\n")
+        try:
+            sock.sendall(json.dumps({"v": 1, "cmd": cmd, "args": args}).encode() + b"\n")
+        except OSError:
+            pass  # a refused client is hung up on at once: its answer is still there to read
         data = b""
         while not data.endswith(b"\n"):
-            chunk = sock.recv(65536)
+            try:
+                chunk = sock.recv(65536)
+            except ConnectionResetError:
+                break
             if not chunk:
                 break
             data += chunk

@@ -12,7 +12,7 @@ import sys
 
 from pythonjsonlogger.json import JsonFormatter
 
-_STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
+STANDARD_ATTRS = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
 
 
 class _Context(logging.Filter):
@@ -32,16 +32,25 @@ class _Context(logging.Filter):
 class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         base = super().format(record)
-        extras = {k: v for k, v in vars(record).items() if k not in _STANDARD and k != "role"}
+        extras = {k: v for k, v in vars(record).items() if k not in STANDARD_ATTRS and k != "role"}
         tail = " ".join(f"{k}={v}" for k, v in extras.items())
         return f"{base} {tail}" if tail else base
 
 
-def setup(fmt: str = "json", level: int = logging.INFO, role: str = "master") -> None:
-    handler = logging.StreamHandler(sys.stderr)
+def setup(fmt: str = "auto", level: int = logging.INFO, role: str = "master") -> None:
+    """fmt: "json", "text", "journal", or "auto" (journal when stderr is journald, else json)."""
+    from . import journal
+
+    if fmt == "auto":
+        fmt = "journal" if journal.stderr_is_journal() else "json"
+    if fmt == "journal":
+        path = os.environ.get("HORIZOND_JOURNAL_SOCKET", journal.JOURNAL_SOCKET)
+        handler = journal.JournalHandler(path, standard=STANDARD_ATTRS)
+    else:
+        handler = logging.StreamHandler(sys.stderr)
     if fmt == "text":
         handler.setFormatter(TextFormatter("%(asctime)s %(levelname)-7s [%(role)s] %(message)s"))
-    else:
+    elif fmt == "json":
         handler.setFormatter(JsonFormatter(
             "%(asctime)s %(levelname)s %(name)s %(message)s",
             rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},

@@ -33,6 +33,7 @@ log = logging.getLogger("horizond.master")
 HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGCHLD)
 TICK = 1.0
 UNBLOCK_EVERY = 0.1
+REDIS_PROBE_EVERY = 10.0
 
 
 class Master:
@@ -56,6 +57,8 @@ class Master:
                                      config.control_group, config.control_readers)
         self._wakeup: tuple[int, int] | None = None
         self._ready_sent = False
+        self._redis_checked = -REDIS_PROBE_EVERY
+        self.redis_error: str | None = None
 
     # --- life cycle ---------------------------------------------------------------
 
@@ -124,7 +127,7 @@ class Master:
                 self.reload()
 
     def _timeout(self, now: float) -> float:
-        waits = [TICK]
+        waits = [TICK, self.notifier.watchdog_interval or TICK]
         for sup in self.supervisors.values():
             waits += [s.health.not_before - now for s in sup.slots if s.process is None]
             if sup.awaiting_pause():
@@ -146,19 +149,37 @@ class Master:
         self._notify(now)
 
     def _notify(self, now: float) -> None:
-        if not self._ready_sent and all(
-            p.state != "starting" for p in self.children.values() if p.spec.kind == "worker"
-        ):
+        """systemd: READY once every worker is registered, then STATUS, drain time, watchdog."""
+        if not self._ready_sent and not self.stopping and all(s.settled() for s in self.supervisors.values()):
             self._ready_sent = True
             self.notifier.ready()
+        self._probe_redis(now)
         self.notifier.status(self._status_line())
+        if self.stopping:
+            deadlines = [d for p in self.children.values() if (d := p.stop_deadline(self.config.shutdown_grace))]
+            self.notifier.extend_timeout(now, max(deadlines, default=now) - now)
         self.notifier.watchdog(now)
+
+    def _probe_redis(self, now: float) -> None:
+        if now - self._redis_checked < REDIS_PROBE_EVERY:
+            return
+        self._redis_checked = now
+        try:
+            self.redis.ping()
+            self.redis_error = None
+        except Exception as exc:
+            self.redis_error = f"{type(exc).__name__}: {exc}"
 
     def _status_line(self) -> str:
         procs = [p for p in self.children.values() if p.spec.kind == "worker"]
         busy = sum(1 for p in procs if p.state == "busy")
-        state = "stopping" if self.stopping else "running"
-        return f"{state}: {len(self.supervisors)} supervisors, {busy}/{len(procs)} workers busy"
+        paused = [s.name for s in self.supervisors.values() if s.paused]
+        state = "stopping" if self.stopping else "paused" if paused and len(paused) == len(self.supervisors) \
+            else "running"
+        line = f"{state}: {len(self.supervisors)} supervisors, {busy}/{len(procs)} workers busy"
+        if paused and state != "paused":
+            line += f", paused: {', '.join(paused)}"
+        return line + (f", REDIS UNREACHABLE ({self.redis_error})" if self.redis_error else ", redis ok")
 
     def _unblock_pausing(self) -> None:
         """Free paused supervisors' idle workers from a blocking dequeue, until they ack.

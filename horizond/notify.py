@@ -12,6 +12,8 @@ import time
 import sdnotify
 
 _SYSTEMD_VARS = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
+EXTEND_EVERY = 5.0
+EXTEND_MARGIN = 15.0
 
 
 class Notifier:
@@ -20,6 +22,7 @@ class Notifier:
         self.watchdog_interval = watchdog_interval
         self._last_watchdog = 0.0
         self._last_status = ""
+        self._last_extend = -EXTEND_EVERY
 
     @classmethod
     def from_environ(cls) -> Notifier:
@@ -56,6 +59,12 @@ class Notifier:
         if text != self._last_status:
             self._last_status = text
             self._send(f"STATUS={text}")
+
+    def extend_timeout(self, now: float, remaining: float) -> None:
+        """While a drain runs, keep systemd's stop timeout ahead of our own kill deadline."""
+        if now - self._last_extend >= EXTEND_EVERY:
+            self._last_extend = now
+            self._send(f"EXTEND_TIMEOUT_USEC={int((max(0.0, remaining) + EXTEND_MARGIN) * 1e6)}")
 
     def watchdog(self, now: float) -> None:
         if self.watchdog_interval and now - self._last_watchdog >= self.watchdog_interval * 0.9:

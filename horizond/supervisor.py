@@ -65,6 +65,11 @@ class Supervisor:
             return 0
         return self.pinned if self.pinned is not None else self.config.min_processes
 
+    def settled(self) -> bool:
+        """Every slot has a registered worker, or has failed trying (READY must not wait forever)."""
+        return all((s.process is not None and s.process.state != "starting") or s.health.failures
+                   for s in self.slots)
+
     def live(self) -> list[WorkerProcess]:
         return [s.process for s in self.slots if s.process]
 

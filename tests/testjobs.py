@@ -53,3 +53,13 @@ def mark_start(tag, seconds=0):
     _redis().hset("test:start_time", tag, time.time())
     time.sleep(seconds)
     _redis().hincrby("test:runs", tag, 1)
+
+
+def systemd_vars(tag):
+    """What job code (and anything it starts) sees of systemd's variables."""
+    import subprocess
+
+    seen = sorted(k for k in os.environ if k.startswith(("NOTIFY_SOCKET", "WATCHDOG_")))
+    child = subprocess.run(["env"], capture_output=True, text=True).stdout
+    seen += sorted(line.split("=")[0] for line in child.splitlines() if line.startswith(("NOTIFY_", "WATCHDOG_")))
+    _redis().hset("test:env", tag, ",".join(seen) or "-")
