@@ -31,6 +31,7 @@ class SupervisorConfig:
     balance_max_shift: int = 1
     balance_cooldown: float = 3.0
     memory: int = 128
+    memory_hard: int = 0  # MB; 0 = off. Over it during a job, the master kills the worker.
     timeout: int = 60
     tries: int = 1
     backoff: tuple[int, ...] = (0,)
@@ -47,6 +48,8 @@ class Config:
     app_paths: tuple[str, ...] = ()
     preload: tuple[str, ...] = ()
     shutdown_grace: float = 10.0
+    hard_timeout_grace: float = 10.0  # a job this far past its timeout gets its worker killed
+    memory_limit: int = 0  # MB of master RSS; over it the master drains and re-executes itself
     control_group: str | None = None  # full control for its members
     control_readers: str | None = None  # read-only commands for its members
     source: str = "<embedded default>"
@@ -112,7 +115,7 @@ _TABLES: dict[str, set[str]] = {
     "redis": {"url"},
     "control": {"socket", "group", "readers"},
     "app": {"paths", "preload"},
-    "master": {"shutdown_grace"},
+    "master": {"shutdown_grace", "memory_limit", "hard_timeout_grace"},
     "defaults": _SUPERVISOR_KEYS,
     "supervisors": set(),  # names are free-form
 }
@@ -200,6 +203,7 @@ _SUPERVISOR_KINDS = {
     "balance_max_shift": "int",
     "balance_cooldown": "number",
     "memory": "int",
+    "memory_hard": "int",
     "timeout": "int",
     "tries": "int",
     "backoff": "backoff",
@@ -253,7 +257,7 @@ def _check_supervisor_values(check: _Checker, origin: Callable[..., str], v: dic
     if v["auto_scaling_strategy"] not in STRATEGIES:
         check.add(origin("auto_scaling_strategy"), "auto_scaling_strategy",
                   f"expected one of {', '.join(map(repr, STRATEGIES))}, got {v['auto_scaling_strategy']!r}")
-    for key in ("min_processes", "max_jobs", "max_time"):
+    for key in ("min_processes", "max_jobs", "max_time", "memory_hard"):
         if v[key] < 0:
             check.add(origin(key), key, f"must be 0 or more, got {v[key]}")
     for key in ("balance_max_shift", "memory", "timeout", "tries"):
@@ -269,6 +273,9 @@ def _check_supervisor_values(check: _Checker, origin: Callable[..., str], v: dic
         check.add(origin("balance_cooldown"), "balance_cooldown", f"must be 0 or more, got {v['balance_cooldown']}")
     if any(b < 0 for b in v["backoff"]):
         check.add(origin("backoff"), "backoff", f"seconds must be 0 or more, got {list(v['backoff'])}")
+    if 0 < v["memory_hard"] < v["memory"] and not bad & {"memory", "memory_hard"}:
+        check.add(origin("memory_hard"), "memory_hard",
+                  f"memory_hard ({v['memory_hard']} MB) must be above memory ({v['memory']} MB), or 0 for off")
     worker_class = v["worker_class"]
     if worker_class is not None and not _is_dotted_path(worker_class):
         check.add(origin("worker_class"), "worker_class",
@@ -313,6 +320,12 @@ def build(data: Mapping[str, Any], source: str, env: Env = Env()) -> Config:
     grace = check.get("master", tables["master"], "shutdown_grace", "number", 10.0)
     if not grace >= 0:  # also refuses nan
         check.add("master", "shutdown_grace", f"must be 0 or more, got {grace}")
+    hard_grace = check.get("master", tables["master"], "hard_timeout_grace", "number", 10.0)
+    if not hard_grace >= 0:
+        check.add("master", "hard_timeout_grace", f"must be 0 or more, got {hard_grace}")
+    memory_limit = check.get("master", tables["master"], "memory_limit", "int", 0)
+    if memory_limit < 0:
+        check.add("master", "memory_limit", f"must be 0 (off) or more, got {memory_limit}")
 
     supervisors = []
     for name, raw in tables["supervisors"].items():
@@ -335,6 +348,8 @@ def build(data: Mapping[str, Any], source: str, env: Env = Env()) -> Config:
         app_paths=app_paths,
         preload=preload,
         shutdown_grace=grace,
+        hard_timeout_grace=hard_grace,
+        memory_limit=memory_limit,
         control_group=control_group,
         control_readers=control_readers,
         source=source,
@@ -374,7 +389,8 @@ def to_toml_dict(config: Config) -> dict[str, Any]:
         "control": {k: v for k, v in (("socket", config.socket_path), ("group", config.control_group),
                                        ("readers", config.control_readers)) if v is not None},
         "app": {"paths": list(config.app_paths), "preload": list(config.preload)},
-        "master": {"shutdown_grace": config.shutdown_grace},
+        "master": {"shutdown_grace": config.shutdown_grace, "hard_timeout_grace": config.hard_timeout_grace,
+                   "memory_limit": config.memory_limit},
         "supervisors": sups,
     }
 

@@ -172,14 +172,19 @@ def cmd_terminate(path, args) -> int:
     pid = call(path, "terminate")["pid"]
     print(f"horizond (pid {pid}) is stopping; in-flight jobs finish first")
     if args.wait:
-        while True:
-            try:
-                call(path, "ping")
-            except NotRunning:
-                break
-            time.sleep(0.2)
+        while not _gone(pid):
+            time.sleep(0.1)
         print("horizond has stopped")
     return 0
+
+
+def _gone(pid: int) -> bool:
+    """The daemon's process has exited (or is only a zombie awaiting its parent)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return True
 
 
 def build_parser() -> argparse.ArgumentParser:

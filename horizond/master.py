@@ -19,13 +19,15 @@ from collections.abc import Callable
 
 from redis import Redis
 
-from . import recovery, restarts
+from . import restarts
 from .commands import Commands
 from .config import Config, ConfigError, SupervisorConfig
 from .control import ControlServer
+from .guard import Guard
 from .notify import Notifier
 from .process import WorkerProcess, spawn
 from .supervisor import Slot, Supervisor, describe_exit
+from .sysutil import kill_group
 from .worker import ChildSpec, client_name
 
 log = logging.getLogger("horizond.master")
@@ -53,6 +55,7 @@ class Master:
         self.paused = False  # `horizonctl pause` without a name: new supervisors start paused too
         self.redis = Redis.from_url(config.redis_url, socket_timeout=2, socket_connect_timeout=2)
         self.notifier = Notifier.from_environ()
+        self.guard = Guard()
         self.control = ControlServer(config.socket_path, self.selector, Commands(self).handle,
                                      config.control_group, config.control_readers)
         self._wakeup: tuple[int, int] | None = None
@@ -91,6 +94,7 @@ class Master:
         for sig in HANDLED_SIGNALS:
             signal.signal(sig, self._record_signal)
         self.control.open()
+        self.guard.recover_at_startup(self.redis, self.config)
         for sup in self.config.supervisors:
             self.supervisors[sup.name] = Supervisor(sup, self._spawn_worker, self.paused)
         log.info("horizond started", extra={
@@ -142,6 +146,9 @@ class Master:
                 sup.tick(now)
             self._keep_scheduler(now)
             self._unblock_pausing()
+        workers = [p for p in self.children.values() if p.spec.kind == "worker"]
+        self.guard.check_limits(workers, self.config, now)
+        self.guard.step(self.redis, self.config, workers, now)
         self.removed = [s for s in self.removed if s.processes()]
         if self.stopping:
             self._enforce_stop_deadlines(now)
@@ -259,8 +266,6 @@ class Master:
         if proc.reader.fd >= 0:
             self._read_channel(proc)  # last words: a job it finished just before exiting
             self._close_channel(proc)
-        from .sysutil import kill_group
-
         kill_group(proc.pid, signal.SIGKILL)  # anything its jobs left behind in its group
         clean, how = describe_exit(status)
         if proc.spec.kind == "scheduler":
@@ -269,20 +274,10 @@ class Master:
                 self.scheduler.health, failed=not clean, lived=now - proc.started, now=now, how=how)
             return
         if not clean:
-            self._settle(proc, how)
+            self.guard.settle(self.redis, proc, how)
         owner = self._owner(proc)
         if owner is not None:
             owner.on_exit(proc, status, now)
-
-    def _settle(self, proc: WorkerProcess, how: str) -> None:
-        try:
-            if proc.state == "busy" and proc.job_id and proc.name:
-                recovery.settle_lost_job(self.redis, proc.job_id, proc.name, proc.spec.supervisor, how)
-            if proc.name:
-                recovery.forget_worker(self.redis, proc.name, proc.spec.supervisor.queues)
-        except Exception as exc:  # Redis down: RQ's own registry cleanup is the fallback
-            log.error("could not settle a dead worker's job", extra={
-                "event": "recovery_failed", "pid": proc.pid, "job_id": proc.job_id, "error": str(exc)})
 
     def _owner(self, proc: WorkerProcess) -> Supervisor | None:
         for sup in [*self.supervisors.values(), *self.removed]:

@@ -33,6 +33,7 @@ class WorkerProcess:
     jobs_done: int = 0
     stop_sent: float | None = None  # when SIGTERM went out
     kill_sent: float | None = None
+    kill_cause: str | None = None  # why the master killed it, for the job's failure record
 
     def apply(self, message: dict, now: float) -> None:
         state = message.get("s")

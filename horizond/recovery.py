@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import logging
 
+import psutil
 from redis import Redis
 from rq.job import Job, JobStatus
 from rq.queue import Queue
+from rq.registry import StartedJobRegistry
 from rq.worker_registration import REDIS_WORKER_KEYS, WORKERS_BY_QUEUE_KEY
 
 from . import policy
 from .config import SupervisorConfig
+from .rqworker import parse_worker_name
 
 log = logging.getLogger("horizond.recovery")
 
@@ -36,7 +39,7 @@ def settle_lost_job(connection: Redis, job_id: str, worker_name: str, sup: Super
         return "not-held"
     queue = Queue(job.origin, connection=connection)
     rule = policy.retry_rule(job.retries_left, job.retry_intervals, sup.tries, sup.backoff)
-    reason = f"horizond: worker {worker_name} died while running this job ({cause})"
+    reason = f"horizond: worker {worker_name} stopped while running this job: {cause}"
     with connection.pipeline() as pipe:
         queue.started_job_registry.remove_executions(job, pipeline=pipe)
         if rule is not None and rule.retries_left > 0:
@@ -65,3 +68,96 @@ def forget_worker(connection: Redis, worker_name: str, queues: tuple[str, ...]) 
             pipe.srem(WORKERS_BY_QUEUE_KEY % name, key)
         pipe.delete(key)
         pipe.execute()
+
+
+def horizond_alive(pid: int) -> bool:
+    """Is `pid` a live horizond master (not a stranger that reused the pid)?"""
+    try:
+        return any("horizond" in part for part in psutil.Process(pid).cmdline())
+    except (psutil.Error, OSError):
+        return False
+
+
+def orphans_at_startup(connection: Redis, queues: tuple[str, ...], hostname: str,
+                       master_alive=horizond_alive) -> list[tuple[str, str]]:
+    """(job_id, worker_name) of started jobs whose horizond worker on this host died with its master.
+
+    Workers die with their master (PDEATHSIG), so a started job held by a worker
+    of a dead master on this host can only be a job that master's crash stopped.
+    """
+    found = []
+    for name in queues:
+        ids = StartedJobRegistry(name, connection=connection).get_job_ids(cleanup=False)
+        for job in Job.fetch_many(ids, connection=connection) if ids else []:
+            owner = parse_worker_name(job.worker_name or "") if job else None
+            if owner and owner[0] == hostname and not master_alive(owner[1]):
+                found.append((job.id, job.worker_name))
+    return found
+
+
+def stale_workers(connection: Redis, hostname: str, master_alive=horizond_alive) -> list[str]:
+    """RQ worker records of this host's horizond workers whose master is dead."""
+    names = []
+    for key in connection.smembers(REDIS_WORKER_KEYS):
+        name = key.decode().removeprefix(WORKER_KEY_PREFIX)
+        owner = parse_worker_name(name)
+        if owner and owner[0] == hostname and not master_alive(owner[1]):
+            names.append(name)
+    return names
+
+
+# Put a stuck job id back at the head of its queue, only if it is still in the intermediate list.
+_REQUEUE_STUCK = """
+if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 1 then
+    redis.call('LPUSH', KEYS[2], ARGV[1])
+    return 1
+end
+return 0
+"""
+
+
+class IntermediateSweep:
+    """Jobs a worker moved out of their queue but never started (it died in between).
+
+    Such a job is still "queued" and sits in `<queue>:intermediate`; a live worker
+    starts a job within milliseconds of moving it, so an id seen there twice,
+    STUCK_AFTER seconds apart, and held by none of our workers, goes back to the
+    head of its queue. (RQ itself waits a minute, and then fails the job.)
+    """
+
+    STUCK_AFTER = 10.0
+
+    def __init__(self):
+        self.first_seen: dict[tuple[str, str], float] = {}
+
+    def run(self, connection: Redis, queues: tuple[str, ...], now: float, holding: set[str]) -> list[str]:
+        with connection.pipeline(transaction=False) as pipe:
+            for name in queues:
+                pipe.lrange(f"rq:queue:{name}:intermediate", 0, -1)
+            listed = pipe.execute()
+        candidates = [(q, i.decode()) for q, ids in zip(queues, listed, strict=True) for i in ids
+                      if i.decode() not in holding]
+        if not candidates:
+            self.first_seen = {}
+            return []
+        with connection.pipeline(transaction=False) as pipe:
+            for _, job_id in candidates:
+                pipe.hget(f"rq:job:{job_id}", "status")
+            statuses = pipe.execute()
+        requeue = connection.register_script(_REQUEUE_STUCK)
+        seen, recovered = {}, []
+        for (queue, job_id), status in zip(candidates, statuses, strict=True):
+            stuck_list = f"rq:queue:{queue}:intermediate"
+            if status is None:  # the job was deleted: drop the dangling id
+                connection.lrem(stuck_list, 1, job_id)
+            elif status == b"queued":
+                first = self.first_seen.get((queue, job_id), now)
+                if now - first >= self.STUCK_AFTER and requeue(keys=[stuck_list, f"rq:queue:{queue}"],
+                                                               args=[job_id], client=connection):
+                    recovered.append(job_id)
+                    log.warning("job stuck between queue and worker put back", extra={
+                        "event": "job_recovered", "job_id": job_id, "queue": queue, "outcome": "requeued"})
+                else:
+                    seen[(queue, job_id)] = first
+        self.first_seen = seen
+        return recovered

@@ -10,11 +10,9 @@ from __future__ import annotations
 import importlib
 import logging
 import os
-import select
 import time
 
 import psutil
-from rq.exceptions import DequeueTimeout
 from rq.job import Job
 from rq.queue import Queue
 from rq.worker import SimpleWorker
@@ -22,6 +20,7 @@ from rq.worker import SimpleWorker
 from . import policy, sysutil
 from .channel import StateWriter
 from .config import SupervisorConfig
+from .dequeue import HorizonQueue
 
 log = logging.getLogger("horizond.worker")
 
@@ -29,64 +28,6 @@ DEFAULT_WORKER_CLASS = "rq.worker.SimpleWorker"
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_IMPORT = 3
-
-
-GATE_WAIT = 30.0  # a paused worker wakes this often so RQ keeps its heartbeat
-
-
-class Gate:
-    """This worker's pause state, set by the master over the channel.
-
-    Read only when the worker is about to dequeue, so a pause never interrupts a
-    job; the master frees a worker blocked in BLMOVE/BLPOP with CLIENT UNBLOCK,
-    which Redis resolves atomically (the job is either handed over or not).
-    """
-
-    def __init__(self, fd: int, reporter: StateWriter, paused: bool):
-        self.fd = fd
-        self.reporter = reporter
-        self.paused = paused
-        self._buffer = b""
-
-    def _receive(self, timeout: float) -> None:
-        ready, _, _ = select.select([self.fd], [], [], max(0.0, timeout))
-        if not ready:
-            return
-        data = os.read(self.fd, 4096)
-        if not data:  # the master is gone; PDEATHSIG is on its way
-            self.paused = True
-            return
-        *lines, self._buffer = (self._buffer + data).split(b"\n")
-        for line in lines:
-            if line == b'{"cmd":"pause"}':
-                self.paused = True
-            elif line == b'{"cmd":"continue"}':
-                self.paused = False
-
-    def hold(self, max_wait: float) -> bool:
-        """Wait while paused (up to max_wait); True when the worker may dequeue."""
-        self._receive(0)
-        if not self.paused:
-            return True
-        self.reporter.send(s="paused")
-        deadline = time.monotonic() + max_wait
-        while self.paused and time.monotonic() < deadline:
-            self._receive(deadline - time.monotonic())
-        if self.paused:
-            return False
-        self.reporter.send(s="idle")
-        return True
-
-
-GATE: Gate | None = None  # one worker per process
-
-
-class HorizonQueue(Queue):
-    @classmethod
-    def dequeue_any(cls, queues, timeout, connection, *args, **kwargs):
-        if GATE is not None and not GATE.hold(min(timeout or GATE_WAIT, GATE_WAIT)):
-            raise DequeueTimeout(timeout, [q.key for q in queues])
-        return super().dequeue_any(queues, timeout, connection, *args, **kwargs)
 
 
 class HorizonWorkerMixin:
@@ -119,6 +60,11 @@ class HorizonWorkerMixin:
             rss = self._horizon_rss()
             self.horizon_reporter.send(s="idle", rss=rss)
             self._horizon_check_memory(rss)
+
+    def prepare_job_execution(self, job: Job, remove_from_intermediate_queue: bool = False) -> None:
+        # RQ clears the intermediate list only for single-queue workers; ours move
+        # from every queue (dequeue.py), so always clear it when the job starts.
+        super().prepare_job_execution(job, remove_from_intermediate_queue=True)
 
     def main_work_horse(self, job: Job, queue: Queue):
         # Fork-per-job workers put the horse in its own process group, out of reach
@@ -169,5 +115,15 @@ class HorizonSimpleWorker(HorizonWorkerMixin, SimpleWorker):
     pass
 
 
-def worker_name(supervisor: str) -> str:
-    return f"horizond.{sysutil.hostname()}.{supervisor}.{os.getpid()}"
+def worker_name(master_pid: int, supervisor: str) -> str:
+    """horizond:HOST:MASTER_PID:PID:SUPERVISOR - enough for a later master to tell
+    whether the worker that holds a job can still be alive (recovery.py)."""
+    return f"horizond:{sysutil.hostname()}:{master_pid}:{os.getpid()}:{supervisor}"
+
+
+def parse_worker_name(name: str) -> tuple[str, int, int, str] | None:
+    """(host, master_pid, pid, supervisor) of a horizond worker name, else None."""
+    parts = name.split(":", 4)
+    if len(parts) != 5 or parts[0] != "horizond" or not (parts[2].isdigit() and parts[3].isdigit()):
+        return None
+    return parts[1], int(parts[2]), int(parts[3]), parts[4]

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from redis import Redis
 
-from . import logs, rqworker, sysutil
+from . import dequeue, logs, rqworker, sysutil
 from .channel import StateWriter
 from .config import SupervisorConfig
 
@@ -92,8 +92,8 @@ def _run_worker(spec: ChildSpec, reporter: StateWriter) -> int:
         return rqworker.EXIT_IMPORT
     # The name lets the master find this worker's connections (CLIENT UNBLOCK on pause).
     connection = Redis.from_url(spec.redis_url, client_name=client_name(os.getpid()))
-    rqworker.GATE = rqworker.Gate(reporter.fd, reporter, spec.paused)
-    worker = worker_class(list(sup.queues), connection=connection, name=rqworker.worker_name(sup.name))
+    dequeue.GATE = dequeue.Gate(reporter.fd, reporter, spec.paused)
+    worker = worker_class(list(sup.queues), connection=connection, name=rqworker.worker_name(spec.master_pid, sup.name))
     worker.horizon_attach(reporter, sup)
     rq_level = "DEBUG" if spec.log_level <= logging.DEBUG else "WARNING"
     worker.work(max_jobs=sup.max_jobs or None, logging_level=rq_level)

@@ -48,6 +48,7 @@ SUPERVISOR_KEYS = {
     "balance_max_shift": "int",
     "balance_cooldown": "number",
     "memory": "int",
+    "memory_hard": "int",
     "timeout": "int",
     "tries": "int",
     "backoff": "backoff",

@@ -1,0 +1,223 @@
+"""Auto-balancing: how many worker processes each pool of a supervisor should run.
+
+Pure: no I/O, no clock, no psutil. The daemon gathers the facts (queue lengths, measured
+runtimes, live and busy workers, free memory) and applies the targets; this module only
+decides, so every rule is tested exhaustively and replayed in scripts/bench_balancer.py.
+
+The anchor is Laravel Horizon's auto-scaler: a pool's share of max_processes is its share of
+the pending jobs ("size") or of pending x mean runtime ("time"). What its users complain about,
+and what is done here instead:
+
+- starts at max_processes (horizon#1295): a pool with no work wants its floor, and every move,
+  the first one included, is at most max_shift.
+- too slow, +-1 process per 3 s (horizon#658): a pool jumps to its desired count in steps of
+  max_shift, not 1.
+- oscillation on an empty system (horizon#750): an empty pool wants exactly its floor, and a
+  pool shrinks only by *idle* workers and only when its desired count is strictly below the
+  current one (hysteresis). Inputs that do not change give targets that do not change.
+- long-running jobs block rebalancing (horizon#1539): each pool is decided on its own; the only
+  coupling is the supervisor's total cap.
+
+Floors versus the cap: min_processes is a floor per pool, max_processes caps the total. When
+number_of_pools x min_processes > max_processes (a queue pattern matched many queues), the cap
+wins: each floor becomes max_processes // pools, the remainder going to the first pools in
+priority order (so with more pools than max_processes, the last pools get a floor of 0).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+MODES = ("auto", "simple", "off")
+STRATEGIES = ("time", "size")
+UNKNOWN_RUNTIME = 1.0  # seconds, assumed when no queue of the supervisor has a measurement yet
+MIN_RUNTIME = 0.001  # a queue with pending jobs never weighs zero, even with instant jobs
+
+
+@dataclass(frozen=True)
+class PoolStats:
+    pending: int  # jobs waiting in the queue(s) this pool serves (LLEN)
+    runtime: float | None  # mean seconds per job measured recently on this queue; None = unknown yet
+    busy: int = 0  # workers of this pool currently running a job
+    current: int = 0  # live workers in this pool now (count workers told to stop until they exit)
+
+
+@dataclass(frozen=True)
+class Options:
+    mode: str  # "auto" | "simple" | "off"
+    strategy: str  # "time" | "size"
+    min_processes: int  # floor per pool (auto/simple); floor of the single pool (off)
+    max_processes: int  # cap on the supervisor's total
+    max_shift: int  # max change of one pool per step
+    memory_ok: bool = True  # False: host is short of free memory -> never scale up (down is fine)
+
+
+@dataclass(frozen=True)
+class Decision:
+    targets: dict[str, int]  # pool key -> target process count
+    reasons: dict[str, str]  # pool key -> short human reason
+    desired: dict[str, int] = field(default_factory=dict)  # where each pool is heading (after the cap)
+
+
+def balance(pools: Mapping[str, PoolStats], options: Options) -> Decision:
+    """One balancing step: targets for every pool, each at most max_shift from its current count.
+
+    Pool keys are in the supervisor's priority order (mapping order); in mode "off" there is
+    exactly one pool. Raises ValueError on options the config validation should have refused.
+    """
+    _check(pools, options)
+    keys = list(pools)
+    if not keys:
+        return Decision({}, {})
+    floors = pool_floors(len(keys), options.min_processes, options.max_processes)
+    floor = dict(zip(keys, floors, strict=True))
+    if options.mode == "off":
+        desired, why, weight = _backlog_following(keys, pools, floor, options)
+    elif options.mode == "simple":
+        desired, why, weight = _even_split(keys, floor, options)
+    else:
+        desired, why, weight = _shares(keys, pools, floor, options)
+    desired = _fit_cap(keys, desired, floor, weight, options.max_processes)
+    targets, moves = _step(keys, pools, desired, options)
+    reasons = {k: f"{why[k]} -> {desired[k]}{moves[k]}" for k in keys}
+    return Decision(targets, reasons, desired)
+
+
+def pool_floors(pools: int, min_processes: int, max_processes: int) -> list[int]:
+    """Per-pool floors in priority order: min_processes each, unless that breaks the cap."""
+    if pools * min_processes <= max_processes:
+        return [min_processes] * pools
+    base, extra = divmod(max_processes, pools)
+    return [base + (i < extra) for i in range(pools)]
+
+
+def _check(pools: Mapping[str, PoolStats], o: Options) -> None:
+    if o.mode not in MODES or o.strategy not in STRATEGIES:
+        raise ValueError(f"unknown balance mode or strategy: {o.mode!r}, {o.strategy!r}")
+    if o.max_processes < 1 or o.max_shift < 1 or o.min_processes < 0:
+        raise ValueError(f"bad limits: min {o.min_processes}, max {o.max_processes}, shift {o.max_shift}")
+    if o.mode == "off" and len(pools) != 1:
+        raise ValueError(f"mode 'off' runs one pool over all queues, got {len(pools)} pools")
+
+
+def _backlog_following(keys, pools, floor, o):
+    """off: one pool, sized to the jobs there are (waiting + running), within floor..max."""
+    k = keys[0]
+    p = pools[k]
+    work = max(0, p.pending) + max(0, p.busy)
+    desired = min(o.max_processes, max(floor[k], work))
+    return {k: desired}, {k: f"backlog {max(0, p.pending)} + {max(0, p.busy)} running"}, {k: float(work)}
+
+
+def _even_split(keys, floor, o):
+    """simple: a fixed, even split of max_processes (the operator asked for no auto-scaling)."""
+    shares = pool_floors(len(keys), o.max_processes, o.max_processes)  # divmod split, remainder first
+    desired = {k: max(floor[k], s) for k, s in zip(keys, shares, strict=True)}
+    return desired, {k: f"even split of {o.max_processes}" for k in keys}, {k: 0.0 for k in keys}
+
+
+def _shares(keys, pools, floor, o):
+    """auto: Horizon's share of max_processes, bounded by what the pool can use right now.
+
+    A pool never wants more workers than it has jobs (pending + running): more would sit idle.
+    An unknown runtime is taken as the mean of the known ones (or 1 s), so "time" decides from
+    the first minute instead of falling back to "size" until a snapshot exists.
+    """
+    known = [p.runtime for p in pools.values() if _valid(p.runtime)]
+    guess = sum(known) / len(known) if known else UNKNOWN_RUNTIME
+    runtime = {k: pools[k].runtime if _valid(pools[k].runtime) else guess for k in keys}
+    weight = {}
+    for k in keys:
+        pending = max(0, pools[k].pending)
+        weight[k] = float(pending) if o.strategy == "size" else pending * max(runtime[k], MIN_RUNTIME)
+    total = sum(weight.values())
+    desired, why = {}, {}
+    for k in keys:
+        p = pools[k]
+        pending, busy = max(0, p.pending), max(0, p.busy)
+        if pending == 0:
+            desired[k] = floor[k]
+            why[k] = f"no backlog, {busy} running" if busy else "no work, floor"
+            continue
+        share = weight[k] / total
+        wanted = math.ceil(share * o.max_processes - 1e-9)
+        desired[k] = max(floor[k], min(wanted, pending + busy))
+        per_job = "" if o.strategy == "size" else f" x {runtime[k]:.3g}s{'' if _valid(p.runtime) else ' (est.)'}"
+        why[k] = f"backlog {pending} jobs{per_job}, share {share:.0%} of {o.max_processes}"
+    return desired, why, weight
+
+
+def _valid(runtime: float | None) -> bool:
+    return runtime is not None and runtime >= 0 and math.isfinite(runtime)
+
+
+def _fit_cap(keys, desired, floor, weight, cap):
+    """Keep the total under the cap by cutting the largest pools first, never below a floor.
+
+    Water-filling: find the highest level L such that every pool capped at L (but kept at its
+    floor) fits; the units left over go to the heaviest of the pools cut at L, so a pool with
+    more work never ends up with fewer workers than a lighter one with the same floor.
+    """
+    if sum(desired.values()) <= cap:
+        return dict(desired)
+
+    def fitted(level):
+        return {k: max(floor[k], min(desired[k], level)) for k in keys}
+
+    lo, hi = 0, max(desired.values())  # fits at lo (floors fit by construction), not at hi
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if sum(fitted(mid).values()) <= cap else (lo, mid)
+    out = fitted(lo)
+    spare = cap - sum(out.values())
+    cut = [k for k in keys if desired[k] > out[k] == lo]
+    for k in sorted(cut, key=lambda k: -weight[k])[:spare]:  # stable sort: ties by priority
+        out[k] += 1
+    return out
+
+
+def _step(keys, pools, desired, o):
+    """Move each pool toward its desired count by at most max_shift; downs first, then ups.
+
+    Down: only idle workers are stopped (target >= busy), and only when desired < current, so a
+    pool whose workers are all busy is never shrunk by its own decision; the idle ones leave at
+    once, which makes room under the cap in this same step. Up: in priority order, within the
+    room left under the cap, and not at all when free memory is low.
+    Yield: when ups are short of room and a pool sits above its desired count only because its
+    workers are busy, it is lowered (by what the others lack in all, at most max_shift): those workers
+    stop after their current job. The room is handed out only once they have exited and the
+    caller reports a lower current count, so the real process count never passes the cap.
+    """
+    cur = {k: max(0, pools[k].current) for k in keys}
+    busy = {k: min(max(0, pools[k].busy), cur[k]) for k in keys}
+    targets, moves = dict(cur), dict.fromkeys(keys, "")
+    for k in keys:
+        if desired[k] < cur[k]:
+            targets[k] = max(cur[k] - o.max_shift, desired[k], busy[k])
+            if targets[k] == cur[k]:
+                moves[k] = f" (held: all {busy[k]} busy)"
+            else:
+                moves[k] = f" ({targets[k] - cur[k]}{', rest busy' if targets[k] == busy[k] > desired[k] else ''})"
+    room = o.max_processes - sum(max(targets[k], busy[k]) for k in keys)
+    wants = {k: min(desired[k] - cur[k], o.max_shift) for k in keys if desired[k] > cur[k]}
+    if not o.memory_ok:
+        for k in wants:
+            moves[k] = " (held: free memory low)"
+        return targets, moves
+    lack = sum(desired[k] - cur[k] for k in wants) - max(room, 0)  # the whole need: yielding takes a step
+    for k in sorted(keys, key=lambda k: cur[k] - desired[k], reverse=True):
+        give = min(lack, targets[k] - desired[k], o.max_shift - (cur[k] - targets[k]))
+        if give > 0:
+            targets[k] -= give
+            lack -= give
+            moves[k] = f" ({targets[k] - cur[k]}, busy ones yield to other queues)"
+    for k, want in wants.items():  # dict order = priority order
+        up = max(0, min(want, room))
+        room -= up
+        targets[k] = cur[k] + up
+        limit = f", cap {o.max_processes} full" if up < want else (
+            f", shift {o.max_shift}" if want < desired[k] - cur[k] else "")
+        moves[k] = f" (+{up}{limit})" if up else f" (held: cap {o.max_processes} full)"
+    return targets, moves

@@ -1,0 +1,122 @@
+"""How a worker takes its next job: the pause gate, then a dequeue that loses nothing.
+
+RQ dequeues from one queue with BLMOVE into `<queue>:intermediate` (the job is
+always in some list), but from several queues with plain BLPOP: a worker killed
+between BLPOP's reply and the StartedJobRegistry write loses the job. Here every
+dequeue is a move: one round trip (a Lua LMOVE over the queues in priority
+order), then a short BLMOVE on the first queue so an idle worker still blocks.
+The master sweeps intermediate lists for what a dead worker left there.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import time
+
+from rq.exceptions import DequeueTimeout, NoSuchJobError
+from rq.queue import Queue
+
+from .channel import StateWriter
+
+GATE_WAIT = 30.0  # a paused worker wakes this often so RQ keeps its heartbeat
+MULTI_QUEUE_BLOCK = 1.0  # an idle multi-queue worker looks at its lower queues this often
+
+# Move the first available job id, in priority order, into its queue's intermediate list.
+_MOVE_FIRST = """
+for i, key in ipairs(KEYS) do
+    local id = redis.call('LMOVE', key, key .. ':intermediate', 'LEFT', 'RIGHT')
+    if id then return {key, id} end
+end
+return false
+"""
+
+
+class Gate:
+    """This worker's pause state, set by the master over the channel.
+
+    Read only when the worker is about to dequeue, so a pause never interrupts a
+    job; the master frees a worker blocked in BLMOVE with CLIENT UNBLOCK, which
+    Redis resolves atomically (the job is either handed over or not).
+    """
+
+    def __init__(self, fd: int, reporter: StateWriter, paused: bool):
+        self.fd = fd
+        self.reporter = reporter
+        self.paused = paused
+        self._buffer = b""
+
+    def _receive(self, timeout: float) -> None:
+        ready, _, _ = select.select([self.fd], [], [], max(0.0, timeout))
+        if not ready:
+            return
+        data = os.read(self.fd, 4096)
+        if not data:  # the master is gone; PDEATHSIG is on its way
+            self.paused = True
+            return
+        *lines, self._buffer = (self._buffer + data).split(b"\n")
+        for line in lines:
+            if line == b'{"cmd":"pause"}':
+                self.paused = True
+            elif line == b'{"cmd":"continue"}':
+                self.paused = False
+
+    def is_paused(self) -> bool:
+        self._receive(0)
+        return self.paused
+
+    def hold(self, max_wait: float) -> bool:
+        """Wait while paused (up to max_wait); True when the worker may dequeue."""
+        if not self.is_paused():
+            return True
+        self.reporter.send(s="paused")
+        deadline = time.monotonic() + max_wait
+        while self.paused and time.monotonic() < deadline:
+            self._receive(deadline - time.monotonic())
+        if self.paused:
+            return False
+        self.reporter.send(s="idle")
+        return True
+
+
+GATE: Gate | None = None  # one worker per process
+
+
+class HorizonQueue(Queue):
+    @classmethod
+    def dequeue_any(cls, queues, timeout, connection, job_class=None, serializer=None, death_penalty_class=None):
+        keys = [q.key for q in queues]
+        if GATE is not None and not GATE.hold(min(timeout or GATE_WAIT, GATE_WAIT)):
+            raise DequeueTimeout(timeout, keys)
+        if len(queues) == 1:  # RQ's own path is already a reliable BLMOVE
+            return super().dequeue_any(queues, timeout, connection, job_class, serializer, death_penalty_class)
+        options = {"job_class": job_class, "serializer": serializer, "death_penalty_class": death_penalty_class}
+        deadline = None if timeout is None else time.monotonic() + timeout
+        move_first = connection.register_script(_MOVE_FIRST)
+        while True:
+            moved = move_first(keys=keys, client=connection)
+            if not moved:
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is None or left <= 0 or (GATE is not None and GATE.is_paused()):
+                    if timeout is None:
+                        return None
+                    raise DequeueTimeout(timeout, keys)
+                job_id = connection.blmove(keys[0], keys[0] + ":intermediate", min(MULTI_QUEUE_BLOCK, left))
+                if job_id is None:
+                    continue
+                moved = [keys[0], job_id]
+            result = cls._fetch_moved(moved, connection, options)
+            if result is not None:
+                return result
+
+    @classmethod
+    def _fetch_moved(cls, moved, connection, options):
+        queue_key, job_id = (v.decode() if isinstance(v, bytes) else v for v in moved)
+        queue = cls.from_queue_key(queue_key, connection=connection, job_class=options["job_class"],
+                                   serializer=options["serializer"],
+                                   death_penalty_class=options["death_penalty_class"])
+        try:
+            return queue.job_class.fetch(job_id, connection=connection, serializer=options["serializer"]), queue
+        except NoSuchJobError:  # deleted while queued: drop the id, as RQ does
+            connection.lrem(queue_key + ":intermediate", 1, job_id)
+            return None

@@ -1,0 +1,146 @@
+"""Guard: the master's watch over what its workers hold, so no job is lost.
+
+Every tick: kill a worker whose job overran its timeout (stuck in C code, signals
+blocked) or whose RSS passed memory_hard; settle the job of any worker that died
+holding one, retrying while Redis is away; sweep intermediate lists. At start-up:
+settle the jobs of workers that died with a previous master.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+
+import psutil
+from redis import Redis
+
+from . import recovery
+from .config import Config, SupervisorConfig
+from .process import WorkerProcess
+from .sysutil import hostname
+
+log = logging.getLogger("horizond.guard")
+
+SWEEP_EVERY = 5.0
+RETRY_EVERY = 2.0
+MB = 1024 * 1024
+
+
+@dataclass
+class Unsettled:
+    job_id: str
+    worker_name: str
+    supervisor: SupervisorConfig
+    cause: str
+    queues: tuple[str, ...]
+
+
+class Guard:
+    def __init__(self):
+        self.unsettled: list[Unsettled] = []
+        self.sweep = recovery.IntermediateSweep()
+        self._last_sweep = 0.0
+        self._last_retry = 0.0
+
+    # --- limits ---------------------------------------------------------------------
+
+    def check_limits(self, procs: list[WorkerProcess], config: Config, now: float) -> None:
+        for proc in procs:
+            if proc.state != "busy" or proc.kill_sent is not None or proc.spec.supervisor is None:
+                continue
+            sup = proc.spec.supervisor
+            timeout = proc.job_timeout or 0
+            if timeout > 0 and proc.job_started is not None and \
+                    now - proc.job_started > timeout + config.hard_timeout_grace:
+                self._kill(proc, now, f"hard timeout: still running {now - proc.job_started:.0f}s into a "
+                                      f"{timeout:g}s job timeout (the worker did not stop it itself)")
+            elif sup.memory_hard:
+                rss = _rss(proc.pid)
+                if rss is not None:
+                    proc.rss = rss
+                    if rss > sup.memory_hard * MB:
+                        self._kill(proc, now, f"memory_hard: RSS {rss // MB} MB over {sup.memory_hard} MB")
+
+    def _kill(self, proc: WorkerProcess, now: float, cause: str) -> None:
+        proc.kill_cause = cause
+        log.warning("killing a worker", extra={"event": "worker_killed", "pid": proc.pid, "job_id": proc.job_id,
+                                               "supervisor": proc.spec.supervisor.name, "cause": cause})
+        proc.kill(now)
+
+    # --- dead workers -------------------------------------------------------------------
+
+    def settle(self, redis: Redis, proc: WorkerProcess, how: str) -> None:
+        """A worker exited uncleanly: its job (if any) is retried or failed, its record removed."""
+        if not proc.name:
+            return  # it never registered, so it never held a job
+        cause = proc.kill_cause or how
+        if proc.rss:
+            cause += f" (last RSS {proc.rss // MB} MB)"
+        job = proc.job_id if proc.state == "busy" else None
+        item = Unsettled(job or "", proc.name, proc.spec.supervisor, cause, proc.spec.supervisor.queues)
+        if not self._settle(redis, item):
+            self.unsettled.append(item)
+
+    def _settle(self, redis: Redis, item: Unsettled) -> bool:
+        try:
+            if item.job_id:
+                recovery.settle_lost_job(redis, item.job_id, item.worker_name, item.supervisor, item.cause)
+            recovery.forget_worker(redis, item.worker_name, item.queues)
+            return True
+        except Exception as exc:  # Redis away: keep it and try again, the job is still recorded as started
+            log.error("cannot settle a dead worker's job yet; will retry", extra={
+                "event": "recovery_deferred", "job_id": item.job_id, "error": str(exc)})
+            return False
+
+    def step(self, redis: Redis, config: Config, procs: list[WorkerProcess], now: float) -> None:
+        if self.unsettled and now - self._last_retry >= RETRY_EVERY:
+            self._last_retry = now
+            self.unsettled = [item for item in self.unsettled if not self._settle(redis, item)]
+        if now - self._last_sweep >= SWEEP_EVERY:
+            self._last_sweep = now
+            holding = {p.job_id for p in procs if p.job_id}
+            try:
+                self.sweep.run(redis, config.all_queues(), now, holding)
+            except Exception as exc:
+                log.debug("intermediate sweep skipped", extra={"event": "sweep_failed", "error": str(exc)})
+
+    # --- start-up ---------------------------------------------------------------------------
+
+    def recover_at_startup(self, redis: Redis, config: Config) -> None:
+        """Settle what workers of a crashed master on this host were running."""
+        me = os.getpid()  # a restarted container may give the new master the old one's pid
+
+        def previous_master_alive(pid: int) -> bool:
+            return pid != me and recovery.horizond_alive(pid)
+
+        try:
+            orphans = recovery.orphans_at_startup(redis, config.all_queues(), hostname(), previous_master_alive)
+            stale = recovery.stale_workers(redis, hostname(), previous_master_alive)
+        except Exception as exc:
+            log.error("start-up recovery skipped: Redis unavailable", extra={
+                "event": "recovery_failed", "error": str(exc)})
+            return
+        for job_id, worker in orphans:
+            sup = _supervisor_for(config, job_id, redis) or config.supervisors[0]
+            self.unsettled.append(Unsettled(job_id, worker, sup, "its master died (crash or SIGKILL)", sup.queues))
+        for worker in stale:
+            if worker not in {u.worker_name for u in self.unsettled}:
+                self.unsettled.append(Unsettled("", worker, config.supervisors[0], "", config.all_queues()))
+        if orphans or stale:
+            log.warning("recovering after a crashed master", extra={
+                "event": "startup_recovery", "jobs": [j for j, _ in orphans], "workers": len(stale)})
+        self.unsettled = [item for item in self.unsettled if not self._settle(redis, item)]
+
+
+def _supervisor_for(config: Config, job_id: str, redis: Redis) -> SupervisorConfig | None:
+    origin = redis.hget(f"rq:job:{job_id}", "origin")
+    name = origin.decode() if origin else None
+    return next((s for s in config.supervisors if name in s.queues), None)
+
+
+def _rss(pid: int) -> int | None:
+    try:
+        return psutil.Process(pid).memory_info().rss
+    except psutil.Error:
+        return None

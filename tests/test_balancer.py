@@ -1,0 +1,372 @@
+"""The balancer: a pure function (stats, options) -> targets, tested rule by rule and by properties."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+
+from horizond.balancer import Decision, Options, PoolStats, balance, pool_floors
+
+ISSUE = Options(mode="auto", strategy="size", min_processes=1, max_processes=8, max_shift=2)
+
+
+def stats(current: dict[str, int], pending: dict[str, int] | None = None, busy: dict[str, int] | None = None,
+          runtime: dict[str, float | None] | None = None) -> dict[str, PoolStats]:
+    pending, busy, runtime = pending or {}, busy or {}, runtime or {}
+    return {k: PoolStats(pending.get(k, 0), runtime.get(k), busy.get(k, 0), c) for k, c in current.items()}
+
+
+def replay(current, options, steps, **kw) -> list[Decision]:
+    """Apply the decisions as the daemon would: next step's current = this step's targets."""
+    out = []
+    for _ in range(steps):
+        decision = balance(stats(current, **kw), options)
+        out.append(decision)
+        current = decision.targets
+    return out
+
+
+def totals(decisions):
+    return [sum(d.targets.values()) for d in decisions]
+
+
+# --- the issue's scenario -------------------------------------------------------------------
+
+
+def test_issue_scenario_idle_backlog_drain():
+    idle = replay({"a": 0, "b": 0}, ISSUE, 3)
+    assert idle[0].targets == {"a": 1, "b": 1}  # starts at the floors, not at max
+    assert all(d.targets == {"a": 1, "b": 1} for d in idle)
+
+    burst = replay({"a": 1, "b": 1}, ISSUE, 5, pending={"a": 1500})
+    assert [d.targets["a"] for d in burst] == [3, 5, 7, 7, 7]  # 7 on a within 3 steps
+    assert all(d.targets["b"] == 1 for d in burst)
+    assert max(totals(burst)) <= 8
+    assert burst[0].reasons["a"] == "backlog 1500 jobs, share 100% of 8 -> 7 (+2, shift 2)"
+
+    drain = replay({"a": 7, "b": 1}, ISSUE, 5)
+    assert [d.targets["a"] for d in drain] == [5, 3, 1, 1, 1]
+    assert drain[-1].targets == {"a": 1, "b": 1}
+
+
+def test_issue_scenario_time_gives_the_slower_queue_the_larger_share():
+    time = Options("auto", "time", 1, 8, 2)
+    steps = replay({"a": 1, "b": 1}, time, 5, pending={"a": 300, "b": 300}, runtime={"a": 1.0, "b": 3.0})
+    assert steps[-1].targets == {"a": 2, "b": 6}  # 25% / 75% of 8, as Horizon's formula says
+    assert "x 3s, share 75% of 8 -> 6" in steps[-1].reasons["b"]
+    # the same load by size splits evenly
+    size = replay({"a": 1, "b": 1}, ISSUE, 5, pending={"a": 300, "b": 300}, runtime={"a": 1.0, "b": 3.0})
+    assert size[-1].targets == {"a": 4, "b": 4}
+
+
+def test_time_estimates_an_unknown_runtime_from_the_other_queues():
+    time = Options("auto", "time", 1, 8, 8)
+    d = balance(stats({"a": 1, "b": 1}, pending={"a": 100, "b": 100}, runtime={"a": 4.0}), time)
+    assert d.desired == {"a": 4, "b": 4}  # b is assumed to take 4 s like a
+    assert "(est.)" in d.reasons["b"] and "(est.)" not in d.reasons["a"]
+    d = balance(stats({"a": 1, "b": 1}, pending={"a": 100, "b": 300}), time)  # nothing known: 1 s each
+    assert d.desired == {"a": 2, "b": 6}
+
+
+def test_zero_runtime_still_counts_the_backlog():
+    time = Options("auto", "time", 0, 8, 8)
+    d = balance(stats({"a": 0, "b": 0}, pending={"a": 50}, runtime={"a": 0.0, "b": 0.0}), time)
+    assert d.desired == {"a": 8, "b": 0}
+
+
+# --- desired counts -------------------------------------------------------------------------
+
+
+def test_a_pool_never_wants_more_than_its_jobs():
+    d = balance(stats({"a": 1, "b": 1}, pending={"a": 2}, busy={"a": 1}), ISSUE)
+    assert d.desired == {"a": 3, "b": 1}
+
+
+def test_no_pending_and_no_busy_means_the_floor():
+    d = balance(stats({"a": 5, "b": 0}), Options("auto", "size", 2, 8, 1))
+    assert d.desired == {"a": 2, "b": 2}
+    assert d.reasons["a"] == "no work, floor -> 2 (-1)"
+
+
+def test_cap_cuts_the_largest_shares_first_never_below_a_floor():
+    o = Options("auto", "size", 2, 10, 10)
+    d = balance(stats({"a": 0, "b": 0, "c": 0}, pending={"a": 700, "b": 200, "c": 1}), o)
+    # raw: ceil(7.8)=8, ceil(2.2)=3, c lifted to its floor 2 -> 13 > 10: a alone is cut
+    assert d.desired == {"a": 5, "b": 3, "c": 2}
+    d = balance(stats({"a": 0, "b": 0, "c": 0}, pending={"a": 600, "b": 300, "c": 1}), o)
+    assert d.desired == {"a": 4, "b": 4, "c": 2}  # 7 + 4 + 2: a is cut down to b's level first
+    assert sum(d.desired.values()) == 10
+
+
+def test_cap_leftover_goes_to_the_heavier_pool_on_ties():
+    o = Options("auto", "size", 0, 3, 3)
+    d = balance(stats({"a": 0, "b": 0}, pending={"a": 100, "b": 101}), o)
+    assert d.desired == {"a": 1, "b": 2}
+
+
+def test_floors_fit_the_cap_when_patterns_expand():
+    assert pool_floors(3, 2, 8) == [2, 2, 2]
+    assert pool_floors(5, 2, 8) == [2, 2, 2, 1, 1]
+    assert pool_floors(10, 1, 8) == [1] * 8 + [0, 0]
+    o = Options("auto", "size", 2, 8, 8)
+    d = balance(stats(dict.fromkeys("abcde", 0)), o)
+    assert d.targets == {"a": 2, "b": 2, "c": 2, "d": 1, "e": 1}
+
+
+def test_simple_splits_max_evenly_remainder_first():
+    o = Options("simple", "time", 1, 10, 10)
+    assert balance(stats({"a": 0, "b": 0, "c": 0}), o).targets == {"a": 4, "b": 3, "c": 3}
+    # the split ignores the backlog
+    assert balance(stats({"a": 0, "b": 0}, pending={"a": 999}), o).targets == {"a": 5, "b": 5}
+    assert balance(stats({"a": 0}), o).reasons["a"] == "even split of 10 -> 10 (+10)"
+
+
+def test_off_follows_the_backlog_between_min_and_max():
+    o = Options("off", "size", 2, 8, 3)
+    assert balance(stats({"*": 0}), o).targets == {"*": 2}
+    assert balance(stats({"*": 2}, pending={"*": 4}, busy={"*": 1}), o).desired == {"*": 5}
+    steps = replay({"*": 2}, o, 4, pending={"*": 100})
+    assert [d.targets["*"] for d in steps] == [5, 8, 8, 8]
+    assert steps[0].reasons["*"] == "backlog 100 + 0 running -> 8 (+3, shift 3)"
+    assert balance(stats({"*": 0}), Options("off", "size", 9, 4, 9)).targets == {"*": 4}  # cap beats min
+
+
+def test_off_takes_exactly_one_pool():
+    with pytest.raises(ValueError):
+        balance(stats({"a": 0, "b": 0}), Options("off", "size", 1, 8, 2))
+
+
+@pytest.mark.parametrize("options", [
+    Options("fast", "size", 1, 8, 2), Options("auto", "count", 1, 8, 2), Options("auto", "size", 1, 0, 2),
+    Options("auto", "size", 1, 8, 0), Options("auto", "size", -1, 8, 2),
+])
+def test_bad_options_are_refused(options):
+    with pytest.raises(ValueError):
+        balance(stats({"a": 0}), options)
+
+
+def test_no_pools_no_targets():
+    assert balance({}, ISSUE) == Decision({}, {}, {})
+
+
+# --- steps --------------------------------------------------------------------------------------
+
+
+def test_ups_take_the_room_in_priority_order():
+    o = Options("auto", "size", 1, 8, 4)
+    d = balance(stats({"a": 3, "b": 2, "c": 2}, pending={"b": 100, "c": 100}, busy={"a": 3}), o)
+    # a holds 3 busy workers: b first gets what is left (1), c nothing; a's busy workers are told
+    # to stop after their job (yield), their room is handed out once they are gone
+    assert d.targets == {"a": 1, "b": 3, "c": 2}
+    assert d.reasons["b"].endswith("(+1, cap 8 full)")
+    assert d.reasons["c"].endswith("(held: cap 8 full)")
+
+
+def test_idle_downs_make_room_for_ups_in_the_same_step():
+    d = balance(stats({"a": 7, "b": 1}, pending={"b": 1000}), ISSUE)
+    assert d.targets == {"a": 5, "b": 3}
+
+
+def test_a_fully_busy_pool_is_not_scaled_down():
+    d = balance(stats({"a": 5, "b": 1}, busy={"a": 5}), ISSUE)
+    assert d.targets == {"a": 5, "b": 1}
+    assert d.reasons["a"] == "no backlog, 5 running -> 1 (held: all 5 busy)"
+
+
+def test_scaling_down_stops_only_idle_workers():
+    d = balance(stats({"a": 6, "b": 1}, busy={"a": 5}), ISSUE)
+    assert d.targets["a"] == 5
+    assert d.reasons["a"].endswith("(-1, rest busy)")
+
+
+def test_equal_means_no_move():
+    d = balance(stats({"a": 3, "b": 1}, pending={"a": 1}, busy={"a": 2}), ISSUE)
+    assert d.desired["a"] == 3 and d.targets == {"a": 3, "b": 1}
+
+
+def test_long_running_jobs_do_not_block_the_other_queue():
+    # a: 5 workers stuck in long jobs, nothing pending; b gets a backlog
+    current = {"a": 5, "b": 1}
+    first = balance(stats(current, pending={"b": 1000}, busy={"a": 5}), ISSUE)
+    assert first.targets == {"a": 5, "b": 3}  # b takes the free room at once
+    second = balance(stats(first.targets, pending={"b": 1000}, busy={"a": 5}), ISSUE)
+    assert second.targets == {"a": 3, "b": 3}  # a's busy workers yield: they stop after their job
+    assert "yield" in second.reasons["a"]
+    # once they have exited, b gets the room
+    third = balance(stats({"a": 3, "b": 3}, pending={"b": 1000}, busy={"a": 3}), ISSUE)
+    assert third.targets == {"a": 1, "b": 5}
+    fourth = balance(stats({"a": 1, "b": 5}, pending={"b": 1000}, busy={"a": 1}), ISSUE)
+    assert fourth.targets == {"a": 1, "b": 7}
+
+
+def test_two_backlogs_rebalance_even_though_every_worker_is_busy():
+    steps = replay({"a": 7, "b": 1}, ISSUE, 8, pending={"a": 1000, "b": 1000}, busy={"a": 7, "b": 1})
+    assert steps[-1].targets == {"a": 4, "b": 4}
+    assert max(totals(steps)) <= 8
+
+
+def test_memory_low_holds_ups_and_lets_downs_happen():
+    o = Options("auto", "size", 1, 8, 2, memory_ok=False)
+    d = balance(stats({"a": 1, "b": 5}, pending={"a": 1000}), o)
+    assert d.targets == {"a": 1, "b": 3}
+    assert d.reasons["a"].endswith("(held: free memory low)")
+    assert balance(stats({"a": 0, "b": 0}), o).targets == {"a": 0, "b": 0}
+
+
+def test_over_the_cap_after_a_reload_no_pool_grows():
+    d = balance(stats({"a": 10, "b": 1}, pending={"a": 1000, "b": 1000}), ISSUE)
+    assert d.targets == {"a": 8, "b": 1}
+    assert sum(d.targets.values()) <= 11
+
+
+def test_an_idle_system_is_stable():
+    for o in (ISSUE, Options("auto", "time", 2, 10, 1), Options("off", "size", 1, 8, 2)):
+        keys = ["*"] if o.mode == "off" else ["a", "b", "c"]
+        steps = replay(dict.fromkeys(keys, 0), o, 12)
+        assert all(d.targets == steps[-1].targets for d in steps[-10:])
+
+
+# --- properties ---------------------------------------------------------------------------------
+
+PROPS = settings(max_examples=200, deadline=None)
+
+
+@st.composite
+def scenarios(draw, mode=None, within_cap=True):
+    mode = mode or draw(st.sampled_from(["auto", "simple", "off"]))
+    n = 1 if mode == "off" else draw(st.integers(1, 5))
+    o = Options(mode, draw(st.sampled_from(["time", "size"])), draw(st.integers(0, 4)), draw(st.integers(1, 20)),
+                draw(st.integers(1, 6)), draw(st.booleans()))
+    cap = o.max_processes
+    pools = {}
+    for i in range(n):
+        current = draw(st.integers(0, cap if within_cap else 2 * cap))
+        pools["*" if mode == "off" else f"q{i}"] = PoolStats(
+            pending=draw(st.one_of(st.just(0), st.integers(0, 5000))),
+            runtime=draw(st.one_of(st.none(), st.floats(0, 120))),
+            busy=draw(st.integers(0, current + 1)),
+            current=current)
+    if within_cap:
+        assume(sum(p.current for p in pools.values()) <= cap)
+    return pools, o
+
+
+def iterate(pools, o, steps):
+    """Fixed pending/runtime/busy, current <- targets."""
+    seen = []
+    for _ in range(steps):
+        d = balance(pools, o)
+        seen.append(d.targets)
+        pools = {k: PoolStats(p.pending, p.runtime, p.busy, d.targets[k]) for k, p in pools.items()}
+    return seen
+
+
+@PROPS
+@given(scenarios(within_cap=False))
+def test_prop_never_above_max_in_total(case):
+    pools, o = case
+    before = sum(p.current for p in pools.values())
+    after = sum(balance(pools, o).targets.values())
+    assert after <= max(o.max_processes, before)  # over the cap (a reload lowered max) it never grows
+    assert sum(balance(pools, o).desired.values()) <= o.max_processes
+
+
+@PROPS
+@given(scenarios(within_cap=False))
+def test_prop_never_moves_a_pool_by_more_than_the_shift(case):
+    pools, o = case
+    d = balance(pools, o)
+    assert all(abs(d.targets[k] - p.current) <= o.max_shift for k, p in pools.items())
+    assert all(t >= 0 for t in d.targets.values())
+
+
+@PROPS
+@given(scenarios(within_cap=False))
+def test_prop_never_below_the_floors(case):
+    pools, o = case
+    floors = pool_floors(len(pools), o.min_processes, o.max_processes)
+    d = balance(pools, o)
+    for (k, p), floor in zip(pools.items(), floors, strict=True):
+        assert d.desired[k] >= floor
+        assert d.targets[k] >= min(floor, p.current)  # below the floor: only ever rising toward it
+
+
+@PROPS
+@given(scenarios())
+def test_prop_converges_to_a_fixed_point_and_stays(case):
+    pools, o = case
+    bound = math.ceil(o.max_processes / o.max_shift) + 2
+    seen = iterate(pools, o, bound + 4)
+    assert seen[bound - 1] == seen[-1], seen
+
+
+@PROPS
+@given(scenarios())
+def test_prop_at_rest_every_pool_is_at_or_above_its_floor(case):
+    pools, o = case
+    assume(o.memory_ok)
+    idle = {k: PoolStats(p.pending, p.runtime, 0, p.current) for k, p in pools.items()}
+    rest = iterate(idle, o, math.ceil(o.max_processes / o.max_shift) + 2)[-1]
+    floors = pool_floors(len(pools), o.min_processes, o.max_processes)
+    assert all(rest[k] >= f for k, f in zip(pools, floors, strict=True))
+
+
+@PROPS
+@given(scenarios())
+def test_prop_memory_low_never_raises_a_target(case):
+    pools, o = case
+    o = Options(o.mode, o.strategy, o.min_processes, o.max_processes, o.max_shift, memory_ok=False)
+    d = balance(pools, o)
+    assert all(d.targets[k] <= p.current for k, p in pools.items())
+
+
+@PROPS
+@given(scenarios(within_cap=False))
+def test_prop_a_fully_busy_pool_shrinks_only_to_yield(case):
+    """It is never scaled down for itself; only when another pool lacks room under the cap."""
+    pools, o = case
+    d = balance(pools, o)
+    for k, p in pools.items():
+        if p.busy >= p.current and d.targets[k] < p.current:
+            assert o.memory_ok and d.targets[k] >= d.desired[k]
+            assert any(d.desired[j] > q.current for j, q in pools.items() if j != k)
+    if len(pools) == 1:
+        (k, p), = pools.items()
+        assert p.busy < p.current or d.targets[k] >= p.current
+
+
+@st.composite
+def two_loaded_pools(draw, strategy):
+    cap = draw(st.integers(2, 20))
+    o = Options("auto", strategy, draw(st.integers(0, cap // 2)), cap, draw(st.integers(1, 6)))
+    runtimes = [draw(st.floats(0.01, 60)) for _ in range(2)]
+    if strategy == "size":
+        runtimes = [runtimes[0]] * 2
+    pools = {f"q{i}": PoolStats(draw(st.integers(cap, 5000)), runtimes[i], 0, draw(st.integers(0, cap // 2)))
+             for i in range(2)}
+    return pools, o
+
+
+def _check_split(pools, o, key):
+    rest = iterate(pools, o, math.ceil(o.max_processes / o.max_shift) + 2)[-1]
+    (a, pa), (b, pb) = pools.items()
+    if key(pa) > key(pb):
+        assert rest[a] >= rest[b]
+    elif key(pb) > key(pa):
+        assert rest[b] >= rest[a]
+    assert sum(rest.values()) == o.max_processes  # with that much work the whole cap is used
+
+
+@PROPS
+@given(two_loaded_pools("size"))
+def test_prop_size_gives_more_pending_at_least_as_many_workers(case):
+    _check_split(*case, key=lambda p: p.pending)
+
+
+@PROPS
+@given(two_loaded_pools("time"))
+def test_prop_time_gives_more_pending_x_runtime_at_least_as_many_workers(case):
+    _check_split(*case, key=lambda p: p.pending * p.runtime)
