@@ -10,10 +10,12 @@ import logging
 import os
 import signal
 import sys
+import time
 import traceback
 from dataclasses import dataclass
 
 from redis import Redis
+from redis import exceptions as redis_errors
 
 from . import dequeue, logs, rqworker, sysutil
 from .channel import StateWriter
@@ -92,6 +94,7 @@ def _run_worker(spec: ChildSpec, reporter: StateWriter) -> int:
         return rqworker.EXIT_IMPORT
     # The name lets the master find this worker's connections (CLIENT UNBLOCK on pause).
     connection = Redis.from_url(spec.redis_url, client_name=client_name(os.getpid()))
+    _wait_for_redis(connection, sup.name)
     dequeue.GATE = dequeue.Gate(reporter.fd, reporter, spec.paused)
     worker = worker_class(list(sup.queues), connection=connection, name=rqworker.worker_name(spec.master_pid, sup.name))
     worker.horizon_attach(reporter, sup)
@@ -102,6 +105,20 @@ def _run_worker(spec: ChildSpec, reporter: StateWriter) -> int:
     if worker.horizon_exit_reason or asked_to_stop or recycled:
         return rqworker.EXIT_OK
     return rqworker.EXIT_FAILED  # RQ left its loop on its own: an error it logged
+
+
+def _wait_for_redis(connection: Redis, supervisor: str) -> None:
+    """Started while Redis is away: wait here (backing off) instead of crash-looping."""
+    delay = 0.5
+    while True:
+        try:
+            connection.ping()
+            return
+        except redis_errors.ConnectionError as exc:
+            log.warning("Redis unreachable; worker waiting", extra={
+                "event": "redis_unreachable", "supervisor": supervisor, "retry_in": delay, "error": str(exc)})
+            time.sleep(delay)
+            delay = min(delay * 2, 10.0)
 
 
 def client_name(pid: int) -> str:

@@ -46,10 +46,10 @@ def wait_until(predicate, timeout: float = 10.0, interval: float = 0.05, what: s
 
 
 class RedisServer:
-    def __init__(self, workdir: Path):
+    def __init__(self, workdir: Path, port: int | None = None):
         if not shutil.which("redis-server"):
             pytest.exit("redis-server not found: install it with 'sudo apt-get install redis-server'", 2)
-        self.port = free_port()
+        self.port = port or free_port()
         self.workdir = workdir
         self.proc = subprocess.Popen(
             ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
@@ -61,8 +61,9 @@ class RedisServer:
         wait_until(lambda: _pings(client), what="redis-server to answer")
 
     def stop(self):
-        self.proc.terminate()
-        self.proc.wait(10)
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
 
 
 def _pings(client: Redis) -> bool:
@@ -102,8 +103,10 @@ class Daemon:
     """A real horizond process on a config file written by the test."""
 
     def __init__(self, tmp_path: Path, redis_url: str, body: str, env: dict | None = None,
-                 preload: tuple[str, ...] = (), socket_path: str | None = None, extra_control: str = ""):
+                 preload: tuple[str, ...] = (), socket_path: str | None = None, extra_control: str = "",
+                 extra_master: str = ""):
         self.preload = preload
+        self.extra_master = extra_master
         self.extra_control = extra_control
         self.dir = tmp_path
         self.config = tmp_path / "horizond.toml"
@@ -120,7 +123,7 @@ class Daemon:
 
     def write_config(self, body: str) -> None:
         head = f'[redis]\nurl = "{self.redis_url}"\n[control]\nsocket = "{self.socket}"\n{self.extra_control}' \
-               f'[app]\npaths = ["{TESTS}"]\npreload = {list(self.preload)!r}\n[master]\nshutdown_grace = 3\n'
+               f'[app]\npaths = ["{TESTS}"]\npreload = {list(self.preload)!r}\n[master]\nshutdown_grace = 3\n{self.extra_master}'
         self.config.write_text(head + textwrap.dedent(body))
 
     def status(self) -> dict:

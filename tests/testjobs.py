@@ -63,3 +63,28 @@ def systemd_vars(tag):
     child = subprocess.run(["env"], capture_output=True, text=True).stdout
     seen += sorted(line.split("=")[0] for line in child.splitlines() if line.startswith(("NOTIFY_", "WATCHDOG_")))
     _redis().hset("test:env", tag, ",".join(seen) or "-")
+
+
+def ignore_alarm_and_block(seconds, tag="stuck"):
+    """Like code stuck in C: RQ's SIGALRM timeout cannot reach it."""
+    import signal
+
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})
+    _redis().hset("test:started", tag, os.getpid())
+    time.sleep(seconds)
+    _redis().hincrby("test:runs", tag, 1)
+
+
+_HOARD = []
+
+
+def hog(megabytes, seconds=0, tag="hog", keep=False):
+    """Allocate (and touch) memory; keep=True leaks it in the worker like a real leak."""
+    block = bytearray(megabytes * 1024 * 1024)
+    for i in range(0, len(block), 4096):
+        block[i] = 1
+    if keep:
+        _HOARD.append(block)
+    _redis().hset("test:started", tag, os.getpid())
+    time.sleep(seconds)
+    _redis().hincrby("test:runs", tag, 1)
