@@ -14,9 +14,12 @@ and what is done here instead:
   max_shift, not 1.
 - oscillation on an empty system (horizon#750): an empty pool wants exactly its floor, and a
   pool shrinks only by *idle* workers and only when its desired count is strictly below the
-  current one (hysteresis). Inputs that do not change give targets that do not change.
+  current one (hysteresis); two backlogged pools do not trade a busy worker over a one-worker
+  wobble of their shares (dead band); with Options.cooldown, a backlog the current workers clear
+  before the next step starts nobody. Inputs that do not change give targets that do not change.
 - long-running jobs block rebalancing (horizon#1539): each pool is decided on its own; the only
-  coupling is the supervisor's total cap.
+  coupling is the supervisor's total cap, and a pool kept over its share by busy workers yields
+  them (they stop after their job) when another pool needs the room.
 
 Floors versus the cap: min_processes is a floor per pool, max_processes caps the total. When
 number_of_pools x min_processes > max_processes (a queue pattern matched many queues), the cap
@@ -52,6 +55,7 @@ class Options:
     max_processes: int  # cap on the supervisor's total
     max_shift: int  # max change of one pool per step
     memory_ok: bool = True  # False: host is short of free memory -> never scale up (down is fine)
+    cooldown: float = 0.0  # balance_cooldown; > 0: want no more workers than the jobs keep busy until the next step
 
 
 @dataclass(frozen=True)
@@ -80,7 +84,7 @@ def balance(pools: Mapping[str, PoolStats], options: Options) -> Decision:
     else:
         desired, why, weight = _shares(keys, pools, floor, options)
     desired = _fit_cap(keys, desired, floor, weight, options.max_processes)
-    targets, moves = _step(keys, pools, desired, options)
+    targets, moves = _step(keys, pools, desired, floor, options)
     reasons = {k: f"{why[k]} -> {desired[k]}{moves[k]}" for k in keys}
     return Decision(targets, reasons, desired)
 
@@ -102,13 +106,27 @@ def _check(pools: Mapping[str, PoolStats], o: Options) -> None:
         raise ValueError(f"mode 'off' runs one pool over all queues, got {len(pools)} pools")
 
 
+def usable(pending: int, busy: int, runtime: float, cooldown: float) -> int:
+    """The most workers a pool can keep busy: one per job (pending + running).
+
+    Given a cooldown, also no more than the jobs keep busy until the next step (jobs x runtime /
+    cooldown): a trickle that one worker clears in a second then asks for no second worker, which
+    would only go idle and be stopped at the next step (churn, not throughput).
+    """
+    jobs = pending + busy
+    if cooldown <= 0 or jobs == 0:
+        return jobs
+    return min(jobs, max(1, math.ceil(jobs * max(runtime, MIN_RUNTIME) / cooldown - 1e-9)))
+
+
 def _backlog_following(keys, pools, floor, o):
     """off: one pool, sized to the jobs there are (waiting + running), within floor..max."""
     k = keys[0]
     p = pools[k]
-    work = max(0, p.pending) + max(0, p.busy)
+    pending, busy = max(0, p.pending), max(0, p.busy)
+    work = usable(pending, busy, p.runtime if _valid(p.runtime) else UNKNOWN_RUNTIME, o.cooldown)
     desired = min(o.max_processes, max(floor[k], work))
-    return {k: desired}, {k: f"backlog {max(0, p.pending)} + {max(0, p.busy)} running"}, {k: float(work)}
+    return {k: desired}, {k: f"backlog {pending} + {busy} running"}, {k: float(work)}
 
 
 def _even_split(keys, floor, o):
@@ -122,6 +140,7 @@ def _shares(keys, pools, floor, o):
     """auto: Horizon's share of max_processes, bounded by what the pool can use right now.
 
     A pool never wants more workers than it has jobs (pending + running): more would sit idle.
+    (Horizon asks for its whole share even for 1 job; the surplus idles and is stopped again.)
     An unknown runtime is taken as the mean of the known ones (or 1 s), so "time" decides from
     the first minute instead of falling back to "size" until a snapshot exists.
     """
@@ -143,9 +162,11 @@ def _shares(keys, pools, floor, o):
             continue
         share = weight[k] / total
         wanted = math.ceil(share * o.max_processes - 1e-9)
-        desired[k] = max(floor[k], min(wanted, pending + busy))
+        can = usable(pending, busy, runtime[k], o.cooldown)
+        desired[k] = max(floor[k], min(wanted, can))
         per_job = "" if o.strategy == "size" else f" x {runtime[k]:.3g}s{'' if _valid(p.runtime) else ' (est.)'}"
-        why[k] = f"backlog {pending} jobs{per_job}, share {share:.0%} of {o.max_processes}"
+        why[k] = (f"backlog {pending} job{'s' * (pending != 1)}{per_job}, share {share:.0%} of {o.max_processes}"
+                  + (f", can use {can}" if can < wanted else ""))
     return desired, why, weight
 
 
@@ -178,7 +199,7 @@ def _fit_cap(keys, desired, floor, weight, cap):
     return out
 
 
-def _step(keys, pools, desired, o):
+def _step(keys, pools, desired, floor, o):
     """Move each pool toward its desired count by at most max_shift; downs first, then ups.
 
     Down: only idle workers are stopped (target >= busy), and only when desired < current, so a
@@ -189,6 +210,10 @@ def _step(keys, pools, desired, o):
     workers are busy, it is lowered (by what the others lack in all, at most max_shift): those workers
     stop after their current job. The room is handed out only once they have exited and the
     caller reports a lower current count, so the real process count never passes the cap.
+    Dead band: a pool that still has a backlog keeps one busy worker over its desired count,
+    unless a pool is below its floor. The shares of two backlogged queues wobble by one around a
+    rounding edge from step to step (runtime means and queue lengths move); trading one busy
+    worker back and forth would cost a stop and a start every few seconds, and it did in the bench.
     """
     cur = {k: max(0, pools[k].current) for k in keys}
     busy = {k: min(max(0, pools[k].busy), cur[k]) for k in keys}
@@ -207,8 +232,10 @@ def _step(keys, pools, desired, o):
             moves[k] = " (held: free memory low)"
         return targets, moves
     lack = sum(desired[k] - cur[k] for k in wants) - max(room, 0)  # the whole need: yielding takes a step
+    strict = any(cur[k] < floor[k] for k in wants)
     for k in sorted(keys, key=lambda k: cur[k] - desired[k], reverse=True):
-        give = min(lack, targets[k] - desired[k], o.max_shift - (cur[k] - targets[k]))
+        band = 0 if strict or pools[k].pending <= 0 else 1
+        give = min(lack, targets[k] - desired[k] - band, o.max_shift - (cur[k] - targets[k]))
         if give > 0:
             targets[k] -= give
             lack -= give

@@ -52,6 +52,8 @@ class StateReader:
                 chunk = os.read(self.fd, 65536)
             except BlockingIOError:
                 break
+            except OSError:  # reset: the worker died with our words unread
+                chunk = b""
             if not chunk:
                 self.closed = True
                 break

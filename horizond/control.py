@@ -24,6 +24,7 @@ log = logging.getLogger("horizond.control")
 PROTOCOL_VERSION = 1
 MAX_REQUEST = 64 * 1024
 CLIENT_TIMEOUT = 5.0
+MAX_CLIENTS = 64
 SOCKET_MODE = 0o660
 DIR_MODE = 0o750
 
@@ -97,6 +98,11 @@ class ControlServer:
         finally:
             probe.close()
 
+    def set_access(self, group: str | None, readers: str | None) -> None:
+        """A reload may change who is let in; it takes effect for the next connection."""
+        self._gids = (_gid(group, "group"), _gid(readers, "readers"))
+        self.group, self.readers = group, readers
+
     def close(self) -> None:
         for conn in list(self._clients):
             self._drop(conn)
@@ -118,7 +124,13 @@ class ControlServer:
     def _accept(self) -> None:
         try:
             conn, _ = self.sock.accept()
-        except (BlockingIOError, InterruptedError):
+        except OSError as exc:  # EAGAIN, or out of fds: the loop goes on, the client retries
+            if not isinstance(exc, (BlockingIOError, InterruptedError)):
+                log.warning("control accept failed", extra={"event": "control_accept_failed", "error": str(exc)})
+            return
+        if len(self._clients) >= MAX_CLIENTS:
+            _send(conn, _error("busy: too many open control connections"))
+            conn.close()
             return
         peer = _peer(conn)
         trusted = peer["peer_uid"] in (0, os.getuid()) or self._gids == (None, None)
@@ -163,6 +175,8 @@ class ControlServer:
             return _error("malformed request: not JSON")
         if not isinstance(request, dict) or not isinstance(request.get("cmd"), str):
             return _error("malformed request: expected an object with a 'cmd' string")
+        if request.get("v", PROTOCOL_VERSION) != PROTOCOL_VERSION:
+            return _error(f"unsupported protocol version {request.get('v')!r}; this daemon speaks {PROTOCOL_VERSION}")
         try:
             result = self.handler(request, peer)
         except Exception as exc:

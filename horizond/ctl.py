@@ -30,19 +30,25 @@ class Failed(Exception):
 
 
 def find_socket(args) -> str:
+    """--socket, else --config's socket, else $HORIZOND_SOCKET, else the default config's.
+
+    Only in the last case is the service's socket tried as well (an operator's
+    default path differs from the service's); a named config is never second-guessed.
+    """
     if args.socket:
         return args.socket
-    if os.environ.get("HORIZOND_SOCKET"):
-        return os.environ["HORIZOND_SOCKET"]
+    environ = dict(os.environ)
+    if args.config:
+        environ.pop("HORIZOND_SOCKET", None)
+    elif environ.get("HORIZOND_SOCKET"):
+        return environ["HORIZOND_SOCKET"]
     try:
-        configured = load(args.config).socket_path
+        configured = load(args.config, environ).socket_path
     except (ConfigError, OSError) as exc:
         raise Failed(f"cannot find the control socket: {exc}") from None
-    # An operator's default differs from the service's: try the service's too.
-    for candidate in (configured, SERVICE_SOCKET):
-        if os.path.exists(candidate):
-            return candidate
-    return configured
+    if args.config or os.environ.get("HORIZOND_CONFIG") or os.path.exists(configured):
+        return configured
+    return SERVICE_SOCKET if os.path.exists(SERVICE_SOCKET) else configured
 
 
 def request(path: str, cmd: str, timeout: float = 30.0, **args) -> dict:

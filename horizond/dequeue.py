@@ -16,6 +16,7 @@ import time
 
 from rq.exceptions import DequeueTimeout, NoSuchJobError
 from rq.queue import Queue
+from rq.worker.base import StopRequested
 
 from .channel import StateWriter
 
@@ -33,26 +34,32 @@ return false
 
 
 class Gate:
-    """This worker's pause state, set by the master over the channel.
+    """This worker's pause and stop state, set by the master over the channel.
 
-    Read only when the worker is about to dequeue, so a pause never interrupts a
-    job; the master frees a worker blocked in BLMOVE with CLIENT UNBLOCK, which
-    Redis resolves atomically (the job is either handed over or not).
+    Read only when the worker is about to dequeue, so neither a pause nor a stop
+    ever interrupts a job or a dequeue half-way; the master frees a worker blocked
+    in BLMOVE with CLIENT UNBLOCK, which Redis resolves atomically (the job is
+    either handed over or stays queued). RQ's own SIGTERM handler raises inside
+    the blocking call instead, which can drop a job whose reply was in flight.
     """
 
     def __init__(self, fd: int, reporter: StateWriter, paused: bool):
         self.fd = fd
         self.reporter = reporter
         self.paused = paused
+        self.stopping = False
         self._buffer = b""
 
     def _receive(self, timeout: float) -> None:
         ready, _, _ = select.select([self.fd], [], [], max(0.0, timeout))
         if not ready:
             return
-        data = os.read(self.fd, 4096)
-        if not data:  # the master is gone; PDEATHSIG is on its way
-            self.paused = True
+        try:
+            data = os.read(self.fd, 4096)
+        except BlockingIOError:
+            return
+        if not data:  # the master is gone: take nothing more (PDEATHSIG is on its way)
+            self.stopping = True
             return
         *lines, self._buffer = (self._buffer + data).split(b"\n")
         for line in lines:
@@ -60,9 +67,17 @@ class Gate:
                 self.paused = True
             elif line == b'{"cmd":"continue"}':
                 self.paused = False
+            elif line == b'{"cmd":"stop"}':
+                self.stopping = True
+
+    def check(self) -> None:
+        """Raise StopRequested (at a safe point: no job in hand) when told to stop."""
+        self._receive(0)
+        if self.stopping:
+            raise StopRequested()
 
     def is_paused(self) -> bool:
-        self._receive(0)
+        self.check()
         return self.paused
 
     def hold(self, max_wait: float) -> bool:
@@ -71,8 +86,9 @@ class Gate:
             return True
         self.reporter.send(s="paused")
         deadline = time.monotonic() + max_wait
-        while self.paused and time.monotonic() < deadline:
+        while self.paused and not self.stopping and time.monotonic() < deadline:
             self._receive(deadline - time.monotonic())
+        self.check()
         if self.paused:
             return False
         self.reporter.send(s="idle")
@@ -97,7 +113,7 @@ class HorizonQueue(Queue):
             moved = move_first(keys=keys, client=connection)
             if not moved:
                 left = None if deadline is None else deadline - time.monotonic()
-                if left is None or left <= 0 or (GATE is not None and GATE.is_paused()):
+                if left is None or left <= 0 or (GATE is not None and GATE.is_paused()):  # or stop
                     if timeout is None:
                         return None
                     raise DequeueTimeout(timeout, keys)

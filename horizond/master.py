@@ -22,7 +22,7 @@ from redis import Redis
 from . import restarts
 from .commands import Commands
 from .config import Config, ConfigError, SupervisorConfig
-from .control import ControlServer
+from .control import ControlServer, SocketError
 from .guard import Guard
 from .notify import Notifier
 from .process import WorkerProcess, spawn
@@ -136,6 +136,8 @@ class Master:
             waits += [s.health.not_before - now for s in sup.slots if s.process is None]
             if sup.awaiting_pause():
                 waits.append(UNBLOCK_EVERY)
+        if any(p.blocked_waiting for p in self.children.values()):
+            waits.append(UNBLOCK_EVERY)
         return max(0.05, min(waits))
 
     # --- the loop's work ------------------------------------------------------------
@@ -145,13 +147,12 @@ class Master:
             for sup in self.supervisors.values():
                 sup.tick(now)
             self._keep_scheduler(now)
-            self._unblock_pausing()
+        self._unblock_waiting()
         workers = [p for p in self.children.values() if p.spec.kind == "worker"]
         self.guard.check_limits(workers, self.config, now)
         self.guard.step(self.redis, self.config, workers, now)
         self.removed = [s for s in self.removed if s.processes()]
-        if self.stopping:
-            self._enforce_stop_deadlines(now)
+        self._enforce_stop_deadlines(now)  # shutdown, and retirements (reload, restart, scale down)
         self.control.expire(now)
         self._notify(now)
 
@@ -188,13 +189,15 @@ class Master:
             line += f", paused: {', '.join(paused)}"
         return line + (f", REDIS UNREACHABLE ({self.redis_error})" if self.redis_error else ", redis ok")
 
-    def _unblock_pausing(self) -> None:
-        """Free paused supervisors' idle workers from a blocking dequeue, until they ack.
+    def _unblock_waiting(self) -> None:
+        """Free idle workers told to pause or stop from their blocking dequeue.
 
-        Repeated until each says "paused": a worker that checked its gate just
-        before the pause arrived may enter BLMOVE after the first CLIENT UNBLOCK.
+        Repeated until each acts on it: a worker that checked its gate just before
+        the word arrived may enter BLMOVE after the first CLIENT UNBLOCK.
         """
-        names = {client_name(p.pid) for sup in self.supervisors.values() for p in sup.awaiting_pause()}
+        waiting = [p for sup in self.supervisors.values() for p in sup.awaiting_pause()]
+        waiting += [p for p in self.children.values() if p.spec.kind == "worker" and p.blocked_waiting]
+        names = {client_name(self.pid, p.pid) for p in waiting}
         if not names:
             return
         try:
@@ -212,7 +215,7 @@ class Master:
             sup.set_paused(paused)
         log.info("paused" if paused else "continued", extra={
             "event": "paused" if paused else "continued", "supervisors": [s.name for s in targets]})
-        self._unblock_pausing()
+        self._unblock_waiting()
         return [s.name for s in targets]
 
     def _keep_scheduler(self, now: float) -> None:
@@ -232,6 +235,7 @@ class Master:
         keep_out += [self.selector.fileno()] + list(self._wakeup or ())
         if self.notifier.fileno() is not None:
             keep_out.append(self.notifier.fileno())
+        keep_out += _redis_fds(self.redis)
         proc = spawn(spec, generation, keep_out)
         self.children[proc.pid] = proc
         self.selector.register(proc.reader.fd, selectors.EVENT_READ, lambda: self._read_channel(proc))
@@ -251,14 +255,19 @@ class Master:
 
     def _reap(self) -> None:
         while True:
-            try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
+            try:  # peek first: while the child is a zombie its pid cannot be reused
+                info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
             except ChildProcessError:
                 return
-            if pid == 0:
+            if info is None:
                 return
-            proc = self.children.pop(pid, None)
-            if proc is not None:
+            proc = self.children.get(info.si_pid)
+            if proc is not None:  # anything its jobs left behind in its group (and its horse's)
+                kill_group(proc.pid, signal.SIGKILL)
+                if proc.horse_pid:
+                    kill_group(proc.horse_pid, signal.SIGKILL)
+            pid, status = os.waitpid(info.si_pid, 0)
+            if self.children.pop(pid, None) is not None:
                 self._on_child_exit(proc, status)
 
     def _on_child_exit(self, proc: WorkerProcess, status: int) -> None:
@@ -266,14 +275,13 @@ class Master:
         if proc.reader.fd >= 0:
             self._read_channel(proc)  # last words: a job it finished just before exiting
             self._close_channel(proc)
-        kill_group(proc.pid, signal.SIGKILL)  # anything its jobs left behind in its group
         clean, how = describe_exit(status)
         if proc.spec.kind == "scheduler":
             self.scheduler.process = None
             self.scheduler.health = restarts.after_exit(
                 self.scheduler.health, failed=not clean, lived=now - proc.started, now=now, how=how)
             return
-        if not clean:
+        if not clean or proc.state == "busy":  # a job in hand is settled, whatever the exit code
             self.guard.settle(self.redis, proc, how)
         owner = self._owner(proc)
         if owner is not None:
@@ -315,7 +323,8 @@ class Master:
         self.notifier.reloading()
         try:
             new = self.load_config()
-        except (ConfigError, OSError) as exc:
+            self.control.set_access(new.control_group, new.control_readers)
+        except (ConfigError, OSError, SocketError) as exc:
             problems = [str(i) for i in exc.issues] if isinstance(exc, ConfigError) else [str(exc)]
             log.error("reload refused: configuration invalid; keeping the running one", extra={
                 "event": "reload_refused", "errors": problems})
@@ -378,6 +387,13 @@ class Master:
 
     def all_processes(self) -> list[WorkerProcess]:
         return list(self.children.values())
+
+
+def _redis_fds(client: Redis) -> list[int]:
+    """The master's own Redis sockets: a child must not hold (or write to) them."""
+    pool = client.connection_pool
+    conns = [*getattr(pool, "_available_connections", []), *getattr(pool, "_in_use_connections", [])]
+    return [c._sock.fileno() for c in conns if getattr(c, "_sock", None) is not None]
 
 
 def _with_socket(config: Config, path: str) -> Config:

@@ -34,6 +34,7 @@ class WorkerProcess:
     stop_sent: float | None = None  # when SIGTERM went out
     kill_sent: float | None = None
     kill_cause: str | None = None  # why the master killed it, for the job's failure record
+    horse_pid: int | None = None  # fork-per-job workers: the child running the current job
 
     def apply(self, message: dict, now: float) -> None:
         state = message.get("s")
@@ -55,17 +56,33 @@ class WorkerProcess:
                 self.jobs_done += 1
             self.state = "idle"
             self.job_id = self.job_queue = self.job_started_wall = self.job_started = self.job_timeout = None
+            self.horse_pid = None
+        elif state == "horse":
+            self.horse_pid = message.get("pid")
 
     def terminate(self, now: float) -> None:
-        """Warm stop: RQ finishes the job in hand, an idle worker leaves at once."""
+        """Warm stop: the job in hand finishes; an idle worker leaves at its next safe point.
+
+        The channel word reaches a paused worker waiting on it; SIGTERM reaches one
+        running a job; an idle one blocked in Redis is unblocked by the master.
+        """
         if self.stop_sent is None:
             self.stop_sent = now
+            if self.spec.kind == "worker":
+                self.reader.tell(cmd="stop")
             _signal(self.pid, signal.SIGTERM)
+
+    @property
+    def blocked_waiting(self) -> bool:
+        """Idle in a blocking dequeue although it should leave: needs CLIENT UNBLOCK."""
+        return self.stop_sent is not None and self.kill_sent is None and self.state in ("idle", "starting")
 
     def kill(self, now: float) -> None:
         if self.kill_sent is None:
             self.kill_sent = now
         sysutil.kill_group(self.pid, signal.SIGKILL)
+        if self.horse_pid:
+            sysutil.kill_group(self.horse_pid, signal.SIGKILL)
 
     def stop_deadline(self, grace: float) -> float | None:
         """When a stopping worker has had its fair chance: its job's timeout plus grace."""
@@ -93,10 +110,19 @@ def _signal(pid: int, sig: int) -> None:
 
 
 def spawn(spec: ChildSpec, generation: int, close_fds: list[int]) -> WorkerProcess:
-    """Fork a child running `spec`; the parent gets a handle with its state channel."""
+    """Fork a child running `spec`; the parent gets a handle with its state channel.
+
+    Raises OSError (EMFILE, EAGAIN ...) with nothing left open: the caller treats
+    it as a failed start of that slot and backs off.
+    """
     master_end, worker_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     read_fd, write_fd = master_end.detach(), worker_end.detach()
-    pid = os.fork()
+    try:
+        pid = os.fork()
+    except OSError:
+        os.close(read_fd)
+        os.close(write_fd)
+        raise
     if pid == 0:  # child
         os.close(read_fd)
         child_main(spec, write_fd, close_fds)  # never returns

@@ -8,12 +8,15 @@ worker would have applied, instead of waiting for RQ's registry expiry.
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 
 import psutil
 from redis import Redis
+from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 from rq.queue import Queue
 from rq.registry import StartedJobRegistry
+from rq.utils import now as utcnow
 from rq.worker_registration import REDIS_WORKER_KEYS, WORKERS_BY_QUEUE_KEY
 
 from . import policy
@@ -33,9 +36,16 @@ def settle_lost_job(connection: Redis, job_id: str, worker_name: str, sup: Super
     """
     try:
         job = Job.fetch(job_id, connection=connection)
-    except Exception:
+    except NoSuchJobError:
         return "gone"
-    if job.get_status(refresh=False) != JobStatus.STARTED or (job.worker_name and job.worker_name != worker_name):
+    status = job.get_status(refresh=False)
+    if status == JobStatus.QUEUED:
+        # Died after taking the job but before starting it: it never ran, so it
+        # goes back to the head of its queue (not an attempt).
+        intermediate = f"rq:queue:{job.origin}:intermediate"
+        back = connection.register_script(REQUEUE_STUCK)(keys=[intermediate, f"rq:queue:{job.origin}"], args=[job_id])
+        return _logged(job, "requeued" if back else "not-held", cause)
+    if status != JobStatus.STARTED or (job.worker_name and job.worker_name != worker_name):
         return "not-held"
     queue = Queue(job.origin, connection=connection)
     rule = policy.retry_rule(job.retries_left, job.retry_intervals, sup.tries, sup.backoff)
@@ -43,9 +53,7 @@ def settle_lost_job(connection: Redis, job_id: str, worker_name: str, sup: Super
     with connection.pipeline() as pipe:
         queue.started_job_registry.remove_executions(job, pipeline=pipe)
         if rule is not None and rule.retries_left > 0:
-            job.retries_left = rule.retries_left
-            job.retry_intervals = list(rule.intervals)
-            job.retry(queue, pipe)
+            _retry_now(job, queue, rule, pipe)
             outcome = "retried"
         else:
             job.set_status(JobStatus.FAILED, pipeline=pipe)
@@ -54,7 +62,24 @@ def settle_lost_job(connection: Redis, job_id: str, worker_name: str, sup: Super
         pipe.execute()
     if outcome == "failed":
         queue.enqueue_dependents(job)
-    log.warning("job of a dead worker settled", extra={"event": "job_recovered", "job_id": job_id,
+    return _logged(job, outcome, cause)
+
+
+def _retry_now(job: Job, queue: Queue, rule: policy.RetryRule, pipe) -> None:
+    """RQ's Job.retry, except that a job cut short goes to the head of its queue:
+    it already had its turn, and a long backlog must not delay it further."""
+    interval = policy.retry_interval(rule)
+    job.retries_left = rule.retries_left - 1
+    job.retry_intervals = list(rule.intervals)
+    if interval:
+        job.set_status(JobStatus.SCHEDULED, pipeline=pipe)
+        queue.schedule_job(job, utcnow() + timedelta(seconds=interval), pipeline=pipe)
+    else:
+        queue._enqueue_job(job, pipeline=pipe, at_front=True)
+
+
+def _logged(job: Job, outcome: str, cause: str) -> str:
+    log.warning("job of a dead worker settled", extra={"event": "job_recovered", "job_id": job.id,
                                                        "queue": job.origin, "outcome": outcome, "cause": cause})
     return outcome
 
@@ -107,7 +132,7 @@ def stale_workers(connection: Redis, hostname: str, master_alive=horizond_alive)
 
 
 # Put a stuck job id back at the head of its queue, only if it is still in the intermediate list.
-_REQUEUE_STUCK = """
+REQUEUE_STUCK = """
 if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 1 then
     redis.call('LPUSH', KEYS[2], ARGV[1])
     return 1
@@ -144,7 +169,7 @@ class IntermediateSweep:
             for _, job_id in candidates:
                 pipe.hget(f"rq:job:{job_id}", "status")
             statuses = pipe.execute()
-        requeue = connection.register_script(_REQUEUE_STUCK)
+        requeue = connection.register_script(REQUEUE_STUCK)
         seen, recovered = {}, []
         for (queue, job_id), status in zip(candidates, statuses, strict=True):
             stuck_list = f"rq:queue:{queue}:intermediate"

@@ -15,9 +15,10 @@ import time
 import psutil
 from rq.job import Job
 from rq.queue import Queue
+from rq.utils import now as utcnow
 from rq.worker import SimpleWorker
 
-from . import policy, sysutil
+from . import dequeue, policy, sysutil
 from .channel import StateWriter
 from .config import SupervisorConfig
 from .dequeue import HorizonQueue
@@ -53,13 +54,34 @@ class HorizonWorkerMixin:
     def execute_job(self, job: Job, queue: Queue):
         self._horizon_apply_policy(job)
         self.horizon_reporter.send(s="busy", job=job.id, q=queue.name, t=time.time(), timeout=job.timeout)
-        try:
-            return super().execute_job(job, queue)
-        finally:
-            self.horizon_jobs_done += 1
-            rss = self._horizon_rss()
-            self.horizon_reporter.send(s="idle", rss=rss)
-            self._horizon_check_memory(rss)
+        # No `finally`: if RQ's bookkeeping fails (Redis gone mid-job) the worker
+        # leaves still "busy", so the master settles the job instead of losing it.
+        result = super().execute_job(job, queue)
+        self.horizon_jobs_done += 1
+        rss = self._horizon_rss()
+        self.horizon_reporter.send(s="idle", rss=rss)
+        self._horizon_check_memory(rss)
+        return result
+
+    def request_stop(self, signum, frame):
+        """SIGTERM/SIGINT: leave after the job in hand, at the next safe point.
+
+        RQ raises StopRequested from the handler, i.e. possibly inside BLMOVE's
+        reply or between dequeue and start: a job could vanish. Here the flag is
+        only recorded; the dequeue gate acts on it (the master also unblocks).
+        """
+        self._shutdown_requested_date = utcnow()
+        self._stop_requested = True
+        if dequeue.GATE is not None:
+            dequeue.GATE.stopping = True
+
+    def request_force_stop(self, signum, frame):
+        self.request_stop(signum, frame)  # the master escalates with SIGKILL, never a second SIGTERM
+
+    def fork_work_horse(self, job: Job, queue: Queue):
+        super().fork_work_horse(job, queue)
+        # The horse has its own process group: tell the master, which kills it too.
+        self.horizon_reporter.send(s="horse", pid=self._horse_pid)
 
     def prepare_job_execution(self, job: Job, remove_from_intermediate_queue: bool = False) -> None:
         # RQ clears the intermediate list only for single-queue workers; ours move

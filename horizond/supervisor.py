@@ -35,7 +35,12 @@ class Slot:
 def describe_exit(status: int) -> tuple[bool, str]:
     """(clean, text) for a wait status: clean means the worker left on purpose."""
     if os.WIFSIGNALED(status):
-        return False, f"killed by {signal.Signals(os.WTERMSIG(status)).name}"
+        number = os.WTERMSIG(status)
+        try:
+            name = signal.Signals(number).name
+        except ValueError:  # real-time signals have no name
+            name = f"signal {number}"
+        return False, f"killed by {name}"
     code = os.WEXITSTATUS(status)
     return code == EXIT_OK, f"exit code {code}"
 
@@ -89,9 +94,18 @@ class Supervisor:
         self._recycle_old(now)
         for slot in self.slots:
             if slot.process is None and slot.health.ready(now):
-                slot.process = self.spawn(self.config, self.generation, self.paused)
-                log.info("worker started", extra={"event": "worker_started", "supervisor": self.name,
-                                                  "pid": slot.process.pid, "slot": slot.index})
+                self._start(slot, now)
+
+    def _start(self, slot: Slot, now: float) -> None:
+        try:
+            slot.process = self.spawn(self.config, self.generation, self.paused)
+        except OSError as exc:  # out of fds or processes: back off like a crash, never take the master down
+            slot.health = restarts.after_exit(slot.health, failed=True, lived=0.0, now=now, how=f"fork failed: {exc}")
+            log.error("cannot start a worker", extra={"event": "spawn_failed", "supervisor": self.name,
+                                                      "slot": slot.index, "error": str(exc)})
+            return
+        log.info("worker started", extra={"event": "worker_started", "supervisor": self.name,
+                                          "pid": slot.process.pid, "slot": slot.index})
 
     def _resize(self, target: int, now: float, reason: str = "scale") -> None:
         while len(self.slots) < target:
@@ -106,8 +120,8 @@ class Supervisor:
         starting, so capacity never drops by more than the batch.
         """
         old = [s for s in self.slots if s.process and s.process.generation != self.generation]
-        if not old:
-            return
+        if not old or any(s.process is None and s.health.failures for s in self.slots):
+            return  # done, or the new workers fail to start: keep the old ones serving
         in_flight = sum(1 for p in self.retiring if p.generation != self.generation)
         in_flight += sum(1 for p in self.live() if p.generation == self.generation and p.state == "starting")
         room = max(1, math.ceil(len(self.slots) * ROLL_FRACTION)) - in_flight

@@ -13,6 +13,7 @@ import sys
 import time
 import traceback
 from dataclasses import dataclass
+from datetime import datetime
 
 from redis import Redis
 from redis import exceptions as redis_errors
@@ -23,6 +24,7 @@ from .config import SupervisorConfig
 
 log = logging.getLogger("horizond.worker")
 
+SCHEDULER_LOCK_RETRY = 5.0
 _MASTER_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD, signal.SIGQUIT,
                    signal.SIGUSR1, signal.SIGUSR2, signal.SIGTTIN, signal.SIGTTOU)
 
@@ -93,7 +95,7 @@ def _run_worker(spec: ChildSpec, reporter: StateWriter) -> int:
         )
         return rqworker.EXIT_IMPORT
     # The name lets the master find this worker's connections (CLIENT UNBLOCK on pause).
-    connection = Redis.from_url(spec.redis_url, client_name=client_name(os.getpid()))
+    connection = Redis.from_url(spec.redis_url, client_name=client_name(spec.master_pid, os.getpid()))
     _wait_for_redis(connection, sup.name)
     dequeue.GATE = dequeue.Gate(reporter.fd, reporter, spec.paused)
     worker = worker_class(list(sup.queues), connection=connection, name=rqworker.worker_name(spec.master_pid, sup.name))
@@ -101,7 +103,7 @@ def _run_worker(spec: ChildSpec, reporter: StateWriter) -> int:
     rq_level = "DEBUG" if spec.log_level <= logging.DEBUG else "WARNING"
     worker.work(max_jobs=sup.max_jobs or None, logging_level=rq_level)
     recycled = sup.max_jobs and worker.horizon_jobs_done >= sup.max_jobs
-    asked_to_stop = worker._stop_requested or worker._shutdown_requested_date is not None
+    asked_to_stop = worker._stop_requested or dequeue.GATE.stopping
     if worker.horizon_exit_reason or asked_to_stop or recycled:
         return rqworker.EXIT_OK
     return rqworker.EXIT_FAILED  # RQ left its loop on its own: an error it logged
@@ -121,18 +123,29 @@ def _wait_for_redis(connection: Redis, supervisor: str) -> None:
             delay = min(delay * 2, 10.0)
 
 
-def client_name(pid: int) -> str:
-    return f"horizond-{pid}"
+def client_name(master_pid: int, pid: int) -> str:
+    """Unique across hosts sharing one Redis (the master unblocks workers by it)."""
+    return f"horizond-{sysutil.hostname()}-{master_pid}-{pid}"
 
 
 def _run_scheduler(spec: ChildSpec) -> int:
     """RQ's scheduler moves delayed jobs and retry back-offs back into their queues."""
     from rq.scheduler import RQScheduler
 
+    class Scheduler(RQScheduler):
+        @property
+        def should_reacquire_locks(self) -> bool:
+            # RQ retries a lock held by someone else only every 10 minutes; after a
+            # crash the old lock expires within 61 s and delayed jobs would wait.
+            if self._queue_names == self.acquired_locks:
+                return False
+            return not self.lock_acquisition_time or \
+                (datetime.now() - self.lock_acquisition_time).total_seconds() > SCHEDULER_LOCK_RETRY
+
     sysutil.set_title("horizond: scheduler")
     logs.set_role("scheduler")
     rq_level = "DEBUG" if spec.log_level <= logging.DEBUG else "WARNING"
-    scheduler = RQScheduler(list(spec.queues), connection=Redis.from_url(spec.redis_url), logging_level=rq_level)
+    scheduler = Scheduler(list(spec.queues), connection=Redis.from_url(spec.redis_url), logging_level=rq_level)
     scheduler.acquire_locks()
     scheduler.work()  # returns after SIGTERM, locks released
     sys.stdout.flush()

@@ -118,14 +118,14 @@ def test_a_job_left_between_queue_and_worker_is_put_back(start_daemon, redis):
     queues = ["qa", "qb"]
     """)
     daemon.wait_ready({"alpha": 1})
-    assert daemon.proc.poll() is None
-    daemon.signal(signal.SIGSTOP)  # freeze the master so its worker cannot take the job first
-    try:
-        job = Queue("qb", connection=redis).enqueue("testjobs.record", "stranded")
-        # exactly what a worker's dequeue does before it dies
-        assert redis.lmove("rq:queue:qb", "rq:queue:qb:intermediate", "LEFT", "RIGHT") == job.id.encode()
-    finally:
-        daemon.signal(signal.SIGCONT)
+    from horizond.ctl import call
+
+    call(daemon.socket, "pause")  # so the live worker cannot take the job first
+    wait_until(lambda: daemon.supervisor("alpha")["workers"][0]["state"] == "paused", what="the worker to pause")
+    job = Queue("qb", connection=redis).enqueue("testjobs.record", "stranded")
+    # exactly what a worker's dequeue does before it dies
+    assert redis.lmove("rq:queue:qb", "rq:queue:qb:intermediate", "LEFT", "RIGHT") == job.id.encode()
+    call(daemon.socket, "continue")
     wait_until(lambda: redis.hget("test:runs", "stranded") == b"1", timeout=30, what="the stranded job to run")
     assert redis.llen("rq:queue:qb:intermediate") == 0
     assert job.get_status(refresh=True) == JobStatus.FINISHED
