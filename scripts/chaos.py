@@ -187,14 +187,27 @@ def report(client, ids, kills, hog_index, elapsed, restarted, work) -> int:
         elif status == "failed":
             failed += 1
             text = (job.latest_result().exc_string or "").strip().splitlines() if job.latest_result() else []
-            reason = text[-1][:80] if text else "(no reason)"
+            reason = text[-1][:160] if text else "(no reason)"
             failures[reason] = failures.get(reason, 0) + 1
         else:
             lost += 1
-    killed_jobs = {job_id for _, job_id in kills if job_id}
     index_of = {job.id: int(job.args[0]) for job in jobs if job}
+    # A job runs again only when the master settled it after its worker stopped mid-job
+    # (killed, over memory_hard, or cut off by the Redis restart): that explains one extra run each.
+    recoveries: dict[int, int] = {}
+    settled_at: dict[str, list[float]] = {}
+    for line in (work / "horizond.log").read_text(errors="replace").splitlines():
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue
+        if event.get("event") == "job_recovered" and event.get("job_id") in index_of:
+            i = index_of[event["job_id"]]
+            recoveries[i] = recoveries.get(i, 0) + 1
+            stamp = time.mktime(time.strptime(event["time"].split(",")[0], "%Y-%m-%d %H:%M:%S"))
+            settled_at.setdefault(event["job_id"], []).append(stamp + int(event["time"].split(",")[1]) / 1000)
     duplicates = {i: n for i, n in runs.items() if n > 1}
-    unexplained = {i: n for i, n in duplicates.items() if not any(index_of.get(j) == i for j in killed_jobs)}
+    unexplained = {i: n for i, n in duplicates.items() if n - 1 > recoveries.get(i, 0)}
     latencies = []
     for kill_time, job_id in kills:
         if job_id in index_of:
@@ -203,12 +216,19 @@ def report(client, ids, kills, hog_index, elapsed, restarted, work) -> int:
             if after:
                 latencies.append(after[0] - kill_time)
     latencies.sort()
+    settle = sorted(min((t for t in settled_at.get(job_id, []) if t >= kill_time - 0.01), default=kill_time + 99)
+                    - kill_time for kill_time, job_id in kills if job_id in settled_at)
     summary = {
         "jobs": len(ids), "completed": completed, "failed": failed, "lost": lost,
         "failed_reasons": failures, "duplicate_runs": len(duplicates), "unexplained_duplicates": len(unexplained),
-        "kills": len(kills), "redis_restarted": restarted, "elapsed_s": round(elapsed, 1),
+        "unexplained": {i: [n, recoveries.get(i, 0)] for i, n in unexplained.items()},
+        "recoveries": sum(recoveries.values()), "kills": len(kills), "redis_restarted": restarted,
+        "elapsed_s": round(elapsed, 1),
         "hog_job": client.hget(f"rq:job:{ids[-1]}", "status").decode(),
-        "requeue_latency_after_kill_s": {
+        "back_in_queue_after_kill_s": {
+            "n": len(settle), "median": round(settle[len(settle) // 2], 3) if settle else None,
+            "max": round(settle[-1], 3) if settle else None},
+        "next_start_after_kill_s": {
             "n": len(latencies),
             "median": round(latencies[len(latencies) // 2], 3) if latencies else None,
             "max": round(latencies[-1], 3) if latencies else None},

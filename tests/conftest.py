@@ -122,8 +122,9 @@ class Daemon:
         self.seen_pids: set[int] = set()
 
     def write_config(self, body: str) -> None:
-        head = f'[redis]\nurl = "{self.redis_url}"\n[control]\nsocket = "{self.socket}"\n{self.extra_control}' \
-               f'[app]\npaths = ["{TESTS}"]\npreload = {list(self.preload)!r}\n[master]\nshutdown_grace = 3\n{self.extra_master}'
+        head = (f'[redis]\nurl = "{self.redis_url}"\n[control]\nsocket = "{self.socket}"\n{self.extra_control}'
+                f'[app]\npaths = ["{TESTS}"]\npreload = {list(self.preload)!r}\n'
+                f'[master]\nshutdown_grace = 3\n{self.extra_master}')
         self.config.write_text(head + textwrap.dedent(body))
 
     def status(self) -> dict:

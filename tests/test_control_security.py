@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from conftest import wait_until
 
-pytestmark = pytest.mark.skipif(os.getuid() != 0, reason="switching to other uids needs root")
+needs_root = pytest.mark.skipif(os.getuid() != 0, reason="switching to other uids needs root")
 
 NOBODY = pwd.getpwnam("nobody").pw_uid
 NOGROUP = grp.getgrnam("nogroup").gr_gid
@@ -79,6 +79,7 @@ def start(start_daemon, public, extra_control=""):
     return daemon
 
 
+@needs_root
 def test_another_uid_is_refused_even_with_the_socket_opened_up_and_is_logged(start_daemon, public_dir):
     daemon = start(start_daemon, public_dir)
     assert oct(os.stat(daemon.socket).st_mode & 0o777) == "0o660"  # born with its final mode
@@ -91,6 +92,7 @@ def test_another_uid_is_refused_even_with_the_socket_opened_up_and_is_logged(sta
     assert daemon.status()["state"] == "running"
 
 
+@needs_root
 def test_readers_get_status_only_and_the_group_gets_control_through_supplementary_groups(start_daemon, public_dir):
     daemon = start(start_daemon, public_dir, extra_control='group = "daemon"\nreaders = "nogroup"\n')
     reader = as_other_user(daemon.socket, STATUS, NOGROUP, [])

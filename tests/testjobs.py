@@ -88,3 +88,9 @@ def hog(megabytes, seconds=0, tag="hog", keep=False):
     _redis().hset("test:started", tag, os.getpid())
     time.sleep(seconds)
     _redis().hincrby("test:runs", tag, 1)
+
+
+def exit_zero(tag):
+    """A job that ends its own process without an error code."""
+    _redis().hincrby("test:attempts_exit", tag, 1)
+    os._exit(0)
