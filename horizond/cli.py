@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     from .master import Master
 
     try:
-        master = Master(config, lambda: load(args.config), level)
+        master = Master(config, lambda: load(args.config), level, environ=dict(os.environ))
         return master.run()
     except SocketError as exc:
         log.error(str(exc), extra={"event": "control_socket_failed"})

@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 from redis import Redis
 
-from . import restarts
+from . import reexec, restarts
 from .commands import Commands
 from .config import Config, ConfigError, SupervisorConfig
 from .control import ControlServer, SocketError
@@ -35,12 +35,17 @@ log = logging.getLogger("horizond.master")
 HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGCHLD)
 TICK = 1.0
 UNBLOCK_EVERY = 0.1
+MEMORY_CHECK_EVERY = 10.0
 REDIS_PROBE_EVERY = 10.0
 
 
 class Master:
-    def __init__(self, config: Config, load_config: Callable[[], Config], log_level: int = logging.INFO):
+    def __init__(self, config: Config, load_config: Callable[[], Config], log_level: int = logging.INFO,
+                 environ: dict | None = None):
         self.config = config
+        self.environ = dict(environ if environ is not None else os.environ)  # before systemd's vars are dropped
+        self.reexec = False
+        self._memory_checked = time.monotonic()
         self.load_config = load_config
         self.log_level = log_level
         self.pid = os.getpid()
@@ -79,6 +84,9 @@ class Master:
                     key.data()
         finally:
             self._teardown()
+        if self.reexec:
+            log.warning("re-executing after a drain", extra={"event": "master_reexec"})
+            reexec.execute(self.environ, reexec.carried_state(self.paused, self.supervisors.values()))
         log.info("horizond stopped", extra={"event": "master_stopped"})
         return 0
 
@@ -95,8 +103,16 @@ class Master:
             signal.signal(sig, self._record_signal)
         self.control.open()
         self.guard.recover_at_startup(self.redis, self.config)
+        carried = reexec.take_state()
+        self.paused = bool(carried.get("paused_all"))
         for sup in self.config.supervisors:
-            self.supervisors[sup.name] = Supervisor(sup, self._spawn_worker, self.paused)
+            self.supervisors[sup.name] = Supervisor(sup, self._spawn_worker,
+                                                    self.paused or sup.name in carried.get("paused", ()))
+            self.supervisors[sup.name].pinned = carried.get("pinned", {}).get(sup.name)
+        if self.config.memory_limit and reexec.master_rss() > self.config.memory_limit * reexec.MB:
+            log.error("[master] memory_limit is below the master's size right after start: it will re-execute "
+                      "every time it is checked", extra={"event": "memory_limit_too_low",
+                                                         "rss_mb": reexec.master_rss() // reexec.MB})
         log.info("horizond started", extra={
             "event": "master_started", "pid": self.pid, "config": self.config.source,
             "supervisors": [s.name for s in self.config.supervisors], "socket": self.config.socket_path})
@@ -153,6 +169,7 @@ class Master:
         self.guard.step(self.redis, self.config, workers, now)
         self.removed = [s for s in self.removed if s.processes()]
         self._enforce_stop_deadlines(now)  # shutdown, and retirements (reload, restart, scale down)
+        self._check_memory(now)
         self.control.expire(now)
         self._notify(now)
 
@@ -295,11 +312,25 @@ class Master:
 
     # --- stop and reload ----------------------------------------------------------------
 
+    def _check_memory(self, now: float) -> None:
+        if self.stopping or now - self._memory_checked < MEMORY_CHECK_EVERY:
+            return
+        self._memory_checked = now
+        rss = reexec.over_limit(self.config.memory_limit)
+        if rss is not None:
+            log.warning("master over its memory_limit: draining, then re-executing", extra={
+                "event": "master_memory_exceeded", "rss_mb": rss // reexec.MB,
+                "memory_limit_mb": self.config.memory_limit})
+            self.reexec = True
+            self.notifier.reloading()  # to systemd this is a reload: READY=1 comes from the new image
+            self.stop(force=False, reason="memory_limit")
+
     def stop(self, force: bool, reason: str) -> None:
         now = time.monotonic()
         if not self.stopping:
             self.stopping = True
-            self.notifier.stopping()
+            if not self.reexec:
+                self.notifier.stopping()
             log.info("stopping: workers finish their jobs", extra={"event": "stop_requested", "reason": reason})
             for sup in [*self.supervisors.values(), *self.removed]:
                 sup.drain(now, reason="shutdown")

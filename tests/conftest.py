@@ -153,10 +153,10 @@ class Daemon:
             status = self.try_status()
             if not status:
                 return None
-            by_name = {s["name"]: s for s in status["supervisors"] if s["state"] == "running"}
+            by_name = {s["name"]: s for s in status["supervisors"] if s["state"] in ("running", "paused")}
             for name, n in counts.items():
                 sup = by_name.get(name)
-                if not sup or sum(1 for w in sup["workers"] if w["state"] in ("idle", "busy")) != n:
+                if not sup or sum(1 for w in sup["workers"] if w["state"] in ("idle", "busy", "paused")) != n:
                     return None
             return status
         return wait_until(ready, timeout, what=f"workers {counts}")

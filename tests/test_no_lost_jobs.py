@@ -159,3 +159,30 @@ def test_redis_outage_keeps_everything_up_and_jobs_flow_again(tmp_path):
     finally:
         daemon.cleanup()
         server.stop()
+
+
+def test_master_over_its_memory_limit_drains_and_reexecutes_in_place(start_daemon, redis):
+    daemon = start_daemon("""
+    [supervisors.alpha]
+    queues = ["qa"]
+
+    [supervisors.beta]
+    queues = ["qb"]
+    """, extra_master="memory_limit = 1\n")  # any real master is over 1 MB: the check fires at 10 s
+    daemon.wait_ready({"alpha": 1, "beta": 1})
+    assert [e for e in daemon.log_events() if e.get("event") == "memory_limit_too_low"]
+    from horizond.ctl import call
+
+    call(daemon.socket, "pause", supervisor="beta")
+    before = daemon.worker_pids()
+    in_flight = Queue("qa", connection=redis).enqueue("testjobs.sleep_then_record", 12, "in-flight")
+    wait_until(lambda: _pid(redis, "in-flight"), what="a job in flight")
+    wait_until(lambda: [e for e in daemon.log_events() if e.get("event") == "master_reexec"], timeout=30,
+               what="the drain and re-exec")
+    assert in_flight.get_status(refresh=True) == JobStatus.FINISHED  # drained, not killed
+    status = daemon.wait_ready({"alpha": 1, "beta": 1}, timeout=20)
+    assert status["pid"] == daemon.proc.pid and daemon.proc.poll() is None  # same process, new image
+    assert not daemon.worker_pids() & before
+    assert {s["name"]: s["state"] for s in status["supervisors"]} == {"alpha": "running", "beta": "paused"}
+    Queue("qa", connection=redis).enqueue("testjobs.record", "after-reexec")
+    wait_until(lambda: redis.hget("test:runs", "after-reexec") == b"1", what="jobs to flow again")
