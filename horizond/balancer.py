@@ -226,24 +226,32 @@ def _step(keys, pools, desired, floor, o):
             else:
                 moves[k] = f" ({targets[k] - cur[k]}{', rest busy' if targets[k] == busy[k] > desired[k] else ''})"
     room = o.max_processes - sum(max(targets[k], busy[k]) for k in keys)
-    wants = {k: min(desired[k] - cur[k], o.max_shift) for k in keys if desired[k] > cur[k]}
+    # A floor is a guarantee, not a scaling decision: a pool below it (at start, after a crash)
+    # gets there in one step, shift or not, free memory or not (within the cap).
+    wants = {k: min(desired[k] - cur[k], max(o.max_shift, floor[k] - cur[k])) for k in keys if desired[k] > cur[k]}
     if not o.memory_ok:
         for k in wants:
             moves[k] = " (held: free memory low)"
-        return targets, moves
-    lack = sum(desired[k] - cur[k] for k in wants) - max(room, 0)  # the whole need: yielding takes a step
-    strict = any(cur[k] < floor[k] for k in wants)
-    for k in sorted(keys, key=lambda k: cur[k] - desired[k], reverse=True):
-        band = 0 if strict or pools[k].pending <= 0 else 1
-        give = min(lack, targets[k] - desired[k] - band, o.max_shift - (cur[k] - targets[k]))
-        if give > 0:
-            targets[k] -= give
-            lack -= give
-            moves[k] = f" ({targets[k] - cur[k]}, busy ones yield to other queues)"
+        wants = {k: floor[k] - cur[k] for k in wants if cur[k] < floor[k]}
+        if not wants:
+            return targets, moves
+    if o.memory_ok:  # with memory low nobody yields: only floors are filled, where there is room
+        lack = sum(desired[k] - cur[k] for k in wants) - max(room, 0)  # the whole need: yielding takes a step
+        strict = any(cur[k] < floor[k] for k in wants)
+        for k in sorted(keys, key=lambda k: cur[k] - desired[k], reverse=True):
+            band = 0 if strict or pools[k].pending <= 0 else 1
+            give = min(lack, targets[k] - desired[k] - band, o.max_shift - (cur[k] - targets[k]))
+            if give > 0:
+                targets[k] -= give
+                lack -= give
+                moves[k] = f" ({targets[k] - cur[k]}, busy ones yield to other queues)"
     for k, want in wants.items():  # dict order = priority order
         up = max(0, min(want, room))
         room -= up
         targets[k] = cur[k] + up
+        if not o.memory_ok:
+            targets[k], moves[k] = cur[k] + up, f" (+{up} to the floor; free memory low)"
+            continue
         limit = f", cap {o.max_processes} full" if up < want else (
             f", shift {o.max_shift}" if want < desired[k] - cur[k] else "")
         moves[k] = f" (+{up}{limit})" if up else f" (held: cap {o.max_processes} full)"

@@ -103,7 +103,7 @@ class Commands:
                 if supervisor in (None, sup.name) for w in (p.snapshot(now) for p in sup.processes())]
 
     def _queue_sizes(self) -> tuple[dict[str, int | None], str | None]:
-        queues = sorted({q for sup in self.master.supervisors.values() for q in sup.config.queues})
+        queues = sorted(self.master.queues())
         try:
             with self.master.redis.pipeline(transaction=False) as pipe:
                 for name in queues:
@@ -124,8 +124,10 @@ class Commands:
         sup = self._supervisor(supervisor)
         if processes == "auto":
             sup.pinned = None
+            sup.last_balance = float("-inf")  # balance at the next step
         elif isinstance(processes, int) and not isinstance(processes, bool) and 0 <= processes <= MAX_PROCESSES_CAP:
             sup.pinned = processes
+            sup.apply_pin()
         else:
             raise CommandError(f"scale: processes must be 'auto' or a whole number from 0 to {MAX_PROCESSES_CAP}, "
                                f"got {processes!r}")
@@ -135,7 +137,7 @@ class Commands:
         name = self._optional_name(supervisor)
         targets = [self.master.supervisors[name]] if name else list(self.master.supervisors.values())
         for sup in targets:
-            sup.replace(sup.config)
+            sup.replace(sup.config, time.monotonic())
         return {"restarting": [s.name for s in targets]}
 
     def reload(self) -> dict:

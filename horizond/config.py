@@ -38,6 +38,13 @@ class SupervisorConfig:
     max_jobs: int = 0
     max_time: int = 0
     worker_class: str | None = None
+    min_free_memory: str = "5%"  # no scale-up while the host has less available: "512" MB or "5%"
+
+    def free_memory_floor(self, total_bytes: int) -> int:
+        """min_free_memory in bytes for a host with this much memory."""
+        if self.min_free_memory.endswith("%"):
+            return int(total_bytes * float(self.min_free_memory[:-1]) / 100)
+        return int(self.min_free_memory) * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -178,6 +185,17 @@ def _str_list(value: Any) -> Any:
     return _BAD
 
 
+def _memory_amount(value: Any) -> Any:
+    """MB as an integer, or a percentage of the host's memory as "N%"."""
+    if _int(value) is not _BAD and value >= 0:
+        return str(value)
+    if isinstance(value, str) and re.fullmatch(r"\d+(\.\d+)?%", value) and float(value[:-1]) <= 100:
+        return value
+    if isinstance(value, str) and value.isdigit():  # MB, as `config show` prints it back
+        return value
+    return _BAD
+
+
 def _backoff(value: Any) -> Any:
     if _int(value) is not _BAD:
         return (value,)
@@ -186,13 +204,15 @@ def _backoff(value: Any) -> Any:
     return _BAD
 
 
-_CONVERTERS = {"int": _int, "number": _number, "str": _str, "strs": _str_list, "backoff": _backoff}
+_CONVERTERS = {"int": _int, "number": _number, "str": _str, "strs": _str_list, "backoff": _backoff,
+               "memory": _memory_amount}
 _KIND_TEXT = {
     "int": "an integer",
     "number": "a number",
     "str": "a string",
     "strs": "a list of strings",
     "backoff": "an integer or a non-empty list of integers (seconds)",
+    "memory": 'megabytes (an integer >= 0) or a percentage like "5%"',
 }
 _SUPERVISOR_KINDS = {
     "queues": "strs",
@@ -210,6 +230,7 @@ _SUPERVISOR_KINDS = {
     "max_jobs": "int",
     "max_time": "int",
     "worker_class": "str",
+    "min_free_memory": "memory",
 }
 
 

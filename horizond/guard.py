@@ -18,6 +18,7 @@ from redis import Redis
 from . import recovery
 from .config import Config, SupervisorConfig
 from .process import WorkerProcess
+from .scaling import existing_queues, resolve
 from .sysutil import hostname
 
 log = logging.getLogger("horizond.guard")
@@ -93,7 +94,7 @@ class Guard:
                 "event": "recovery_deferred", "job_id": item.job_id, "error": str(exc)})
             return False
 
-    def step(self, redis: Redis, config: Config, procs: list[WorkerProcess], now: float) -> None:
+    def step(self, redis: Redis, queues: tuple[str, ...], procs: list[WorkerProcess], now: float) -> None:
         if self.unsettled and now - self._last_retry >= RETRY_EVERY:
             self._last_retry = now
             self.unsettled = [item for item in self.unsettled if not self._settle(redis, item)]
@@ -101,7 +102,7 @@ class Guard:
             self._last_sweep = now
             holding = {p.job_id for p in procs if p.job_id}
             try:
-                self.sweep.run(redis, config.all_queues(), now, holding)
+                self.sweep.run(redis, queues, now, holding)
             except Exception as exc:
                 log.debug("intermediate sweep skipped", extra={"event": "sweep_failed", "error": str(exc)})
 
@@ -115,7 +116,8 @@ class Guard:
             return pid != me and recovery.horizond_alive(pid)
 
         try:
-            orphans = recovery.orphans_at_startup(redis, config.all_queues(), hostname(), previous_master_alive)
+            queues = resolve(config.all_queues(), existing_queues(redis))
+            orphans = recovery.orphans_at_startup(redis, queues, hostname(), previous_master_alive)
             stale = recovery.stale_workers(redis, hostname(), previous_master_alive)
         except Exception as exc:
             log.error("start-up recovery skipped: Redis unavailable", extra={
@@ -126,7 +128,7 @@ class Guard:
             self.unsettled.append(Unsettled(job_id, worker, sup, "its master died (crash or SIGKILL)", sup.queues))
         for worker in stale:
             if worker not in {u.worker_name for u in self.unsettled}:
-                self.unsettled.append(Unsettled("", worker, config.supervisors[0], "", config.all_queues()))
+                self.unsettled.append(Unsettled("", worker, config.supervisors[0], "", queues))
         if orphans or stale:
             log.warning("recovering after a crashed master", extra={
                 "event": "startup_recovery", "jobs": [j for j, _ in orphans], "workers": len(stale)})

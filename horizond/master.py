@@ -26,6 +26,7 @@ from .control import ControlServer, SocketError
 from .guard import Guard
 from .notify import Notifier
 from .process import WorkerProcess, spawn
+from .scaling import Scaler
 from .supervisor import Slot, Supervisor, describe_exit
 from .sysutil import kill_group
 from .worker import ChildSpec, client_name
@@ -61,6 +62,7 @@ class Master:
         self.redis = Redis.from_url(config.redis_url, socket_timeout=2, socket_connect_timeout=2)
         self.notifier = Notifier.from_environ()
         self.guard = Guard()
+        self.scaler = Scaler()
         self.control = ControlServer(config.socket_path, self.selector, Commands(self).handle,
                                      config.control_group, config.control_readers)
         self._wakeup: tuple[int, int] | None = None
@@ -147,9 +149,13 @@ class Master:
                 self.reload()
 
     def _timeout(self, now: float) -> float:
-        waits = [TICK, self.notifier.watchdog_interval or TICK]
+        waits = [TICK]
+        if (due := self.notifier.watchdog_due_in(now)) is not None:
+            waits.append(due)
         for sup in self.supervisors.values():
-            waits += [s.health.not_before - now for s in sup.slots if s.process is None]
+            waits += [s.health.not_before - now for s in sup.slots() if s.process is None]
+            if sup.balance_due(now + TICK):
+                waits.append(sup.last_balance + sup.config.balance_cooldown - now)
             if sup.awaiting_pause():
                 waits.append(UNBLOCK_EVERY)
         if any(p.blocked_waiting for p in self.children.values()):
@@ -160,13 +166,15 @@ class Master:
 
     def _tick(self, now: float) -> None:
         if not self.stopping:
+            self.scaler.step(self.redis, list(self.supervisors.values()), now)
             for sup in self.supervisors.values():
                 sup.tick(now)
+            self._follow_queues(now)
             self._keep_scheduler(now)
         self._unblock_waiting()
         workers = [p for p in self.children.values() if p.spec.kind == "worker"]
         self.guard.check_limits(workers, self.config, now)
-        self.guard.step(self.redis, self.config, workers, now)
+        self.guard.step(self.redis, self.queues(), workers, now)
         self.removed = [s for s in self.removed if s.processes()]
         self._enforce_stop_deadlines(now)  # shutdown, and retirements (reload, restart, scale down)
         self._check_memory(now)
@@ -235,16 +243,31 @@ class Master:
         self._unblock_waiting()
         return [s.name for s in targets]
 
+    def queues(self) -> tuple[str, ...]:
+        """Every queue served now (patterns resolved), in supervisor order."""
+        names: dict[str, None] = {}
+        for sup in self.supervisors.values():
+            for pool in sup.pools.values():
+                names.update(dict.fromkeys(pool.queues))
+        return tuple(names)
+
+    def _follow_queues(self, now: float) -> None:
+        """The scheduler serves the queues being served: restart it when they change."""
+        proc = self.scheduler.process
+        if proc is not None and proc.stop_sent is None and set(proc.spec.queues) != set(self.queues()):
+            proc.terminate(now)
+
     def _keep_scheduler(self, now: float) -> None:
         slot = self.scheduler
         if slot.process is None and slot.health.ready(now):
-            spec = ChildSpec("scheduler", self.config.redis_url, self.pid, self.log_level,
-                             queues=self.config.all_queues())
+            spec = ChildSpec("scheduler", self.config.redis_url, self.pid, self.log_level, queues=self.queues())
             slot.process = self._fork(spec, 0)
             log.info("scheduler started", extra={"event": "scheduler_started", "pid": slot.process.pid})
 
-    def _spawn_worker(self, sup: SupervisorConfig, generation: int, paused: bool) -> WorkerProcess:
-        spec = ChildSpec("worker", self.config.redis_url, self.pid, self.log_level, supervisor=sup, paused=paused)
+    def _spawn_worker(self, sup: SupervisorConfig, generation: int, paused: bool,
+                      queues: tuple[str, ...]) -> WorkerProcess:
+        spec = ChildSpec("worker", self.config.redis_url, self.pid, self.log_level, supervisor=sup, paused=paused,
+                         queues=queues)
         return self._fork(spec, generation)
 
     def _fork(self, spec: ChildSpec, generation: int) -> WorkerProcess:
@@ -261,7 +284,9 @@ class Master:
     def _read_channel(self, proc: WorkerProcess) -> None:
         now = time.monotonic()
         for message in proc.reader.read():
-            proc.apply(message, now)
+            finished = proc.apply(message, now)
+            if finished:
+                self.scaler.job_finished(*finished)
         if proc.reader.closed:
             self._close_channel(proc)
 
@@ -377,7 +402,7 @@ class Master:
                 self.removed.append(self.supervisors.pop(name))
                 removed.append(name)
             elif cfg != sup.config or everything:
-                sup.replace(cfg)
+                sup.replace(cfg, now)
                 changed.append(name)
         for cfg in new.supervisors:
             if cfg.name not in self.supervisors:
@@ -390,8 +415,7 @@ class Master:
             self.redis = Redis.from_url(new.redis_url, socket_timeout=2, socket_connect_timeout=2)
         self._extend_sys_path(new.app_paths)
         self.config = new
-        if (everything or new.all_queues() != old.all_queues()) and self.scheduler.process:
-            self.scheduler.process.terminate(now)  # respawned on the new queues
+        self._follow_queues(now)
         return {"added": added, "removed": removed, "changed": changed}
 
     # --- start-up helpers -------------------------------------------------------------------

@@ -66,6 +66,12 @@ class Notifier:
             self._last_extend = now
             self._send(f"EXTEND_TIMEOUT_USEC={int((max(0.0, remaining) + EXTEND_MARGIN) * 1e6)}")
 
+    def watchdog_due_in(self, now: float) -> float | None:
+        """Seconds until the next ping is due (the loop must wake by then)."""
+        if not self.watchdog_interval:
+            return None
+        return self._last_watchdog + self.watchdog_interval * 0.9 - now
+
     def watchdog(self, now: float) -> None:
         if self.watchdog_interval and now - self._last_watchdog >= self.watchdog_interval * 0.9:
             self._last_watchdog = now

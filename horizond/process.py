@@ -36,8 +36,10 @@ class WorkerProcess:
     kill_cause: str | None = None  # why the master killed it, for the job's failure record
     horse_pid: int | None = None  # fork-per-job workers: the child running the current job
 
-    def apply(self, message: dict, now: float) -> None:
+    def apply(self, message: dict, now: float) -> tuple[str, float] | None:
+        """Take in a state report; returns (queue, seconds) when it ends a job."""
         state = message.get("s")
+        finished = None
         if "name" in message:
             self.name = str(message["name"])
         if "rss" in message:
@@ -54,11 +56,14 @@ class WorkerProcess:
         elif state == "idle":
             if self.state == "busy":
                 self.jobs_done += 1
+                if self.job_queue and self.job_started is not None:
+                    finished = (self.job_queue, now - self.job_started)
             self.state = "idle"
             self.job_id = self.job_queue = self.job_started_wall = self.job_started = self.job_timeout = None
             self.horse_pid = None
         elif state == "horse":
             self.horse_pid = message.get("pid")
+        return finished
 
     def terminate(self, now: float) -> None:
         """Warm stop: the job in hand finishes; an idle worker leaves at its next safe point.

@@ -1,8 +1,11 @@
-"""Supervisor: keeps one configured supervisor's worker slots filled.
+"""Supervisor: one configured supervisor's pools of worker slots.
 
-A slot is a place for one worker; it remembers how its workers died so a crash
-loop backs off (restarts.py) instead of spinning. Workers leaving their slot
-(restart, reload, recycle, scale-down, removal) finish their job as "retiring".
+A pool serves one queue (balance "auto"/"simple") or the whole queue list in
+priority order (balance "off"); its target comes from the balancer (balancer.py,
+pure) or from an operator's `scale`. A slot is a place for one worker; it
+remembers how its workers died so a crash loop backs off (restarts.py). Workers
+leaving their slot (scale down, restart, reload, recycle, removal) finish their
+job as "retiring" and still count against the pool until they exit.
 """
 
 from __future__ import annotations
@@ -14,15 +17,16 @@ import signal
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from . import restarts
+from . import balancer, restarts
 from .config import SupervisorConfig
 from .process import WorkerProcess
 from .rqworker import EXIT_OK
 
 log = logging.getLogger("horizond.supervisor")
 
-SpawnFn = Callable[[SupervisorConfig, int, bool], WorkerProcess]
+SpawnFn = Callable[[SupervisorConfig, int, bool, tuple[str, ...]], WorkerProcess]
 ROLL_FRACTION = 0.25  # at most this share of a supervisor is being replaced at once
+ALL = "*"  # the pool key when one pool serves every queue (balance = "off")
 
 
 @dataclass
@@ -30,6 +34,18 @@ class Slot:
     index: int
     process: WorkerProcess | None = None
     health: restarts.SlotHealth = field(default_factory=restarts.SlotHealth)
+
+
+@dataclass
+class Pool:
+    key: str
+    queues: tuple[str, ...]
+    target: int = 0
+    reason: str = "start: floor"
+    slots: list[Slot] = field(default_factory=list)
+
+    def live(self) -> list[WorkerProcess]:
+        return [s.process for s in self.slots if s.process]
 
 
 def describe_exit(status: int) -> tuple[bool, str]:
@@ -45,6 +61,11 @@ def describe_exit(status: int) -> tuple[bool, str]:
     return code == EXIT_OK, f"exit code {code}"
 
 
+def split_evenly(total: int, keys: list[str]) -> dict[str, int]:
+    base, extra = divmod(total, max(1, len(keys)))
+    return {k: base + (1 if i < extra else 0) for i, k in enumerate(keys)}
+
+
 class Supervisor:
     def __init__(self, config: SupervisorConfig, spawn: SpawnFn, paused: bool = False):
         self.config = config
@@ -53,8 +74,11 @@ class Supervisor:
         self.draining = False
         self.paused = paused
         self.pinned: int | None = None  # `horizonctl scale NAME N` overrides balancing
-        self.slots: list[Slot] = []
+        self.pools: dict[str, Pool] = {}
         self.retiring: list[WorkerProcess] = []
+        self.last_balance = -math.inf
+        self.memory_ok = True
+        self.set_queues(tuple(q for q in config.queues if not is_pattern(q)))
 
     @property
     def name(self) -> str:
@@ -65,53 +89,117 @@ class Supervisor:
         return "draining" if self.draining else "paused" if self.paused else "running"
 
     def target(self) -> int:
-        """Process count: pinned by an operator, else the floor (balancing comes later)."""
-        if self.draining:
-            return 0
-        return self.pinned if self.pinned is not None else self.config.min_processes
+        return sum(p.target for p in self.pools.values())
 
-    def settled(self) -> bool:
-        """Every slot has a registered worker, or has failed trying (READY must not wait forever)."""
-        return all((s.process is not None and s.process.state != "starting") or s.health.failures
-                   for s in self.slots)
+    def slots(self) -> list[Slot]:
+        return [s for p in self.pools.values() for s in p.slots]
 
     def live(self) -> list[WorkerProcess]:
-        return [s.process for s in self.slots if s.process]
+        return [s.process for s in self.slots() if s.process]
 
     def processes(self) -> list[WorkerProcess]:
         return self.live() + self.retiring
 
     def owns(self, proc: WorkerProcess) -> bool:
-        return proc in self.retiring or any(s.process is proc for s in self.slots)
+        return proc in self.retiring or any(s.process is proc for s in self.slots())
+
+    def settled(self) -> bool:
+        """Every slot has a registered worker, or has failed trying (READY must not wait forever)."""
+        return all((s.process is not None and s.process.state != "starting") or s.health.failures
+                   for s in self.slots())
+
+    # --- pools and balancing ---------------------------------------------------------
+
+    def set_queues(self, names: tuple[str, ...], now: float = 0.0) -> None:
+        """Pools follow the queue list, which grows and shrinks as patterns match queues."""
+        layout = {ALL: names} if self.config.balance == "off" else {q: (q,) for q in names}
+        for key in [k for k in self.pools if k not in layout]:
+            for slot in self.pools.pop(key).slots:
+                self._retire(slot.process, now, "queue gone")
+        floors = balancer.pool_floors(len(layout), self.config.min_processes, self.config.max_processes)
+        for (key, queues), floor in zip(layout.items(), floors, strict=True):
+            pool = self.pools.get(key)
+            if pool is None:
+                self.pools[key] = Pool(key, queues, target=floor)
+            elif pool.queues != queues:  # balance "off": the one pool's queue list changed
+                pool.queues = queues
+                self.generation += 1  # its workers listen on the old list: roll them over
+        self.pools = {k: self.pools[k] for k in layout}  # keep priority order
+
+    def balance_due(self, now: float) -> bool:
+        return not (self.draining or self.paused) and now - self.last_balance >= self.config.balance_cooldown
+
+    def rebalance(self, pending: dict[str, int], runtimes: dict[str, float], memory_ok: bool, now: float) -> None:
+        """One balancing step from fresh queue lengths and measured runtimes."""
+        self.last_balance = now
+        self.memory_ok = memory_ok
+        if self.pinned is not None:
+            return self.apply_pin()
+        stats = {}
+        for key, pool in self.pools.items():
+            mine = pool.live() + [p for p in self.retiring if p.spec.queues == pool.queues]
+            known = [runtimes[q] for q in pool.queues if q in runtimes]
+            stats[key] = balancer.PoolStats(
+                pending=sum(pending.get(q, 0) for q in pool.queues),
+                runtime=sum(known) / len(known) if known else None,
+                busy=sum(1 for p in mine if p.state == "busy"), current=len(mine))
+        cfg = self.config
+        decision = balancer.balance(stats, balancer.Options(
+            cfg.balance, cfg.auto_scaling_strategy, cfg.min_processes, cfg.max_processes, cfg.balance_max_shift,
+            memory_ok=memory_ok, cooldown=cfg.balance_cooldown))
+        for key, pool in self.pools.items():
+            if decision.targets[key] != pool.target:
+                log.info("scaled", extra={"event": "scaled", "supervisor": self.name, "pool": key,
+                                          "from": pool.target, "to": decision.targets[key],
+                                          "reason": decision.reasons[key]})
+            pool.target, pool.reason = decision.targets[key], decision.reasons[key]
+
+    def apply_pin(self) -> None:
+        for key, count in split_evenly(self.pinned, list(self.pools)).items():
+            self.pools[key].target = count
+            self.pools[key].reason = f"pinned at {self.pinned} by horizonctl scale"
 
     # --- the loop's step ---------------------------------------------------------------
 
     def tick(self, now: float) -> None:
-        self._resize(self.target(), now)
+        for pool in self.pools.values():
+            self._resize(pool, 0 if self.draining else pool.target, now)
         if self.draining:
             return
         self._roll(now)
         self._recycle_old(now)
-        for slot in self.slots:
-            if slot.process is None and slot.health.ready(now):
-                self._start(slot, now)
+        for pool in self.pools.values():
+            for slot in pool.slots:
+                if slot.process is None and slot.health.ready(now):
+                    self._start(pool, slot, now)
 
-    def _start(self, slot: Slot, now: float) -> None:
+    def _start(self, pool: Pool, slot: Slot, now: float) -> None:
         try:
-            slot.process = self.spawn(self.config, self.generation, self.paused)
+            slot.process = self.spawn(self.config, self.generation, self.paused, pool.queues)
         except OSError as exc:  # out of fds or processes: back off like a crash, never take the master down
             slot.health = restarts.after_exit(slot.health, failed=True, lived=0.0, now=now, how=f"fork failed: {exc}")
             log.error("cannot start a worker", extra={"event": "spawn_failed", "supervisor": self.name,
                                                       "slot": slot.index, "error": str(exc)})
             return
         log.info("worker started", extra={"event": "worker_started", "supervisor": self.name,
-                                          "pid": slot.process.pid, "slot": slot.index})
+                                          "pid": slot.process.pid, "slot": slot.index, "queues": list(pool.queues)})
 
-    def _resize(self, target: int, now: float, reason: str = "scale") -> None:
-        while len(self.slots) < target:
-            self.slots.append(Slot(len(self.slots)))
-        while len(self.slots) > target:
-            self._retire(self.slots.pop().process, now, reason)
+    def _resize(self, pool: Pool, target: int, now: float) -> None:
+        """Slots follow the target; workers still retiring count until they exit.
+
+        Shrinking frees empty slots first, then the oldest idle workers, busy ones
+        last (they finish their job): scaling never kills a job.
+        """
+        retiring = sum(1 for p in self.retiring if p.spec.queues == pool.queues)
+        want = target - retiring if target > len(pool.slots) + retiring else min(len(pool.slots), target)
+        while len(pool.slots) < want:
+            pool.slots.append(Slot(max((s.index for s in pool.slots), default=-1) + 1))
+        if len(pool.slots) > want:
+            order = sorted(pool.slots, key=lambda s: (s.process is not None, s.process is not None and
+                                                      s.process.state == "busy", s.process.started if s.process else 0))
+            for slot in order[: len(pool.slots) - want]:
+                pool.slots.remove(slot)
+                self._retire(slot.process, now, "scale down" if not self.draining else "stop")
 
     def _roll(self, now: float) -> None:
         """Replace old-generation workers a batch at a time, idle ones first.
@@ -119,12 +207,13 @@ class Supervisor:
         A batch counts both old workers still finishing a job and new ones still
         starting, so capacity never drops by more than the batch.
         """
-        old = [s for s in self.slots if s.process and s.process.generation != self.generation]
-        if not old or any(s.process is None and s.health.failures for s in self.slots):
+        slots = self.slots()
+        old = [s for s in slots if s.process and s.process.generation != self.generation]
+        if not old or any(s.process is None and s.health.failures for s in slots):
             return  # done, or the new workers fail to start: keep the old ones serving
         in_flight = sum(1 for p in self.retiring if p.generation != self.generation)
         in_flight += sum(1 for p in self.live() if p.generation == self.generation and p.state == "starting")
-        room = max(1, math.ceil(len(self.slots) * ROLL_FRACTION)) - in_flight
+        room = max(1, math.ceil(len(slots) * ROLL_FRACTION)) - in_flight
         for slot in sorted(old, key=lambda s: s.process.state == "busy")[:max(0, room)]:
             proc, slot.process = slot.process, None
             slot.health = restarts.SlotHealth()
@@ -134,7 +223,7 @@ class Supervisor:
         """max_time: a worker past its age leaves after its current job; its slot refills."""
         if not self.config.max_time:
             return
-        for slot in self.slots:
+        for slot in self.slots():
             proc = slot.process
             if proc and now - proc.started >= self.config.max_time:
                 slot.process = None
@@ -155,7 +244,7 @@ class Supervisor:
             log.info("worker stopped", extra={"event": "worker_stopped", "supervisor": self.name,
                                               "pid": proc.pid, "exit": how})
             return
-        slot = next(s for s in self.slots if s.process is proc)
+        slot = next(s for s in self.slots() if s.process is proc)
         slot.process = None
         slot.health = restarts.after_exit(slot.health, failed=not clean, lived=now - proc.started, now=now, how=how)
         extra = {"event": "worker_exited", "supervisor": self.name, "pid": proc.pid, "exit": how,
@@ -167,10 +256,34 @@ class Supervisor:
 
     # --- operator and reload actions ---------------------------------------------------
 
-    def replace(self, config: SupervisorConfig) -> None:
+    def replace(self, config: SupervisorConfig, now: float) -> None:
         """New settings or new code: roll every worker over, none killed mid-job."""
+        layout_changed = config.balance != self.config.balance and "off" in (config.balance, self.config.balance)
         self.config = config
         self.generation += 1
+        self.last_balance = -math.inf
+        if layout_changed:  # one pool <-> a pool per queue: rebuild the pools
+            old = [q for pool in self.pools.values() for q in pool.queues]
+            for pool in self.pools.values():
+                for slot in pool.slots:
+                    self._retire(slot.process, now, "reload")
+            self.pools = {}
+            self.set_queues(tuple(dict.fromkeys(old)), now)
+        self._fit_targets()
+
+    def _fit_targets(self) -> None:
+        """After new settings: at least the new floors, at most the new cap (largest pools give way)."""
+        if self.pinned is not None:
+            return self.apply_pin()
+        floors = balancer.pool_floors(len(self.pools), self.config.min_processes, self.config.max_processes)
+        for pool, floor in zip(self.pools.values(), floors, strict=True):
+            pool.target = max(pool.target, floor)
+        excess = self.target() - self.config.max_processes
+        for pool, floor in sorted(zip(self.pools.values(), floors, strict=True), key=lambda pf: -pf[0].target):
+            give = min(excess, pool.target - floor)
+            if give > 0:
+                pool.target -= give
+                excess -= give
 
     def set_paused(self, paused: bool) -> None:
         self.paused = paused
@@ -184,24 +297,36 @@ class Supervisor:
     def drain(self, now: float, reason: str = "removed") -> None:
         """Stop for good: every worker finishes its job and leaves; no slot refills."""
         self.draining = True
-        self._resize(0, now, reason)
+        for pool in self.pools.values():
+            self._resize(pool, 0, now)
 
     def status(self, now: float, queue_sizes: dict[str, int | None]) -> dict:
-        live = self.live()
         backoff = [
             {"slot": s.index, "failures": s.health.failures, "last_exit": s.health.last_exit,
              "restart_in": round(max(0.0, s.health.not_before - now), 1)}
-            for s in self.slots if s.process is None and s.health.backing_off
+            for s in self.slots() if s.process is None and s.health.backing_off
         ]
+        queues = {}
+        for pool in self.pools.values():
+            for q in pool.queues:
+                queues[q] = {"processes": len(pool.live()), "size": queue_sizes.get(q), "pool": pool.key,
+                             "target": pool.target, "reason": pool.reason}
+        live = self.live()
         return {
             "name": self.name,
             "state": self.state,
             "processes": len(live),
             "target": self.target(),
             "pinned": self.pinned,
+            "balance": self.config.balance,
+            "memory_ok": self.memory_ok,
             "busy": sum(1 for p in live if p.state == "busy"),
             "retiring": len(self.retiring),
-            "queues": {q: {"processes": len(live), "size": queue_sizes.get(q)} for q in self.config.queues},
+            "queues": queues,
             "workers": [p.snapshot(now) for p in live + self.retiring],
             "backoff": backoff,
         }
+
+
+def is_pattern(name: str) -> bool:
+    return any(c in name for c in "*?[")

@@ -83,7 +83,7 @@ def _detach_from_master(spec: ChildSpec, close_fds: list[int]) -> None:
 def _run_worker(spec: ChildSpec, reporter: StateWriter) -> int:
     sup = spec.supervisor
     assert sup is not None
-    sysutil.set_title(f"horizond: worker {sup.name} [{','.join(sup.queues)}]")
+    sysutil.set_title(f"horizond: worker {sup.name} [{','.join(spec.queues or sup.queues)}]")
     logs.set_role(f"worker:{sup.name}")
     try:
         worker_class = rqworker.worker_class_for(sup.worker_class)
@@ -98,7 +98,8 @@ def _run_worker(spec: ChildSpec, reporter: StateWriter) -> int:
     connection = Redis.from_url(spec.redis_url, client_name=client_name(spec.master_pid, os.getpid()))
     _wait_for_redis(connection, sup.name)
     dequeue.GATE = dequeue.Gate(reporter.fd, reporter, spec.paused)
-    worker = worker_class(list(sup.queues), connection=connection, name=rqworker.worker_name(spec.master_pid, sup.name))
+    worker = worker_class(list(spec.queues or sup.queues), connection=connection,
+                          name=rqworker.worker_name(spec.master_pid, sup.name))
     worker.horizon_attach(reporter, sup)
     rq_level = "DEBUG" if spec.log_level <= logging.DEBUG else "WARNING"
     worker.work(max_jobs=sup.max_jobs or None, logging_level=rq_level)

@@ -66,7 +66,7 @@ def test_horizonctl_status_and_config_show_against_a_running_daemon(start_daemon
 
     [supervisors.alpha]
     queues = ["qa", "qb"]
-    min_processes = 2
+    min_processes = 1
     """)
     daemon.wait_ready({"alpha": 2})
     result = run(HORIZONCTL + ["--socket", daemon.socket, "status", "--json"])
@@ -75,7 +75,8 @@ def test_horizonctl_status_and_config_show_against_a_running_daemon(start_daemon
     assert status["state"] == "running" and status["pid"] == daemon.proc.pid
     [sup] = status["supervisors"]
     assert sup["name"] == "alpha" and sup["state"] == "running" and sup["processes"] == 2
-    assert sup["queues"] == {"qa": {"processes": 2, "size": 0}, "qb": {"processes": 2, "size": 0}}
+    assert {q: (v["processes"], v["size"]) for q, v in sup["queues"].items()} == {"qa": (1, 0), "qb": (1, 0)}
+    assert all(v["target"] == 1 and v["reason"] for v in sup["queues"].values())  # a pool per queue, at its floor
     table = run(HORIZONCTL + ["--socket", daemon.socket, "status"])
     assert table.returncode == 0 and "alpha" in table.stdout and "qa (0)" in table.stdout
     # the socket is found through the config file too

@@ -49,6 +49,7 @@ SUPERVISOR_KEYS = {
     "balance_cooldown": "number",
     "memory": "int",
     "memory_hard": "int",
+    "min_free_memory": "memory",
     "timeout": "int",
     "tries": "int",
     "backoff": "backoff",
@@ -1040,6 +1041,8 @@ WRONG_VALUES = {
         st.lists(st.one_of(_strings, _bools, _floats), min_size=1, max_size=3),
         st.tuples(_ints, _strings).map(list),
     ),
+    "memory": st.one_of(_bools, _floats, st.lists(_ints, min_size=1, max_size=2),
+                        _strings.filter(lambda t: not t.rstrip("%").replace(".", "", 1).isdigit())),
 }
 _keys = st.sampled_from(sorted(SUPERVISOR_KEYS))
 

@@ -19,6 +19,7 @@ max_processes = 3
 
 [supervisors.beta]
 queues = ["qb", "qc"]
+balance = "off"
 min_processes = 2
 max_processes = 2
 """

@@ -116,6 +116,7 @@ def test_a_job_left_between_queue_and_worker_is_put_back(start_daemon, redis):
     daemon = start_daemon("""
     [supervisors.alpha]
     queues = ["qa", "qb"]
+    balance = "off"
     """)
     daemon.wait_ready({"alpha": 1})
     from horizond.ctl import call

@@ -14,11 +14,14 @@ from horizond.ctl import call
 BODY = """
 [supervisors.multi]
 queues = ["m1", "m2"]
+balance = "off"
 min_processes = 3
+max_processes = 3
 
 [supervisors.single]
 queues = ["s1"]
 min_processes = 3
+max_processes = 3
 """
 
 
