@@ -46,12 +46,16 @@ timeout = 30
 [supervisors.single]
 queues = ["c1"]
 min_processes = 3
+max_processes = 3
 [supervisors.multi]
 queues = ["c2", "c3"]
+balance = "off"
 min_processes = 2
+max_processes = 2
 [supervisors.heavy]
 queues = ["c4"]
 min_processes = 2
+max_processes = 2
 memory = 128
 memory_hard = 200
 """
@@ -216,8 +220,9 @@ def report(client, ids, kills, hog_index, elapsed, restarted, work) -> int:
             if after:
                 latencies.append(after[0] - kill_time)
     latencies.sort()
-    settle = sorted(min((t for t in settled_at.get(job_id, []) if t >= kill_time - 0.01), default=kill_time + 99)
-                    - kill_time for kill_time, job_id in kills if job_id in settled_at)
+    # (a kill can land just after the job ended: nothing to settle then, so no figure)
+    settle = sorted(min(after) - kill_time for kill_time, job_id in kills
+                    if (after := [t for t in settled_at.get(job_id, []) if t >= kill_time - 0.01]))
     summary = {
         "jobs": len(ids), "completed": completed, "failed": failed, "lost": lost,
         "failed_reasons": failures, "duplicate_runs": len(duplicates), "unexplained_duplicates": len(unexplained),
