@@ -11,14 +11,15 @@ import time
 from typing import TYPE_CHECKING
 
 import tomli_w
+from rq.utils import utcparse
 
-from . import __version__
+from . import __version__, failed, health
 from .config import MAX_PROCESSES_CAP, redact_url, to_toml_dict
 
 if TYPE_CHECKING:
     from .master import Master
 
-READ_ONLY = frozenset({"ping", "status", "config", "supervisors", "workers"})
+READ_ONLY = frozenset({"ping", "status", "config", "supervisors", "workers", "health", "failed", "failed_show"})
 
 
 class CommandError(Exception):
@@ -32,6 +33,8 @@ class Commands:
             "ping": self.ping, "status": self.status, "config": self.config, "supervisors": self.supervisors,
             "workers": self.workers, "pause": self.pause, "continue": self.resume, "scale": self.scale,
             "restart": self.restart, "reload": self.reload, "terminate": self.terminate,
+            "health": self.health, "failed": self.failed, "failed_show": self.failed_show, "retry": self.retry,
+            "forget": self.forget, "flush": self.flush, "prune_failed": self.prune_failed, "clear": self.clear,
         }
 
     def handle(self, request: dict, peer: dict) -> dict:
@@ -50,7 +53,7 @@ class Commands:
             return {"ok": False, "error": f"bad arguments for {name!r}: {exc}"}
         try:
             return {"ok": True, "result": command(**args)}
-        except CommandError as exc:
+        except (CommandError, failed.FailedError) as exc:
             return {"ok": False, "error": str(exc)}
 
     def _supervisor(self, name):
@@ -149,3 +152,103 @@ class Commands:
     def terminate(self) -> dict:
         self.master.stop(force=False, reason="horizonctl terminate")
         return {"pid": self.master.pid}
+
+    # --- failed jobs and health ---------------------------------------------------------
+
+    def failed(self, queue: str | None = None, limit: int = 50) -> list[dict]:
+        return failed.listing(self.master.redis, self.master.queues(), queue, _positive(limit, "limit"))
+
+    def failed_show(self, job_id: str) -> dict:
+        return failed.show(self.master.redis, self.master.queues(), str(job_id))
+
+    def retry(self, ids: list[str] | None = None, queue: str | None = None) -> dict:
+        if ids is None and queue is None:
+            raise CommandError("retry: name job ids, or say 'all'")
+        named = None if ids is None else _ids(ids)
+        return {"retried": failed.retry(self.master.redis, self.master.queues(), named, queue)}
+
+    def forget(self, ids: list[str]) -> dict:
+        return {"forgotten": failed.forget(self.master.redis, self.master.queues(), _ids(ids))}
+
+    def flush(self, queue: str | None = None) -> dict:
+        return {"deleted": failed.flush(self.master.redis, self.master.queues(), queue)}
+
+    def prune_failed(self, hours: float, queue: str | None = None) -> dict:
+        if isinstance(hours, bool) or not isinstance(hours, (int, float)) or hours < 0:
+            raise CommandError(f"prune-failed: --hours must be a number >= 0, got {hours!r}")
+        return {"deleted": failed.flush(self.master.redis, self.master.queues(), queue, older_than=hours * 3600)}
+
+    def clear(self, queue: str) -> dict:
+        return {"queue": queue, "deleted": failed.clear(self.master.redis, self.master.queues(), queue)}
+
+    def health(self) -> dict:
+        master = self.master
+        limits = master.config.health_thresholds()
+        queues = master.queues()
+        try:
+            failed_count = failed.count(master.redis, queues)
+            sizes, ages = _queue_depths(master.redis, queues)
+        except Exception as exc:
+            checks = [health.Indicator("redis", None, health.RED, f"unreachable: {type(exc).__name__}: {exc}")]
+            return _verdict(checks)
+        biggest = max(sizes, key=sizes.get, default=None)
+        oldest = max(ages, key=ages.get, default=None)
+        checks = [
+            health.Indicator("redis", None, health.GREEN, "reachable"),
+            health.grade("failed_jobs", failed_count, limits["failed_jobs"]),
+            health.grade("queue_size", sizes.get(biggest), limits["queue_size"],
+                         f"largest: {biggest}" if biggest else ""),
+            health.grade("oldest_job_age", round(ages[oldest]) if oldest else None, limits["oldest_job_age"],
+                         f"on {oldest}" if oldest else "no job waiting"),
+            self._worker_memory(limits["worker_memory"]),
+        ]
+        loops = [sup.name for sup in master.supervisors.values() if any(s.health.backing_off for s in sup.slots())]
+        checks.append(health.Indicator("crash_loops", len(loops), health.YELLOW if loops else health.GREEN,
+                                       f"crash-looping: {', '.join(loops)}" if loops else "none"))
+        return _verdict(checks)
+
+    def _worker_memory(self, limits) -> health.Indicator:
+        worst, who = None, ""
+        for sup in self.master.supervisors.values():
+            for proc in sup.live():
+                share = proc.rss / (sup.config.memory * 1024 * 1024) if proc.rss else 0.0
+                if worst is None or share > worst:
+                    worst, who = share, f"worst: pid {proc.pid} of {sup.name}, {proc.rss // 1048576} MB"
+        return health.grade("worker_memory", worst, limits, who)
+
+
+def _verdict(checks: list) -> dict:
+    return {"status": health.verdict(checks),
+            "indicators": [{"name": c.name, "level": c.level, "value": c.value, "detail": c.detail} for c in checks]}
+
+
+def _queue_depths(redis, queues) -> tuple[dict[str, int], dict[str, float]]:
+    """Pending jobs per queue, and the age of the oldest pending job per queue."""
+    with redis.pipeline(transaction=False) as pipe:
+        for q in queues:
+            pipe.llen(f"rq:queue:{q}")
+            pipe.lindex(f"rq:queue:{q}", 0)
+        raw = pipe.execute()
+    sizes = dict(zip(queues, raw[0::2], strict=True))
+    heads = {q: h.decode() for q, h in zip(queues, raw[1::2], strict=True) if h}
+    with redis.pipeline(transaction=False) as pipe:
+        for job_id in heads.values():
+            pipe.hget(f"rq:job:{job_id}", "enqueued_at")
+        stamps = pipe.execute()
+    ages = {}
+    for q, stamp in zip(heads, stamps, strict=True):
+        if stamp:
+            ages[q] = max(0.0, time.time() - utcparse(stamp.decode()).timestamp())
+    return sizes, ages
+
+
+def _ids(ids) -> list[str]:
+    if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+        raise CommandError("expected a list of job ids")
+    return ids
+
+
+def _positive(value, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise CommandError(f"--{name} must be a whole number >= 1, got {value!r}")
+    return value

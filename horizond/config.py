@@ -11,7 +11,7 @@ import difflib
 import re
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 BALANCE_MODES = ("auto", "simple", "off")
@@ -57,6 +57,9 @@ class Config:
     shutdown_grace: float = 10.0
     hard_timeout_grace: float = 10.0  # a job this far past its timeout gets its worker killed
     memory_limit: int = 0  # MB of master RSS; over it the master drains and re-executes itself
+    # [health] thresholds, defaults merged in: ((name, (warning, critical)), ...)
+    health: tuple[tuple[str, tuple[float, float]], ...] = field(
+        default_factory=lambda: tuple(sorted(_default_health().items())))
     control_group: str | None = None  # full control for its members
     control_readers: str | None = None  # read-only commands for its members
     source: str = "<embedded default>"
@@ -64,6 +67,9 @@ class Config:
 
     def supervisor(self, name: str) -> SupervisorConfig | None:
         return next((s for s in self.supervisors if s.name == name), None)
+
+    def health_thresholds(self) -> dict[str, tuple[float, float]]:
+        return {**_default_health(), **dict(self.health)}
 
     def all_queues(self) -> tuple[str, ...]:
         seen: dict[str, None] = {}
@@ -123,6 +129,7 @@ _TABLES: dict[str, set[str]] = {
     "control": {"socket", "group", "readers"},
     "app": {"paths", "preload"},
     "master": {"shutdown_grace", "memory_limit", "hard_timeout_grace"},
+    "health": {"failed_jobs", "queue_size", "oldest_job_age", "worker_memory"},
     "defaults": _SUPERVISOR_KEYS,
     "supervisors": set(),  # names are free-form
 }
@@ -348,6 +355,17 @@ def build(data: Mapping[str, Any], source: str, env: Env = Env()) -> Config:
     if memory_limit < 0:
         check.add("master", "memory_limit", f"must be 0 (off) or more, got {memory_limit}")
 
+    health = []
+    for key in sorted(tables["health"]):
+        pair = tables["health"][key]
+        numbers = isinstance(pair, list) and len(pair) == 2 and all(_number(v) is not _BAD for v in pair)
+        if key not in _TABLES["health"]:
+            continue  # reported as an unknown key above
+        if not numbers or not 0 <= pair[0] <= pair[1]:
+            check.add("health", key, f"expected [warning, critical] with 0 <= warning <= critical, got {pair!r}")
+        else:
+            health.append((key, (float(pair[0]), float(pair[1]))))
+
     supervisors = []
     for name, raw in tables["supervisors"].items():
         if not isinstance(raw, dict):
@@ -371,6 +389,7 @@ def build(data: Mapping[str, Any], source: str, env: Env = Env()) -> Config:
         shutdown_grace=grace,
         hard_timeout_grace=hard_grace,
         memory_limit=memory_limit,
+        health=tuple(sorted({**_default_health(), **dict(health)}.items())),
         control_group=control_group,
         control_readers=control_readers,
         source=source,
@@ -386,6 +405,12 @@ def _check_defaults_types(check: _Checker, defaults: Mapping[str, Any]) -> None:
 
 def _unique(issues: list[ConfigIssue]) -> list[ConfigIssue]:
     return list(dict.fromkeys(issues))
+
+
+def _default_health() -> dict[str, tuple[float, float]]:
+    from .health import DEFAULTS
+
+    return {k: (float(w), float(c)) for k, (w, c) in DEFAULTS.items()}
 
 
 def embedded_default(env: Env = Env()) -> Config:
@@ -412,6 +437,7 @@ def to_toml_dict(config: Config) -> dict[str, Any]:
         "app": {"paths": list(config.app_paths), "preload": list(config.preload)},
         "master": {"shutdown_grace": config.shutdown_grace, "hard_timeout_grace": config.hard_timeout_grace,
                    "memory_limit": config.memory_limit},
+        "health": {name: list(pair) for name, pair in config.health_thresholds().items()},
         "supervisors": sups,
     }
 

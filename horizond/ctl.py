@@ -184,6 +184,82 @@ def cmd_terminate(path, args) -> int:
     return 0
 
 
+def cmd_health(path, args) -> int:
+    try:
+        result = call(path, "health")
+    except NotRunning as exc:
+        result = {"status": "red", "indicators": [{"name": "daemon", "level": "red", "value": None,
+                                                   "detail": str(exc)}]}
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(f"health: {result['status'].upper()}")
+        for ind in result["indicators"]:
+            print(f"  {ind['level']:<7} {ind['name']:<15} {ind['detail']}")
+    return {"green": 0, "yellow": 1}.get(result["status"], 2)
+
+
+def cmd_failed(path, args) -> int:
+    if args.rest and (args.rest[0] != "show" or len(args.rest) != 2):
+        raise Failed("usage: horizonctl failed [--queue Q] [--limit N] [--json] | failed show ID")
+    if args.rest:
+        job = call(path, "failed_show", job_id=args.rest[1])
+        if args.json:
+            print(json.dumps(job, indent=2))
+        else:
+            for key in ("id", "queue", "func", "args", "kwargs", "description", "enqueued_at", "failed_at"):
+                print(f"{key + ':':<13} {job[key]}")
+            print(job["traceback"].rstrip())
+        return 0
+    jobs = call(path, "failed", queue=args.queue, limit=args.limit)
+    if args.json:
+        print(json.dumps(jobs, indent=2))
+        return 0
+    print(f"{'ID':<38} {'QUEUE':<16} {'FAILED AT':<20} {'FUNCTION':<28} EXCEPTION")
+    for job in jobs:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(job["failed_at"])) if job["failed_at"] else "-"
+        print(f"{job['id']:<38} {job['queue']:<16} {when:<20} {str(job['func'])[:28]:<28} {job['exception'][:80]}")
+    return 0
+
+
+def cmd_retry(path, args) -> int:
+    if args.ids == ["all"]:
+        result = call(path, "retry", queue=args.queue)
+    elif args.queue:
+        raise Failed("retry: --queue goes with 'all' (retry all --queue Q)")
+    else:
+        result = call(path, "retry", ids=args.ids)
+    print(f"retried {len(result['retried'])} job(s)")
+    return 0
+
+
+def cmd_forget(path, args) -> int:
+    print(f"forgot {len(call(path, 'forget', ids=args.ids)['forgotten'])} job(s)")
+    return 0
+
+
+def cmd_flush(path, args) -> int:
+    print(f"deleted {call(path, 'flush', queue=args.queue)['deleted']} failed job(s)")
+    return 0
+
+
+def cmd_prune(path, args) -> int:
+    print(f"deleted {call(path, 'prune_failed', hours=args.hours, queue=args.queue)['deleted']} failed job(s)")
+    return 0
+
+
+def cmd_clear(path, args) -> int:
+    if not args.yes:
+        if not sys.stdin.isatty():
+            raise Failed(f"clear: deleting the pending jobs of {args.queue!r} needs --yes (no terminal to ask)")
+        if input(f"Delete every pending job of queue {args.queue!r}? [y/N] ").strip().lower() not in ("y", "yes"):
+            print("nothing deleted")
+            return 0
+    result = call(path, "clear", queue=args.queue)
+    print(f"deleted {result['deleted']} pending job(s) from {result['queue']}")
+    return 0
+
+
 def _gone(pid: int) -> bool:
     """The daemon's process has exited (or is only a zombie awaiting its parent)."""
     try:
@@ -221,6 +297,24 @@ def build_parser() -> argparse.ArgumentParser:
     add("reload", cmd_reload, "re-read the config file (like SIGHUP) and say what changed")
     terminate = add("terminate", cmd_terminate, "graceful shutdown")
     terminate.add_argument("--wait", action="store_true", help="return once the daemon is gone")
+    add("health", cmd_health, "health verdict; exit 0 green, 1 yellow, 2 red", json_flag=True)
+    failed = add("failed", cmd_failed, "failed jobs, newest first; 'failed show ID' for one", json_flag=True)
+    failed.add_argument("rest", nargs="*", metavar="show ID")
+    failed.add_argument("--queue")
+    failed.add_argument("--limit", type=int, default=50)
+    retry = add("retry", cmd_retry, "requeue failed jobs: IDs, or 'all'")
+    retry.add_argument("ids", nargs="+", metavar="ID|all")
+    retry.add_argument("--queue", help="with 'all': only this queue")
+    forget = add("forget", cmd_forget, "delete failed jobs")
+    forget.add_argument("ids", nargs="+", metavar="ID")
+    flush = add("flush", cmd_flush, "delete every failed job (of --queue)")
+    flush.add_argument("--queue")
+    prune = add("prune-failed", cmd_prune, "delete failed jobs older than --hours")
+    prune.add_argument("--hours", type=float, required=True)
+    prune.add_argument("--queue")
+    clear = add("clear", cmd_clear, "delete a queue's pending jobs")
+    clear.add_argument("queue", metavar="QUEUE")
+    clear.add_argument("--yes", action="store_true", help="do not ask")
     config = add("config", cmd_config, "configuration")
     config.add_argument("action", choices=["show"], help="show: the effective config as TOML")
     return parser

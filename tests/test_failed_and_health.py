@@ -1,0 +1,117 @@
+"""Failed-job commands and the health verdict, through horizonctl against a real daemon."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from rq import Queue
+from rq.job import Job, JobStatus
+
+from conftest import ROOT, child_env, wait_until
+
+BODY = """
+[supervisors.alpha]
+queues = ["qa", "qb"]
+min_processes = 1
+"""
+
+
+def ctl(daemon, *args):
+    return subprocess.run([sys.executable, "-m", "horizond.ctl", "--socket", daemon.socket, *args],
+                          capture_output=True, text=True, env=child_env(), cwd=ROOT, timeout=30,
+                          stdin=subprocess.DEVNULL)
+
+
+def setup_jobs(daemon, redis):
+    daemon.wait_ready({"alpha": 2})
+    for i in range(50):
+        Queue("qa" if i % 2 else "qb", connection=redis).enqueue("testjobs.record", f"ok{i}")
+    bad = [Queue("qa", connection=redis).enqueue("testjobs.fail", f"bad{i}") for i in range(3)]
+    wait_until(lambda: redis.hlen("test:runs") == 50 and all(j.get_status(refresh=True) == JobStatus.FAILED
+                                                              for j in bad), timeout=20, what="53 jobs to end")
+    return bad
+
+
+def test_failed_list_show_retry_forget_flush(start_daemon, redis):
+    daemon = start_daemon(BODY)
+    bad = setup_jobs(daemon, redis)
+    listed = json.loads(ctl(daemon, "failed", "--json").stdout)
+    assert sorted(j["id"] for j in listed) == sorted(j.id for j in bad)
+    assert all(j["queue"] == "qa" and j["func"] == "testjobs.fail" and j["failed_at"] and
+               j["exception"].startswith("RuntimeError: failing on purpose") for j in listed)
+    assert json.loads(ctl(daemon, "failed", "--queue", "qb", "--json").stdout) == []
+    shown = ctl(daemon, "failed", "show", bad[0].id)
+    assert shown.returncode == 0 and "Traceback" in shown.stdout and "'bad0'" in shown.stdout
+
+    unknown = ctl(daemon, "retry", bad[0].id, "no-such-job")
+    assert unknown.returncode != 0 and "no-such-job" in unknown.stderr and "nothing was changed" in unknown.stderr
+    assert bad[0].get_status(refresh=True) == JobStatus.FAILED  # the known one was not retried either
+
+    assert ctl(daemon, "retry", bad[0].id).returncode == 0
+    wait_until(lambda: redis.llen("test:attempts:bad0") == 2, what="the retried job to run again")
+    assert ctl(daemon, "forget", bad[1].id).returncode == 0
+    assert not redis.exists(f"rq:job:{bad[1].id}")
+    wait_until(lambda: bad[0].get_status(refresh=True) == JobStatus.FAILED, what="the retry to fail again")
+    remaining = {j["id"] for j in json.loads(ctl(daemon, "failed", "--json").stdout)}
+    assert remaining == {bad[0].id, bad[2].id}
+    flushed = ctl(daemon, "flush")
+    assert flushed.returncode == 0 and "deleted 2" in flushed.stdout
+    assert json.loads(ctl(daemon, "failed", "--json").stdout) == []
+
+
+def test_retry_all_and_prune_by_age(start_daemon, redis):
+    daemon = start_daemon(BODY)
+    bad = setup_jobs(daemon, redis)
+    assert "deleted 0" in ctl(daemon, "prune-failed", "--hours", "1").stdout  # all younger than an hour
+    assert ctl(daemon, "retry", "all", "--queue", "qa").returncode == 0
+    wait_until(lambda: all(redis.llen(f"test:attempts:bad{i}") == 2 for i in range(3)), what="all retried")
+    wait_until(lambda: all(j.get_status(refresh=True) == JobStatus.FAILED for j in bad), what="failed again")
+    assert "deleted 3" in ctl(daemon, "prune-failed", "--hours", "0").stdout
+    assert all(not Job.exists(j.id, connection=redis) for j in bad)
+
+
+def test_clear_needs_yes_without_a_terminal(start_daemon, redis):
+    daemon = start_daemon(BODY)
+    daemon.wait_ready({"alpha": 2})
+    ctl(daemon, "pause")
+    for i in range(7):
+        Queue("qb", connection=redis).enqueue("testjobs.record", f"c{i}")
+    refused = ctl(daemon, "clear", "qb")
+    assert refused.returncode != 0 and "--yes" in refused.stderr and redis.llen("rq:queue:qb") == 7
+    cleared = ctl(daemon, "clear", "qb", "--yes")
+    assert cleared.returncode == 0 and "deleted 7" in cleared.stdout and redis.llen("rq:queue:qb") == 0
+    assert ctl(daemon, "clear", "nope", "--yes").returncode != 0
+
+
+def verdict(daemon):
+    result = ctl(daemon, "health", "--json")
+    return result.returncode, json.loads(result.stdout)
+
+
+def test_health_green_yellow_red(start_daemon, redis):
+    daemon = start_daemon(BODY + "\n[health]\nqueue_size = [100, 200]\n")
+    setup_jobs(daemon, redis)
+    code, result = verdict(daemon)
+    assert (code, result["status"]) == (0, "green"), result
+    for i in range(8):  # 11 failed jobs: past the default warning of 10
+        Queue("qa", connection=redis).enqueue("testjobs.fail", f"more{i}")
+    wait_until(lambda: verdict(daemon)[0] == 1, timeout=20, what="yellow on failed jobs")
+    ctl(daemon, "pause")
+    with redis.pipeline() as pipe:
+        for i in range(250):
+            Queue("qb", connection=redis).enqueue("testjobs.record", f"w{i}", pipeline=pipe)
+        pipe.execute()
+    code, result = verdict(daemon)
+    assert code == 2 and result["status"] == "red"
+    sizes = next(i for i in result["indicators"] if i["name"] == "queue_size")
+    assert sizes["level"] == "red" and "qb" in sizes["detail"]
+    text = ctl(daemon, "health")
+    assert text.returncode == 2 and "RED" in text.stdout and "failed_jobs" in text.stdout
+
+
+def test_health_is_red_when_no_daemon_runs(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "horizond.ctl", "--socket", str(tmp_path / "none"), "health"],
+                            capture_output=True, text=True, env=child_env(), cwd=ROOT, timeout=30)
+    assert result.returncode == 2 and "RED" in result.stdout and "not running" in result.stdout
