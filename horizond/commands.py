@@ -11,15 +11,15 @@ import time
 from typing import TYPE_CHECKING
 
 import tomli_w
-from rq.utils import utcparse
 
-from . import __version__, failed, health
+from . import __version__, failed, health, observe
 from .config import MAX_PROCESSES_CAP, redact_url, to_toml_dict
 
 if TYPE_CHECKING:
     from .master import Master
 
-READ_ONLY = frozenset({"ping", "status", "config", "supervisors", "workers", "health", "failed", "failed_show"})
+READ_ONLY = frozenset({"ping", "status", "config", "supervisors", "workers", "health", "failed", "failed_show",
+                       "stats", "queues"})
 
 
 class CommandError(Exception):
@@ -35,6 +35,7 @@ class Commands:
             "restart": self.restart, "reload": self.reload, "terminate": self.terminate,
             "health": self.health, "failed": self.failed, "failed_show": self.failed_show, "retry": self.retry,
             "forget": self.forget, "flush": self.flush, "prune_failed": self.prune_failed, "clear": self.clear,
+            "stats": self.stats, "queues": self.queues,
         }
 
     def handle(self, request: dict, peer: dict) -> dict:
@@ -153,6 +154,46 @@ class Commands:
         self.master.stop(force=False, reason="horizonctl terminate")
         return {"pid": self.master.pid}
 
+    # --- metrics ------------------------------------------------------------------------
+
+    def queues(self) -> list[dict]:
+        master = self.master
+        rows = master.metrics.queue_rows(time.time(), master.observer.pending, _processes_per_queue(master))
+        waits = master.observer.estimated_waits(master)
+        for row in rows:
+            row["estimated_wait"] = waits.get(row["queue"])
+            row["oldest_job_age"] = master.observer.ages.get(row["queue"])
+        return rows
+
+    def stats(self) -> dict:
+        master = self.master
+        queues = self.queues()
+        return {"jobs_per_minute": sum(r["jobs_per_minute"] for r in queues),
+                "failed_last_hour": sum(r["failed_last_hour"] for r in queues),
+                "processed": sum(r["processed"] for r in queues), "failed": sum(r["failed"] for r in queues),
+                "processes": sum(len(s.live()) for s in master.supervisors.values()),
+                "queues": queues, "jobs": master.metrics.job_rows(time.time())}
+
+    def metrics_view(self) -> dict:
+        """What /metrics shows, read from the master's own state (no Redis round trip)."""
+        master = self.master
+        workers: dict[tuple[str, str], int] = {}
+        memory: dict[str, int] = {}
+        for sup in master.supervisors.values():
+            for proc in sup.processes():
+                state = "stopping" if proc.stop_sent else proc.state
+                workers[(sup.name, state)] = workers.get((sup.name, state), 0) + 1
+                memory[sup.name] = memory.get(sup.name, 0) + proc.rss
+        return {"queues": master.metrics.queues, "supervisor_of": master.metrics.supervisor_of,
+                "pending": master.observer.pending, "workers": workers, "memory": memory,
+                "long_waits": master.metrics.long_waits}
+
+    def healthz(self) -> tuple[int, str]:
+        import json
+
+        result = self.health()
+        return (503 if result["status"] == health.RED else 200), json.dumps(result)
+
     # --- failed jobs and health ---------------------------------------------------------
 
     def failed(self, queue: str | None = None, limit: int = 50) -> list[dict]:
@@ -187,7 +228,7 @@ class Commands:
         queues = master.queues()
         try:
             failed_count = failed.count(master.redis, queues)
-            sizes, ages = _queue_depths(master.redis, queues)
+            sizes, ages = observe.queue_depths(master.redis, queues)
         except Exception as exc:
             checks = [health.Indicator("redis", None, health.RED, f"unreachable: {type(exc).__name__}: {exc}")]
             return _verdict(checks)
@@ -222,26 +263,6 @@ def _verdict(checks: list) -> dict:
             "indicators": [{"name": c.name, "level": c.level, "value": c.value, "detail": c.detail} for c in checks]}
 
 
-def _queue_depths(redis, queues) -> tuple[dict[str, int], dict[str, float]]:
-    """Pending jobs per queue, and the age of the oldest pending job per queue."""
-    with redis.pipeline(transaction=False) as pipe:
-        for q in queues:
-            pipe.llen(f"rq:queue:{q}")
-            pipe.lindex(f"rq:queue:{q}", 0)
-        raw = pipe.execute()
-    sizes = dict(zip(queues, raw[0::2], strict=True))
-    heads = {q: h.decode() for q, h in zip(queues, raw[1::2], strict=True) if h}
-    with redis.pipeline(transaction=False) as pipe:
-        for job_id in heads.values():
-            pipe.hget(f"rq:job:{job_id}", "enqueued_at")
-        stamps = pipe.execute()
-    ages = {}
-    for q, stamp in zip(heads, stamps, strict=True):
-        if stamp:
-            ages[q] = max(0.0, time.time() - utcparse(stamp.decode()).timestamp())
-    return sizes, ages
-
-
 def _ids(ids) -> list[str]:
     if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
         raise CommandError("expected a list of job ids")
@@ -252,3 +273,12 @@ def _positive(value, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise CommandError(f"--{name} must be a whole number >= 1, got {value!r}")
     return value
+
+
+def _processes_per_queue(master) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for sup in master.supervisors.values():
+        for pool in sup.pools.values():
+            for q in pool.queues:
+                counts[q] = counts.get(q, 0) + len(pool.live())
+    return counts

@@ -60,6 +60,10 @@ class Config:
     # [health] thresholds, defaults merged in: ((name, (warning, critical)), ...)
     health: tuple[tuple[str, tuple[float, float]], ...] = field(
         default_factory=lambda: tuple(sorted(_default_health().items())))
+    metrics_listen: str | None = None  # "HOST:PORT" for /metrics and /healthz; None = off
+    notify_command: tuple[str, ...] = ()  # run on a long wait (argv, no shell), details as JSON on stdin
+    webhook_url: str | None = None  # POSTed the same JSON on a long wait
+    waits: tuple[tuple[str, int], ...] = ()  # [waits]: queue or pattern -> seconds (0 = never)
     control_group: str | None = None  # full control for its members
     control_readers: str | None = None  # read-only commands for its members
     source: str = "<embedded default>"
@@ -67,6 +71,16 @@ class Config:
 
     def supervisor(self, name: str) -> SupervisorConfig | None:
         return next((s for s in self.supervisors if s.name == name), None)
+
+    def wait_threshold(self, queue: str) -> int:
+        """Seconds of estimated wait that count as long for this queue: exact name, then
+        the first matching pattern, then "*", else 60 (Horizon's default). 0 = never."""
+        import fnmatch
+
+        waits = dict(self.waits)
+        if queue in waits:
+            return waits[queue]
+        return next((v for k, v in self.waits if fnmatch.fnmatchcase(queue, k)), 60)
 
     def health_thresholds(self) -> dict[str, tuple[float, float]]:
         return {**_default_health(), **dict(self.health)}
@@ -130,6 +144,9 @@ _TABLES: dict[str, set[str]] = {
     "app": {"paths", "preload"},
     "master": {"shutdown_grace", "memory_limit", "hard_timeout_grace"},
     "health": {"failed_jobs", "queue_size", "oldest_job_age", "worker_memory"},
+    "metrics": {"listen"},
+    "notify": {"command", "webhook_url"},
+    "waits": set(),  # queue names or patterns -> seconds
     "defaults": _SUPERVISOR_KEYS,
     "supervisors": set(),  # names are free-form
 }
@@ -332,7 +349,7 @@ def build(data: Mapping[str, Any], source: str, env: Env = Env()) -> Config:
     check.unknown_keys("", data, set(_TABLES))
     tables = {name: check.table("", data, name) for name in _TABLES}
     for name, allowed in _TABLES.items():
-        if name != "supervisors":
+        if name not in ("supervisors", "waits"):
             check.unknown_keys(name, tables[name], allowed)
 
     redis_url = env.redis_url or check.get("redis", tables["redis"], "url", "str", DEFAULT_REDIS_URL)
@@ -366,6 +383,20 @@ def build(data: Mapping[str, Any], source: str, env: Env = Env()) -> Config:
         else:
             health.append((key, (float(pair[0]), float(pair[1]))))
 
+    metrics_listen = check.get("metrics", tables["metrics"], "listen", "str", None)
+    if metrics_listen is not None and not re.fullmatch(r"[\w.\-\[\]:]*:\d{1,5}", metrics_listen):
+        check.add("metrics", "listen", f'expected "HOST:PORT" like "127.0.0.1:9750", got {metrics_listen!r}')
+    notify_command = check.get("notify", tables["notify"], "command", "strs", ())
+    webhook_url = check.get("notify", tables["notify"], "webhook_url", "str", None)
+    if webhook_url is not None and not webhook_url.startswith(("http://", "https://")):
+        check.add("notify", "webhook_url", f"expected an http:// or https:// URL, got {webhook_url!r}")
+    waits = []
+    for key, value in tables["waits"].items():
+        if _int(value) is _BAD or value < 0:
+            check.add("waits", key, f"expected seconds (an integer >= 0; 0 = never), got {value!r}")
+        else:
+            waits.append((key, value))
+
     supervisors = []
     for name, raw in tables["supervisors"].items():
         if not isinstance(raw, dict):
@@ -390,6 +421,10 @@ def build(data: Mapping[str, Any], source: str, env: Env = Env()) -> Config:
         hard_timeout_grace=hard_grace,
         memory_limit=memory_limit,
         health=tuple(sorted({**_default_health(), **dict(health)}.items())),
+        metrics_listen=metrics_listen,
+        notify_command=notify_command,
+        webhook_url=webhook_url,
+        waits=tuple(waits),
         control_group=control_group,
         control_readers=control_readers,
         source=source,
@@ -438,6 +473,10 @@ def to_toml_dict(config: Config) -> dict[str, Any]:
         "master": {"shutdown_grace": config.shutdown_grace, "hard_timeout_grace": config.hard_timeout_grace,
                    "memory_limit": config.memory_limit},
         "health": {name: list(pair) for name, pair in config.health_thresholds().items()},
+        "metrics": {"listen": config.metrics_listen} if config.metrics_listen else {},
+        "notify": {k: v for k, v in (("command", list(config.notify_command)),
+                                     ("webhook_url", config.webhook_url)) if v},
+        "waits": dict(config.waits),
         "supervisors": sups,
     }
 

@@ -184,6 +184,37 @@ def cmd_terminate(path, args) -> int:
     return 0
 
 
+def _seconds(value) -> str:
+    if value is None:
+        return "-"
+    if value == float("inf"):
+        return "never"
+    return f"{value:.2f}s" if value < 10 else f"{value:.0f}s"
+
+
+def cmd_stats(path, args) -> int:
+    result = call(path, "stats" if args.command == "stats" else "queues")
+    if args.json:
+        print(json.dumps(result, indent=2, default=str))
+        return 0
+    rows = result["queues"] if args.command == "stats" else result
+    if args.command == "stats":
+        print(f"jobs/min {result['jobs_per_minute']}  failed (last hour) {result['failed_last_hour']}  "
+              f"processed {result['processed']}  failed {result['failed']}  processes {result['processes']}")
+    print(f"{'QUEUE':<24} {'PENDING':>7} {'PROCS':>5} {'JOBS/MIN':>8} {'FAILED/H':>8} {'RUNTIME':>8} "
+          f"{'WAIT':>7} {'EST WAIT':>8} {'CLEAR IN':>8}")
+    for r in rows:
+        print(f"{r['queue']:<24} {r['pending']:>7} {r['processes']:>5} {r['jobs_per_minute']:>8} "
+              f"{r['failed_last_hour']:>8} {_seconds(r['recent_runtime']):>8} {_seconds(r['wait']):>7} "
+              f"{_seconds(r['estimated_wait']):>8} {_seconds(r['time_to_clear']):>8}")
+    if args.command == "stats" and result["jobs"]:
+        print(f"\n{'QUEUE':<24} {'FUNCTION':<40} {'DONE':>7} {'FAILED':>7} {'RUNTIME':>8}")
+        for j in result["jobs"]:
+            print(f"{j['queue']:<24} {str(j['func'])[:40]:<40} {j['processed']:>7} {j['failed']:>7} "
+                  f"{_seconds(j['runtime']):>8}")
+    return 0
+
+
 def cmd_health(path, args) -> int:
     try:
         result = call(path, "health")
@@ -297,6 +328,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("reload", cmd_reload, "re-read the config file (like SIGHUP) and say what changed")
     terminate = add("terminate", cmd_terminate, "graceful shutdown")
     terminate.add_argument("--wait", action="store_true", help="return once the daemon is gone")
+    add("stats", cmd_stats, "throughput, failures, runtimes and waits per queue and job function", json_flag=True)
+    add("queues", cmd_stats, "per queue: pending, processes, jobs/min, waits, time to clear", json_flag=True)
     add("health", cmd_health, "health verdict; exit 0 green, 1 yellow, 2 red", json_flag=True)
     failed = add("failed", cmd_failed, "failed jobs, newest first; 'failed show ID' for one", json_flag=True)
     failed.add_argument("rest", nargs="*", metavar="show ID")

@@ -23,8 +23,11 @@ from . import reexec, restarts
 from .commands import Commands
 from .config import Config, ConfigError, SupervisorConfig
 from .control import ControlServer, SocketError
+from .exporter import MetricsServer
 from .guard import Guard
+from .metrics import Metrics
 from .notify import Notifier
+from .observe import Observer
 from .process import WorkerProcess, spawn
 from .scaling import Scaler
 from .supervisor import Slot, Supervisor, describe_exit
@@ -61,9 +64,14 @@ class Master:
         self.paused = False  # `horizonctl pause` without a name: new supervisors start paused too
         self.redis = Redis.from_url(config.redis_url, socket_timeout=2, socket_connect_timeout=2)
         self.notifier = Notifier.from_environ()
+        self._commands = Commands(self)
         self.guard = Guard()
         self.scaler = Scaler()
-        self.control = ControlServer(config.socket_path, self.selector, Commands(self).handle,
+        self.metrics = Metrics()
+        self.observer = Observer()
+        self.exporter = MetricsServer(config.metrics_listen, self.selector, self._commands.metrics_view,
+                                      self._commands.healthz) if config.metrics_listen else None
+        self.control = ControlServer(config.socket_path, self.selector, self._commands.handle,
                                      config.control_group, config.control_readers)
         self._wakeup: tuple[int, int] | None = None
         self._ready_sent = False
@@ -104,6 +112,13 @@ class Master:
         for sig in HANDLED_SIGNALS:
             signal.signal(sig, self._record_signal)
         self.control.open()
+        if self.exporter:
+            try:
+                self.exporter.open()
+            except OSError as exc:
+                self.control.close()
+                raise SocketError(f"[metrics] listen = {self.config.metrics_listen!r}: cannot listen: "
+                                  f"{exc.strerror or exc}") from None
         self.guard.recover_at_startup(self.redis, self.config)
         carried = reexec.take_state()
         self.paused = bool(carried.get("paused_all"))
@@ -121,6 +136,8 @@ class Master:
 
     def _teardown(self) -> None:
         self.control.close()
+        if self.exporter:
+            self.exporter.close()
         signal.set_wakeup_fd(-1)
         if self._wakeup:
             self.selector.unregister(self._wakeup[0])
@@ -179,6 +196,9 @@ class Master:
         self._enforce_stop_deadlines(now)  # shutdown, and retirements (reload, restart, scale down)
         self._check_memory(now)
         self.control.expire(now)
+        if self.exporter:
+            self.exporter.expire(now)
+        self.observer.step(self, now)
         self._notify(now)
 
     def _notify(self, now: float) -> None:
@@ -286,7 +306,8 @@ class Master:
         for message in proc.reader.read():
             finished = proc.apply(message, now)
             if finished:
-                self.scaler.job_finished(*finished)
+                self.scaler.job_finished(finished["queue"], finished["runtime"])
+                self.metrics.record(supervisor=proc.spec.supervisor.name, now=time.time(), **finished)
         if proc.reader.closed:
             self._close_channel(proc)
 

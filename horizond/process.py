@@ -36,8 +36,8 @@ class WorkerProcess:
     kill_cause: str | None = None  # why the master killed it, for the job's failure record
     horse_pid: int | None = None  # fork-per-job workers: the child running the current job
 
-    def apply(self, message: dict, now: float) -> tuple[str, float] | None:
-        """Take in a state report; returns (queue, seconds) when it ends a job."""
+    def apply(self, message: dict, now: float) -> dict | None:
+        """Take in a state report; returns the finished job's facts when it ends one."""
         state = message.get("s")
         finished = None
         if "name" in message:
@@ -57,7 +57,9 @@ class WorkerProcess:
             if self.state == "busy":
                 self.jobs_done += 1
                 if self.job_queue and self.job_started is not None:
-                    finished = (self.job_queue, now - self.job_started)
+                    finished = {"queue": self.job_queue, "func": message.get("func"), "ok": message.get("ok", True),
+                                "wait": message.get("wait"),
+                                "runtime": message.get("runtime", now - self.job_started)}
             self.state = "idle"
             self.job_id = self.job_queue = self.job_started_wall = self.job_started = self.job_timeout = None
             self.horse_pid = None

@@ -59,7 +59,7 @@ class HorizonWorkerMixin:
         result = super().execute_job(job, queue)
         self.horizon_jobs_done += 1
         rss = self._horizon_rss()
-        self.horizon_reporter.send(s="idle", rss=rss)
+        self.horizon_reporter.send(s="idle", rss=rss, **_outcome(job, forked=bool(getattr(self, "_horse_pid", 0))))
         self._horizon_check_memory(rss)
         return result
 
@@ -116,6 +116,20 @@ class HorizonWorkerMixin:
             )
             self.horizon_exit_reason = "memory"
             self._stop_requested = True
+
+
+def _outcome(job: Job, forked: bool) -> dict:
+    """What the master's metrics need of a finished job, from what the worker already knows.
+
+    A fork-per-job worker's copy of the job never saw the horse's result: one read.
+    """
+    status = job.get_status(refresh=True) if forked else job.get_status(refresh=False)
+    report = {"func": job.func_name, "ok": status == "finished"}
+    if job.started_at and job.enqueued_at:
+        report["wait"] = max(0.0, (job.started_at - job.enqueued_at).total_seconds())
+    if job.started_at and job.ended_at and not forked:
+        report["runtime"] = max(0.0, (job.ended_at - job.started_at).total_seconds())
+    return report
 
 
 def import_dotted(path: str):

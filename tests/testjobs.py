@@ -94,3 +94,8 @@ def exit_zero(tag):
     """A job that ends its own process without an error code."""
     _redis().hincrby("test:attempts_exit", tag, 1)
     os._exit(0)
+
+
+def pace(seconds, tag="pace"):
+    time.sleep(seconds)
+    _redis().hincrby("test:runs", tag, 1)

@@ -1,0 +1,153 @@
+"""Prometheus /metrics and /healthz, served from the master loop's selector.
+
+No thread: the collector reads the master's state in the loop that owns it,
+so a scrape never races a worker report, and nothing extra lives across fork().
+Requests are tiny and bounded (8 KiB, 5 s, 16 at once); anything else gets 404.
+"""
+
+from __future__ import annotations
+
+import logging
+import selectors
+import socket
+import time
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+
+from .metrics import BUCKETS
+
+log = logging.getLogger("horizond.exporter")
+
+MAX_REQUEST = 8192
+CLIENT_TIMEOUT = 5.0
+MAX_CLIENTS = 16
+
+
+class _Collector:
+    def __init__(self, view: Callable[[], dict]):
+        self.view = view
+
+    def collect(self):
+        v = self.view()
+        processed = CounterMetricFamily("horizon_jobs_processed", "Jobs run to an end", labels=["queue", "supervisor"])
+        failed = CounterMetricFamily("horizon_jobs_failed", "Job runs that failed", labels=["queue", "supervisor"])
+        duration = HistogramMetricFamily("horizon_job_duration_seconds", "Job runtime", labels=["queue"])
+        wait = GaugeMetricFamily("horizon_queue_wait_seconds", "Recent wait from enqueue to start", labels=["queue"])
+        for queue, tally in v["queues"].items():
+            sup = v["supervisor_of"].get(queue, "")
+            processed.add_metric([queue, sup], tally.processed)
+            failed.add_metric([queue, sup], tally.failed)
+            buckets = [(str(edge), count) for edge, count in zip(BUCKETS, tally.buckets, strict=True)]
+            duration.add_metric([queue], buckets + [("+Inf", tally.runtime_count)], tally.runtime_sum)
+            if tally.recent_wait is not None:
+                wait.add_metric([queue], tally.recent_wait)
+        size = GaugeMetricFamily("horizon_queue_size", "Jobs waiting", labels=["queue"])
+        for queue, pending in v["pending"].items():
+            size.add_metric([queue], pending)
+        workers = GaugeMetricFamily("horizon_worker_count", "Worker processes", labels=["supervisor", "state"])
+        for (sup, state), n in v["workers"].items():
+            workers.add_metric([sup, state], n)
+        memory = GaugeMetricFamily("horizon_memory_usage_bytes", "RSS of a supervisor's workers",
+                                   labels=["supervisor"])
+        for sup, rss in v["memory"].items():
+            memory.add_metric([sup], rss)
+        waits = CounterMetricFamily("horizon_long_waits", "Long-wait notifications", labels=["queue"])
+        for queue, n in v["long_waits"].items():
+            waits.add_metric([queue], n)
+        yield from (processed, failed, duration, wait, size, workers, memory, waits)
+
+
+class MetricsServer:
+    def __init__(self, listen: str, selector: selectors.BaseSelector, view: Callable[[], dict],
+                 healthz: Callable[[], tuple[int, str]]):
+        host, _, port = listen.rpartition(":")
+        self.address = (host.strip("[]") or "127.0.0.1", int(port))
+        self.selector = selector
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(_Collector(view))
+        self.healthz = healthz
+        self.sock: socket.socket | None = None
+        self._clients: dict[socket.socket, tuple[float, bytearray]] = {}
+
+    def open(self) -> None:
+        family = socket.AF_INET6 if ":" in self.address[0] else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(self.address)
+        sock.listen(16)
+        sock.setblocking(False)
+        self.sock = sock
+        self.selector.register(sock, selectors.EVENT_READ, self._accept)
+
+    def close(self) -> None:
+        for conn in list(self._clients):
+            self._drop(conn)
+        if self.sock is not None:
+            self.selector.unregister(self.sock)
+            self.sock.close()
+            self.sock = None
+
+    def expire(self, now: float) -> None:
+        for conn, (since, _) in list(self._clients.items()):
+            if now - since > CLIENT_TIMEOUT:
+                self._drop(conn)
+
+    def _accept(self) -> None:
+        try:
+            conn, _ = self.sock.accept()
+        except OSError:
+            return
+        if len(self._clients) >= MAX_CLIENTS:
+            conn.close()
+            return
+        conn.setblocking(False)
+        self._clients[conn] = (time.monotonic(), bytearray())
+        self.selector.register(conn, selectors.EVENT_READ, lambda: self._read(conn))
+
+    def _read(self, conn: socket.socket) -> None:
+        _, buffer = self._clients[conn]
+        try:
+            chunk = conn.recv(4096)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            chunk = b""
+        buffer += chunk
+        if b"\r\n\r\n" not in buffer and b"\n\n" not in buffer:
+            if chunk and len(buffer) < MAX_REQUEST:
+                return
+            self._drop(conn)
+            return
+        self._drop(conn, close=False)
+        parts = bytes(buffer).split(b" ", 2)
+        method, path = (parts[0], parts[1].split(b"?")[0]) if len(parts) == 3 else (b"", b"")
+        if method != b"GET":
+            status, body, kind = 405, b"method not allowed\n", "text/plain"
+        elif path == b"/metrics":
+            status, body, kind = 200, generate_latest(self.registry), "text/plain; version=0.0.4; charset=utf-8"
+        elif path == b"/healthz":
+            status, text = self.healthz()
+            body, kind = text.encode(), "application/json"
+        else:
+            status, body, kind = 404, b"not found: try /metrics or /healthz\n", "text/plain"
+        reason = {200: "OK", 503: "Service Unavailable", 404: "Not Found", 405: "Method Not Allowed"}[status]
+        head = f"HTTP/1.0 {status} {reason}\r\nContent-Type: {kind}\r\nContent-Length: {len(body)}\r\n" \
+               "Connection: close\r\n\r\n"
+        try:
+            conn.setblocking(True)
+            conn.settimeout(2.0)
+            conn.sendall(head.encode() + body)
+        except OSError:
+            pass
+        conn.close()
+
+    def _drop(self, conn: socket.socket, close: bool = True) -> None:
+        self._clients.pop(conn, None)
+        try:
+            self.selector.unregister(conn)
+        except (KeyError, ValueError):
+            pass
+        if close:
+            conn.close()

@@ -1,0 +1,131 @@
+"""Observer: samples the queues every few seconds for status, metrics and long waits.
+
+Queue lengths and the age of each queue's oldest job are read in one pipelined
+round trip per sample; everything that shows them (Prometheus, `stats`, health,
+long-wait detection) reads the sample instead of asking Redis again.
+
+A queue's estimated wait is the larger of how long its oldest job has waited
+and pending x runtime / working processes. Over its [waits] threshold it is
+logged, counted, and reported to [notify] command / webhook_url, once per queue
+per five minutes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import threading
+import time
+import urllib.request
+
+from redis import Redis
+from rq.utils import utcparse
+
+log = logging.getLogger("horizond.observe")
+
+SAMPLE_EVERY = 2.0
+DEDUPE = 300.0
+
+
+def queue_depths(redis: Redis, queues) -> tuple[dict[str, int], dict[str, float]]:
+    """Pending jobs per queue, and the age in seconds of each queue's oldest pending job."""
+    queues = list(queues)
+    with redis.pipeline(transaction=False) as pipe:
+        for q in queues:
+            pipe.llen(f"rq:queue:{q}")
+            pipe.lindex(f"rq:queue:{q}", 0)
+        raw = pipe.execute()
+    sizes = dict(zip(queues, raw[0::2], strict=True))
+    heads = {q: h.decode() for q, h in zip(queues, raw[1::2], strict=True) if h}
+    with redis.pipeline(transaction=False) as pipe:
+        for job_id in heads.values():
+            pipe.hget(f"rq:job:{job_id}", "enqueued_at")
+        stamps = pipe.execute()
+    now = time.time()
+    ages = {q: max(0.0, now - utcparse(s.decode()).timestamp()) for q, s in zip(heads, stamps, strict=True) if s}
+    return sizes, ages
+
+
+class Observer:
+    def __init__(self):
+        self.pending: dict[str, int] = {}
+        self.ages: dict[str, float] = {}
+        self.sampled_at = -SAMPLE_EVERY
+        self._notified: dict[str, float] = {}
+
+    def step(self, master, now: float) -> None:
+        if now - self.sampled_at < SAMPLE_EVERY:
+            return
+        self.sampled_at = now
+        try:
+            self.pending, self.ages = queue_depths(master.redis, master.queues())
+        except Exception:
+            return  # Redis away: status and health say so on their own
+        for queue, wait, threshold in self.long_waits(master, now):
+            master.metrics.long_wait(queue)
+            event = {"event": "long_wait", "queue": queue, "wait_seconds": round(wait, 1),
+                     "threshold_seconds": threshold, "pending": self.pending.get(queue, 0),
+                     "supervisor": master.metrics.supervisor_of.get(queue, _owner(master, queue)),
+                     "host": os.uname().nodename, "time": time.time()}
+            log.warning("long wait on a queue", extra=dict(event, event="long_wait", message_queue=queue))
+            notify(event, master.config.notify_command, master.config.webhook_url)
+
+    def working(self, master) -> dict[str, int]:
+        """Processes taking jobs per queue now (paused ones do not count)."""
+        counts: dict[str, int] = {}
+        for sup in master.supervisors.values():
+            for pool in sup.pools.values():
+                active = 0 if sup.paused else len(pool.live())
+                for q in pool.queues:
+                    counts[q] = counts.get(q, 0) + active
+        return counts
+
+    def estimated_waits(self, master) -> dict[str, float]:
+        working = self.working(master)
+        waits = {}
+        for queue, pending in self.pending.items():
+            runtime = master.metrics.runtime(queue) or 0.0
+            workers = working.get(queue, 0)
+            backlog = pending * runtime / workers if workers else (float("inf") if pending and runtime else 0.0)
+            waits[queue] = max(self.ages.get(queue, 0.0), backlog)
+        return waits
+
+    def long_waits(self, master, now: float) -> list[tuple[str, float, int]]:
+        out = []
+        for queue, wait in self.estimated_waits(master).items():
+            threshold = master.config.wait_threshold(queue)
+            if threshold and wait > threshold and now - self._notified.get(queue, -DEDUPE) >= DEDUPE:
+                self._notified[queue] = now
+                out.append((queue, wait if wait != float("inf") else 1e9, threshold))
+        return out
+
+
+def _owner(master, queue: str) -> str:
+    return next((s.name for s in master.supervisors.values() for p in s.pools.values() if queue in p.queues), "")
+
+
+def notify(event: dict, command: tuple[str, ...], webhook: str | None) -> None:
+    """Hand the event to the operator's command and/or webhook, never blocking the loop."""
+    payload = json.dumps(event).encode()
+    if command:
+        env = dict(os.environ, HORIZOND_EVENT=event["event"], HORIZOND_QUEUE=event["queue"],
+                   HORIZOND_WAIT=str(event["wait_seconds"]), HORIZOND_THRESHOLD=str(event["threshold_seconds"]))
+        try:
+            proc = subprocess.Popen(list(command), stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.DEVNULL, env=env, start_new_session=True)
+            proc.stdin.write(payload)
+            proc.stdin.close()
+        except OSError as exc:
+            log.error("notify command failed", extra={"event": "notify_failed", "error": str(exc)})
+    if webhook:
+        threading.Thread(target=_post, args=(webhook, payload), daemon=True).start()
+
+
+def _post(url: str, payload: bytes) -> None:
+    request = urllib.request.Request(url, data=payload, headers={"Content-Type": "application/json"})
+    try:
+        urllib.request.urlopen(request, timeout=5).close()
+    except Exception as exc:
+        log.error("notify webhook failed", extra={"event": "notify_failed", "url": url, "error": str(exc)})

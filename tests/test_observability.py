@@ -1,0 +1,159 @@
+"""Metrics, Prometheus, long waits: what operators see, through the real daemon."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import threading
+import urllib.error
+import urllib.request
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+from rq import Queue
+from rq.job import JobStatus
+
+from conftest import ROOT, child_env, free_port, wait_until
+
+
+def ctl(daemon, *args):
+    return subprocess.run([sys.executable, "-m", "horizond.ctl", "--socket", daemon.socket, *args],
+                          capture_output=True, text=True, env=child_env(), cwd=ROOT, timeout=30)
+
+
+def scrape(port, path="/metrics"):
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def sample(text, name, **labels):
+    for line in text.splitlines():
+        if line.startswith(name + "{") or line.startswith(name + " "):
+            if all(f'{k}="{v}"' in line for k, v in labels.items()):
+                return float(line.rsplit(" ", 1)[1])
+    return None
+
+
+def test_metrics_stats_and_healthz_after_good_and_failing_jobs(start_daemon, redis):
+    port = free_port()
+    daemon = start_daemon(f"""
+    [metrics]
+    listen = "127.0.0.1:{port}"
+
+    [supervisors.alpha]
+    queues = ["qa"]
+    min_processes = 2
+    """)
+    daemon.wait_ready({"alpha": 2})
+    queue = Queue("qa", connection=redis)
+    for i in range(50):
+        queue.enqueue("testjobs.record", f"ok{i}")
+    bad = [queue.enqueue("testjobs.fail", f"bad{i}") for i in range(3)]
+    wait_until(lambda: redis.hlen("test:runs") == 50 and all(j.get_status(refresh=True) == JobStatus.FAILED
+                                                              for j in bad), timeout=20, what="53 jobs")
+    def counted():
+        status, text = scrape(port)
+        return status == 200 and (sample(text, "horizon_jobs_processed_total", queue="qa") or 0) >= 53 and text
+    text = wait_until(counted, what="the counters to catch up")
+    assert sample(text, "horizon_jobs_failed_total", queue="qa", supervisor="alpha") == 3
+    assert sample(text, "horizon_worker_count", supervisor="alpha", state="idle") == 2
+    assert sample(text, "horizon_job_duration_seconds_count", queue="qa") >= 53
+    assert sample(text, "horizon_queue_size", queue="qa") == 0
+    assert sample(text, "horizon_memory_usage_bytes", supervisor="alpha") > 0
+    status, body = scrape(port, "/healthz")
+    assert status == 200 and json.loads(body)["status"] == "green"
+    assert scrape(port, "/nope")[0] == 404
+
+    stats = json.loads(ctl(daemon, "stats", "--json").stdout)
+    assert stats["processed"] >= 53 and stats["failed"] == 3
+    row = next(r for r in stats["queues"] if r["queue"] == "qa")
+    assert row["failed_last_hour"] == 3 and row["runtime"] is not None
+    funcs = {j["func"]: j for j in stats["jobs"]}
+    assert funcs["testjobs.record"]["processed"] == 50 and funcs["testjobs.fail"]["failed"] == 3
+    table = ctl(daemon, "queues")
+    assert table.returncode == 0 and "qa" in table.stdout
+
+    # worker restarts do not reset the counters: they live in the master
+    ctl(daemon, "restart")
+    wait_until(lambda: ctl(daemon, "supervisors", "--json").stdout.count('"retiring": 0'), what="the restart")
+    assert sample(scrape(port)[1], "horizon_jobs_processed_total", queue="qa") >= 53
+    # red health -> 503
+    for i in range(50):
+        queue.enqueue("testjobs.fail", f"more{i}")
+    wait_until(lambda: scrape(port, "/healthz")[0] == 503, timeout=30, what="healthz to turn red")
+
+
+class Receiver(BaseHTTPRequestHandler):
+    got: list = []
+
+    def do_POST(self):  # noqa: N802
+        Receiver.got.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+def test_a_long_wait_notifies_once_by_command_and_webhook(start_daemon, redis, tmp_path):
+    server = HTTPServer(("127.0.0.1", 0), Receiver)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    Receiver.got = []
+    out = tmp_path / "notified"
+    script = tmp_path / "notify.sh"
+    script.write_text(f'#!/bin/sh\n{{ cat; echo " $HORIZOND_QUEUE $HORIZOND_THRESHOLD"; }} >> {out}\n')
+    script.chmod(0o755)
+    daemon = start_daemon(f"""
+    [waits]
+    qa = 1
+
+    [notify]
+    command = ["{script}"]
+    webhook_url = "http://127.0.0.1:{server.server_port}/hook"
+
+    [supervisors.alpha]
+    queues = ["qa"]
+    """)
+    daemon.wait_ready({"alpha": 1})
+    try:
+        ctl(daemon, "pause")
+        Queue("qa", connection=redis).enqueue("testjobs.record", "waiting")
+        wait_until(lambda: out.exists() and out.read_text().strip(), timeout=15, what="the command to run")
+        wait_until(lambda: Receiver.got, timeout=10, what="the webhook")
+        event = Receiver.got[0]
+        assert event["event"] == "long_wait" and event["queue"] == "qa" and event["threshold_seconds"] == 1
+        assert event["wait_seconds"] > 1 and event["pending"] == 1
+        first = out.read_text()
+        assert '"queue": "qa"' in first and first.strip().endswith("qa 1")
+        # still waiting for several more samples: no second notification (5 minutes de-duplication)
+        wait_until(lambda: (r := json.loads(ctl(daemon, "queues", "--json").stdout)) and r[0]["oldest_job_age"] > 6,
+                   timeout=15, what="the wait to go on")
+        assert out.read_text() == first and len(Receiver.got) == 1
+        events = [e for e in daemon.log_events() if e.get("event") == "long_wait"]
+        assert len(events) == 1
+        assert json.loads(ctl(daemon, "queues", "--json").stdout)[0]["long_waits"] == 1
+    finally:
+        server.shutdown()
+
+
+def test_metrics_listen_that_cannot_bind_refuses_to_start(tmp_path, redis_url, start_daemon):
+    blocker = socket.socket()
+    blocker.bind(("127.0.0.1", 0))
+    blocker.listen()
+    port = blocker.getsockname()[1]
+    try:
+        daemon = start_daemon(f"""
+        [metrics]
+        listen = "127.0.0.1:{port}"
+
+        [supervisors.alpha]
+        queues = ["qa"]
+        """)
+        assert daemon.wait_exit(20) == 1
+        assert "[metrics] listen" in daemon.log_path.read_text()
+    finally:
+        blocker.close()
