@@ -6,9 +6,10 @@ import argparse
 import logging
 import os
 import sys
+from dataclasses import replace
 
 from . import __version__, logs
-from .config import Config, ConfigError, Env, embedded_default, parse
+from .config import Config, ConfigError, ConfigIssue, Env, embedded_default, parse
 
 SYSTEM_CONFIG = "/etc/horizond/horizond.toml"
 log = logging.getLogger("horizond")
@@ -38,15 +39,29 @@ def load(explicit: str | None, environ=os.environ) -> Config:
     path, required = config_path(explicit, environ)
     env = env_from(environ)
     if not os.path.exists(path) and not required:
-        return embedded_default(env)
+        return replace(embedded_default(env), redis_password=environ.get("REDIS_PASSWORD") or None)
     with open(path, encoding="utf-8") as handle:
         text = handle.read()
     config = parse(text, path, env)
     base = os.path.dirname(os.path.abspath(path))
     paths = tuple(p if os.path.isabs(p) else os.path.normpath(os.path.join(base, p)) for p in config.app_paths)
-    from dataclasses import replace
+    return replace(config, app_paths=paths, redis_password=redis_password(config, environ))
 
-    return replace(config, app_paths=paths)
+
+def redis_password(config: Config, environ) -> str | None:
+    """$REDIS_PASSWORD wins; else [redis] password_file (e.g. a systemd credential)."""
+    if environ.get("REDIS_PASSWORD"):
+        return environ["REDIS_PASSWORD"]
+    path = dict(config.redis_files).get("password_file")
+    if not path:
+        return None
+    path = path.replace("$CREDENTIALS_DIRECTORY", environ.get("CREDENTIALS_DIRECTORY", "$CREDENTIALS_DIRECTORY"))
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return handle.read().strip()
+    except OSError as exc:
+        raise ConfigError([ConfigIssue(config.source, "redis", "password_file",
+                                       f"cannot read {path}: {exc.strerror}")]) from None
 
 
 def summary(config: Config) -> str:
@@ -93,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
                     extra={"event": "embedded_config", "looked_for": SYSTEM_CONFIG})
     from .control import SocketError
     from .master import Master
+    from .redischeck import RedisSetupError
 
     try:
         master = Master(config, lambda: load(args.config), level, environ=dict(os.environ))
@@ -100,6 +116,9 @@ def main(argv: list[str] | None = None) -> int:
     except SocketError as exc:
         log.error(str(exc), extra={"event": "control_socket_failed"})
         return 1
+    except RedisSetupError as exc:
+        log.error(str(exc), extra={"event": "redis_setup_failed"})
+        return 2
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import tomli_w
 
-from . import __version__, failed, health, observe
+from . import __version__, failed, health, observe, redischeck
 from .config import MAX_PROCESSES_CAP, redact_url, to_toml_dict
 
 if TYPE_CHECKING:
@@ -229,13 +229,18 @@ class Commands:
         try:
             failed_count = failed.count(master.redis, queues)
             sizes, ages = observe.queue_depths(master.redis, queues)
+            findings = redischeck.inspect(master.redis)
         except Exception as exc:
             checks = [health.Indicator("redis", None, health.RED, f"unreachable: {type(exc).__name__}: {exc}")]
             return _verdict(checks)
         biggest = max(sizes, key=sizes.get, default=None)
         oldest = max(ages, key=ages.get, default=None)
+        warnings = [f.message for f in findings if f.level == "warning"]
+        notes = [f.message for f in findings if f.level == "info"]
         checks = [
-            health.Indicator("redis", None, health.GREEN, "reachable"),
+            health.Indicator("redis", None, health.GREEN, "; ".join(["reachable", *notes])),
+            health.Indicator("redis_config", None, health.YELLOW if warnings else health.GREEN,
+                             "; ".join(warnings) or "noeviction, LMOVE available"),
             health.grade("failed_jobs", failed_count, limits["failed_jobs"]),
             health.grade("queue_size", sizes.get(biggest), limits["queue_size"],
                          f"largest: {biggest}" if biggest else ""),

@@ -61,6 +61,10 @@ class Config:
     health: tuple[tuple[str, tuple[float, float]], ...] = field(
         default_factory=lambda: tuple(sorted(_default_health().items())))
     metrics_listen: str | None = None  # "HOST:PORT" for /metrics and /healthz; None = off
+    # [redis] password_file / ssl_* paths, and the password itself once read ($REDIS_PASSWORD or
+    # the file): kept out of repr so it never reaches a log line
+    redis_files: tuple[tuple[str, str], ...] = ()
+    redis_password: str | None = field(default=None, repr=False)
     notify_command: tuple[str, ...] = ()  # run on a long wait (argv, no shell), details as JSON on stdin
     webhook_url: str | None = None  # POSTed the same JSON on a long wait
     waits: tuple[tuple[str, int], ...] = ()  # [waits]: queue or pattern -> seconds (0 = never)
@@ -71,6 +75,13 @@ class Config:
 
     def supervisor(self, name: str) -> SupervisorConfig | None:
         return next((s for s in self.supervisors if s.name == name), None)
+
+    def redis_options(self) -> dict:
+        """Keyword arguments for redis.Redis.from_url, shared by master, workers and scheduler."""
+        options = {k: v for k, v in self.redis_files if k.startswith("ssl_")}
+        if self.redis_password:
+            options["password"] = self.redis_password
+        return options
 
     def wait_threshold(self, queue: str) -> int:
         """Seconds of estimated wait that count as long for this queue: exact name, then
@@ -139,7 +150,7 @@ def default_socket_path(env: Env) -> str:
 
 _SUPERVISOR_KEYS = {f.name for f in fields(SupervisorConfig)} - {"name"}
 _TABLES: dict[str, set[str]] = {
-    "redis": {"url"},
+    "redis": {"url", "password_file", "ssl_ca_certs", "ssl_certfile", "ssl_keyfile"},
     "control": {"socket", "group", "readers"},
     "app": {"paths", "preload"},
     "master": {"shutdown_grace", "memory_limit", "hard_timeout_grace"},
@@ -353,6 +364,8 @@ def build(data: Mapping[str, Any], source: str, env: Env = Env()) -> Config:
             check.unknown_keys(name, tables[name], allowed)
 
     redis_url = env.redis_url or check.get("redis", tables["redis"], "url", "str", DEFAULT_REDIS_URL)
+    redis_files = tuple((key, value) for key in ("password_file", "ssl_ca_certs", "ssl_certfile", "ssl_keyfile")
+                        if (value := check.get("redis", tables["redis"], key, "str", None)))
     if not redis_url.startswith(("redis://", "rediss://", "unix://")):
         check.add("redis", "url", f"expected a redis://, rediss:// or unix:// URL, got {redis_url!r}")
     socket_path = (env.socket_path or check.get("control", tables["control"], "socket", "str", None)
@@ -413,6 +426,7 @@ def build(data: Mapping[str, Any], source: str, env: Env = Env()) -> Config:
         raise ConfigError(_unique(check.issues))
     return Config(
         redis_url=redis_url,
+        redis_files=redis_files,
         socket_path=socket_path,
         supervisors=tuple(supervisors),
         app_paths=app_paths,
@@ -466,7 +480,7 @@ def to_toml_dict(config: Config) -> dict[str, Any]:
         entry = {k: list(v) if isinstance(v, tuple) else v for k, v in entry.items() if v is not None}
         sups[sup.name] = entry
     return {
-        "redis": {"url": redact_url(config.redis_url)},
+        "redis": {"url": redact_url(config.redis_url), **dict(config.redis_files)},
         "control": {k: v for k, v in (("socket", config.socket_path), ("group", config.control_group),
                                        ("readers", config.control_readers)) if v is not None},
         "app": {"paths": list(config.app_paths), "preload": list(config.preload)},

@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 from redis import Redis
 
-from . import reexec, restarts
+from . import redischeck, reexec, restarts
 from .commands import Commands
 from .config import Config, ConfigError, SupervisorConfig
 from .control import ControlServer, SocketError
@@ -62,7 +62,7 @@ class Master:
         self.selector = selectors.DefaultSelector()
         self.stopping = False
         self.paused = False  # `horizonctl pause` without a name: new supervisors start paused too
-        self.redis = Redis.from_url(config.redis_url, socket_timeout=2, socket_connect_timeout=2)
+        self.redis = _client(config)
         self.notifier = Notifier.from_environ()
         self._commands = Commands(self)
         self.guard = Guard()
@@ -111,6 +111,7 @@ class Master:
         signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
         for sig in HANDLED_SIGNALS:
             signal.signal(sig, self._record_signal)
+        redischeck.at_startup(self.redis, self.config)  # a wrong password stops us here, before any fork
         self.control.open()
         if self.exporter:
             try:
@@ -280,14 +281,15 @@ class Master:
     def _keep_scheduler(self, now: float) -> None:
         slot = self.scheduler
         if slot.process is None and slot.health.ready(now):
-            spec = ChildSpec("scheduler", self.config.redis_url, self.pid, self.log_level, queues=self.queues())
+            spec = ChildSpec("scheduler", self.config.redis_url, self.pid, self.log_level, queues=self.queues(),
+                             redis_options=tuple(self.config.redis_options().items()))
             slot.process = self._fork(spec, 0)
             log.info("scheduler started", extra={"event": "scheduler_started", "pid": slot.process.pid})
 
     def _spawn_worker(self, sup: SupervisorConfig, generation: int, paused: bool,
                       queues: tuple[str, ...]) -> WorkerProcess:
         spec = ChildSpec("worker", self.config.redis_url, self.pid, self.log_level, supervisor=sup, paused=paused,
-                         queues=queues)
+                         queues=queues, redis_options=tuple(self.config.redis_options().items()))
         return self._fork(spec, generation)
 
     def _fork(self, spec: ChildSpec, generation: int) -> WorkerProcess:
@@ -414,7 +416,8 @@ class Master:
 
     def _apply(self, new: Config, now: float) -> dict:
         old = self.config
-        everything = new.redis_url != old.redis_url or new.app_paths != old.app_paths
+        everything = (new.redis_url, new.redis_options(), new.app_paths) != \
+            (old.redis_url, old.redis_options(), old.app_paths)
         added, removed, changed = [], [], []
         for name, sup in list(self.supervisors.items()):
             cfg = new.supervisor(name)
@@ -432,8 +435,8 @@ class Master:
         if new.socket_path != old.socket_path:
             log.warning("control socket path changes need a restart", extra={"event": "reload_partial"})
             new = _with_socket(new, old.socket_path)
-        if new.redis_url != old.redis_url:
-            self.redis = Redis.from_url(new.redis_url, socket_timeout=2, socket_connect_timeout=2)
+        if (new.redis_url, new.redis_options()) != (old.redis_url, old.redis_options()):
+            self.redis = _client(new)
         self._extend_sys_path(new.app_paths)
         self.config = new
         self._follow_queues(now)
@@ -463,6 +466,10 @@ class Master:
 
     def all_processes(self) -> list[WorkerProcess]:
         return list(self.children.values())
+
+
+def _client(config: Config) -> Redis:
+    return Redis.from_url(config.redis_url, socket_timeout=2, socket_connect_timeout=2, **config.redis_options())
 
 
 def _redis_fds(client: Redis) -> list[int]:

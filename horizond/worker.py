@@ -12,7 +12,7 @@ import signal
 import sys
 import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from redis import Redis
@@ -40,6 +40,7 @@ class ChildSpec:
     supervisor: SupervisorConfig | None = None
     queues: tuple[str, ...] = ()
     paused: bool = False
+    redis_options: tuple = field(default=(), repr=False)  # password, TLS files: never in a repr
 
 
 def child_main(spec: ChildSpec, write_fd: int, close_fds: list[int]) -> None:
@@ -95,7 +96,8 @@ def _run_worker(spec: ChildSpec, reporter: StateWriter) -> int:
         )
         return rqworker.EXIT_IMPORT
     # The name lets the master find this worker's connections (CLIENT UNBLOCK on pause).
-    connection = Redis.from_url(spec.redis_url, client_name=client_name(spec.master_pid, os.getpid()))
+    connection = Redis.from_url(spec.redis_url, client_name=client_name(spec.master_pid, os.getpid()),
+                                **dict(spec.redis_options))
     _wait_for_redis(connection, sup.name)
     dequeue.GATE = dequeue.Gate(reporter.fd, reporter, spec.paused)
     worker = worker_class(list(spec.queues or sup.queues), connection=connection,
@@ -146,7 +148,8 @@ def _run_scheduler(spec: ChildSpec) -> int:
     sysutil.set_title("horizond: scheduler")
     logs.set_role("scheduler")
     rq_level = "DEBUG" if spec.log_level <= logging.DEBUG else "WARNING"
-    scheduler = Scheduler(list(spec.queues), connection=Redis.from_url(spec.redis_url), logging_level=rq_level)
+    scheduler = Scheduler(list(spec.queues), connection=Redis.from_url(spec.redis_url, **dict(spec.redis_options)),
+                          logging_level=rq_level)
     scheduler.acquire_locks()
     scheduler.work()  # returns after SIGTERM, locks released
     sys.stdout.flush()

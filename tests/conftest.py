@@ -51,14 +51,13 @@ class RedisServer:
             pytest.exit("redis-server not found: install it with 'sudo apt-get install redis-server'", 2)
         self.port = port or free_port()
         self.workdir = workdir
-        self.proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", str(workdir), "--logfile", str(workdir / "redis.log")],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
+        self.proc = subprocess.Popen(self.command(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.url = f"redis://127.0.0.1:{self.port}/0"
-        client = Redis.from_url(self.url)
-        wait_until(lambda: _pings(client), what="redis-server to answer")
+        wait_until(lambda: self.proc.poll() is None and _answers(self.port), what="redis-server to answer")
+
+    def command(self) -> list[str]:
+        return ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                "--dir", str(self.workdir), "--logfile", str(self.workdir / "redis.log")]
 
     def stop(self):
         if self.proc.poll() is None:
@@ -66,10 +65,13 @@ class RedisServer:
             self.proc.wait(10)
 
 
-def _pings(client: Redis) -> bool:
+def _answers(port: int) -> bool:
+    """Up and answering (a NOAUTH refusal counts: the server is there)."""
     try:
-        return client.ping()
-    except Exception:
+        with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(64).startswith((b"+PONG", b"-NOAUTH"))
+    except OSError:
         return False
 
 
@@ -104,7 +106,8 @@ class Daemon:
 
     def __init__(self, tmp_path: Path, redis_url: str, body: str, env: dict | None = None,
                  preload: tuple[str, ...] = (), socket_path: str | None = None, extra_control: str = "",
-                 extra_master: str = ""):
+                 extra_master: str = "", redis_table: bool = True):
+        self.redis_table = redis_table
         self.preload = preload
         self.extra_master = extra_master
         self.extra_control = extra_control
@@ -122,7 +125,9 @@ class Daemon:
         self.seen_pids: set[int] = set()
 
     def write_config(self, body: str) -> None:
-        head = (f'[redis]\nurl = "{self.redis_url}"\n[control]\nsocket = "{self.socket}"\n{self.extra_control}'
+        redis = f'[redis]\nurl = "{self.redis_url}"\n' if self.redis_table else ""
+        body = body if self.redis_table else body.replace("[redis]\n", f'[redis]\nurl = "{self.redis_url}"\n', 1)
+        head = (f'{redis}[control]\nsocket = "{self.socket}"\n{self.extra_control}'
                 f'[app]\npaths = ["{TESTS}"]\npreload = {list(self.preload)!r}\n'
                 f'[master]\nshutdown_grace = 3\n{self.extra_master}')
         self.config.write_text(head + textwrap.dedent(body))
