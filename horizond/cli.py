@@ -45,14 +45,16 @@ def load(explicit: str | None, environ=os.environ) -> Config:
     config = parse(text, path, env)
     base = os.path.dirname(os.path.abspath(path))
     paths = tuple(p if os.path.isabs(p) else os.path.normpath(os.path.join(base, p)) for p in config.app_paths)
-    return replace(config, app_paths=paths, redis_password=redis_password(config, environ))
+    return replace(config, app_paths=paths, redis_password=redis_password(config, environ),
+                   sentinel_password=redis_password(config, environ, "sentinel_password_file",
+                                                    "REDIS_SENTINEL_PASSWORD"))
 
 
-def redis_password(config: Config, environ) -> str | None:
+def redis_password(config: Config, environ, key: str = "password_file", variable: str = "REDIS_PASSWORD"):
     """$REDIS_PASSWORD wins; else [redis] password_file (e.g. a systemd credential)."""
-    if environ.get("REDIS_PASSWORD"):
-        return environ["REDIS_PASSWORD"]
-    path = dict(config.redis_files).get("password_file")
+    if environ.get(variable):
+        return environ[variable]
+    path = dict(config.redis_files).get(key)
     if not path:
         return None
     path = path.replace("$CREDENTIALS_DIRECTORY", environ.get("CREDENTIALS_DIRECTORY", "$CREDENTIALS_DIRECTORY"))
@@ -60,7 +62,7 @@ def redis_password(config: Config, environ) -> str | None:
         with open(path, encoding="utf-8") as handle:
             return handle.read().strip()
     except OSError as exc:
-        raise ConfigError([ConfigIssue(config.source, "redis", "password_file",
+        raise ConfigError([ConfigIssue(config.source, "redis", key,
                                        f"cannot read {path}: {exc.strerror}")]) from None
 
 

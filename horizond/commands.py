@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING
 import tomli_w
 
 from . import __version__, failed, health, observe, redischeck
-from .config import MAX_PROCESSES_CAP, redact_url, to_toml_dict
+from .config import MAX_PROCESSES_CAP, to_toml_dict
+from .redisconn import RedisSpec
 
 if TYPE_CHECKING:
     from .master import Master
@@ -92,7 +93,7 @@ class Commands:
             "version": __version__,
             "config": master.config.source,
             "uptime": round(time.time() - master.started, 1),
-            "redis": {"url": redact_url(master.config.redis_url), "ok": redis_error is None, "error": redis_error},
+            "redis": {"url": RedisSpec.of(master.config).where(), "ok": redis_error is None, "error": redis_error},
             "scheduler": {"pid": scheduler.pid if scheduler else None, "failures": master.scheduler.health.failures},
             "supervisors": sups,
         }

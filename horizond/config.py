@@ -65,6 +65,9 @@ class Config:
     # the file): kept out of repr so it never reaches a log line
     redis_files: tuple[tuple[str, str], ...] = ()
     redis_password: str | None = field(default=None, repr=False)
+    redis_sentinels: tuple[str, ...] = ()  # "host:port" of Redis Sentinels; then redis_url only gives the db
+    redis_master_name: str | None = None
+    sentinel_password: str | None = field(default=None, repr=False)
     notify_command: tuple[str, ...] = ()  # run on a long wait (argv, no shell), details as JSON on stdin
     webhook_url: str | None = None  # POSTed the same JSON on a long wait
     waits: tuple[tuple[str, int], ...] = ()  # [waits]: queue or pattern -> seconds (0 = never)
@@ -150,7 +153,8 @@ def default_socket_path(env: Env) -> str:
 
 _SUPERVISOR_KEYS = {f.name for f in fields(SupervisorConfig)} - {"name"}
 _TABLES: dict[str, set[str]] = {
-    "redis": {"url", "password_file", "ssl_ca_certs", "ssl_certfile", "ssl_keyfile"},
+    "redis": {"url", "password_file", "ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "sentinels", "master_name",
+              "sentinel_password_file"},
     "control": {"socket", "group", "readers"},
     "app": {"paths", "preload"},
     "master": {"shutdown_grace", "memory_limit", "hard_timeout_grace"},
@@ -364,8 +368,15 @@ def build(data: Mapping[str, Any], source: str, env: Env = Env()) -> Config:
             check.unknown_keys(name, tables[name], allowed)
 
     redis_url = env.redis_url or check.get("redis", tables["redis"], "url", "str", DEFAULT_REDIS_URL)
-    redis_files = tuple((key, value) for key in ("password_file", "ssl_ca_certs", "ssl_certfile", "ssl_keyfile")
+    redis_files = tuple((key, value) for key in ("password_file", "ssl_ca_certs", "ssl_certfile", "ssl_keyfile",
+                                                 "sentinel_password_file")
                         if (value := check.get("redis", tables["redis"], key, "str", None)))
+    sentinels = check.get("redis", tables["redis"], "sentinels", "strs", ())
+    master_name = check.get("redis", tables["redis"], "master_name", "str", None)
+    if any(not re.fullmatch(r"[\w.\-]+:\d{1,5}", s) for s in sentinels):
+        check.add("redis", "sentinels", f'expected a list of "host:port", got {list(sentinels)!r}')
+    if sentinels and not master_name:
+        check.add("redis", "master_name", "needed with sentinels: the name the sentinels monitor, e.g. \"mymaster\"")
     if not redis_url.startswith(("redis://", "rediss://", "unix://")):
         check.add("redis", "url", f"expected a redis://, rediss:// or unix:// URL, got {redis_url!r}")
     socket_path = (env.socket_path or check.get("control", tables["control"], "socket", "str", None)
@@ -427,6 +438,8 @@ def build(data: Mapping[str, Any], source: str, env: Env = Env()) -> Config:
     return Config(
         redis_url=redis_url,
         redis_files=redis_files,
+        redis_sentinels=sentinels,
+        redis_master_name=master_name,
         socket_path=socket_path,
         supervisors=tuple(supervisors),
         app_paths=app_paths,
@@ -480,7 +493,9 @@ def to_toml_dict(config: Config) -> dict[str, Any]:
         entry = {k: list(v) if isinstance(v, tuple) else v for k, v in entry.items() if v is not None}
         sups[sup.name] = entry
     return {
-        "redis": {"url": redact_url(config.redis_url), **dict(config.redis_files)},
+        "redis": {"url": redact_url(config.redis_url), **dict(config.redis_files),
+                  **({"sentinels": list(config.redis_sentinels), "master_name": config.redis_master_name}
+                     if config.redis_sentinels else {})},
         "control": {k: v for k, v in (("socket", config.socket_path), ("group", config.control_group),
                                        ("readers", config.control_readers)) if v is not None},
         "app": {"paths": list(config.app_paths), "preload": list(config.preload)},

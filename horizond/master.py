@@ -29,6 +29,7 @@ from .metrics import Metrics
 from .notify import Notifier
 from .observe import Observer
 from .process import WorkerProcess, spawn
+from .redisconn import RedisSpec
 from .scaling import Scaler
 from .supervisor import Slot, Supervisor, describe_exit
 from .sysutil import kill_group
@@ -281,15 +282,14 @@ class Master:
     def _keep_scheduler(self, now: float) -> None:
         slot = self.scheduler
         if slot.process is None and slot.health.ready(now):
-            spec = ChildSpec("scheduler", self.config.redis_url, self.pid, self.log_level, queues=self.queues(),
-                             redis_options=tuple(self.config.redis_options().items()))
+            spec = ChildSpec("scheduler", RedisSpec.of(self.config), self.pid, self.log_level, queues=self.queues())
             slot.process = self._fork(spec, 0)
             log.info("scheduler started", extra={"event": "scheduler_started", "pid": slot.process.pid})
 
     def _spawn_worker(self, sup: SupervisorConfig, generation: int, paused: bool,
                       queues: tuple[str, ...]) -> WorkerProcess:
-        spec = ChildSpec("worker", self.config.redis_url, self.pid, self.log_level, supervisor=sup, paused=paused,
-                         queues=queues, redis_options=tuple(self.config.redis_options().items()))
+        spec = ChildSpec("worker", RedisSpec.of(self.config), self.pid, self.log_level, supervisor=sup,
+                         paused=paused, queues=queues)
         return self._fork(spec, generation)
 
     def _fork(self, spec: ChildSpec, generation: int) -> WorkerProcess:
@@ -416,8 +416,7 @@ class Master:
 
     def _apply(self, new: Config, now: float) -> dict:
         old = self.config
-        everything = (new.redis_url, new.redis_options(), new.app_paths) != \
-            (old.redis_url, old.redis_options(), old.app_paths)
+        everything = (RedisSpec.of(new), new.app_paths) != (RedisSpec.of(old), old.app_paths)
         added, removed, changed = [], [], []
         for name, sup in list(self.supervisors.items()):
             cfg = new.supervisor(name)
@@ -435,7 +434,7 @@ class Master:
         if new.socket_path != old.socket_path:
             log.warning("control socket path changes need a restart", extra={"event": "reload_partial"})
             new = _with_socket(new, old.socket_path)
-        if (new.redis_url, new.redis_options()) != (old.redis_url, old.redis_options()):
+        if RedisSpec.of(new) != RedisSpec.of(old):
             self.redis = _client(new)
         self._extend_sys_path(new.app_paths)
         self.config = new
@@ -469,7 +468,7 @@ class Master:
 
 
 def _client(config: Config) -> Redis:
-    return Redis.from_url(config.redis_url, socket_timeout=2, socket_connect_timeout=2, **config.redis_options())
+    return RedisSpec.of(config).client(socket_timeout=2, socket_connect_timeout=2)
 
 
 def _redis_fds(client: Redis) -> list[int]:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from redis import Redis
 from redis import exceptions as errors
 
-from .config import Config, redact_url
+from .config import Config
 
 log = logging.getLogger("horizond.redis")
 
@@ -59,7 +59,9 @@ def inspect(redis: Redis) -> list[Finding]:
 
 def at_startup(redis: Redis, config: Config) -> None:
     """Refuse to start on credentials/TLS errors; warn on risky settings; tolerate an outage."""
-    where = redact_url(config.redis_url)
+    from .redisconn import RedisSpec
+
+    where = RedisSpec.of(config).where()
     try:
         redis.ping()
         findings = inspect(redis)

@@ -12,7 +12,7 @@ import signal
 import sys
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 
 from redis import Redis
@@ -21,6 +21,7 @@ from redis import exceptions as redis_errors
 from . import dequeue, logs, rqworker, sysutil
 from .channel import StateWriter
 from .config import SupervisorConfig
+from .redisconn import RedisSpec
 
 log = logging.getLogger("horizond.worker")
 
@@ -34,13 +35,12 @@ class ChildSpec:
     """All a child needs, fixed at fork time."""
 
     kind: str  # "worker" | "scheduler"
-    redis_url: str
+    redis: RedisSpec
     master_pid: int
     log_level: int
     supervisor: SupervisorConfig | None = None
     queues: tuple[str, ...] = ()
     paused: bool = False
-    redis_options: tuple = field(default=(), repr=False)  # password, TLS files: never in a repr
 
 
 def child_main(spec: ChildSpec, write_fd: int, close_fds: list[int]) -> None:
@@ -96,8 +96,7 @@ def _run_worker(spec: ChildSpec, reporter: StateWriter) -> int:
         )
         return rqworker.EXIT_IMPORT
     # The name lets the master find this worker's connections (CLIENT UNBLOCK on pause).
-    connection = Redis.from_url(spec.redis_url, client_name=client_name(spec.master_pid, os.getpid()),
-                                **dict(spec.redis_options))
+    connection = spec.redis.client(client_name=client_name(spec.master_pid, os.getpid()))
     _wait_for_redis(connection, sup.name)
     dequeue.GATE = dequeue.Gate(reporter.fd, reporter, spec.paused)
     worker = worker_class(list(spec.queues or sup.queues), connection=connection,
@@ -137,6 +136,12 @@ def _run_scheduler(spec: ChildSpec) -> int:
 
     class Scheduler(RQScheduler):
         @property
+        def connection(self):
+            # RQ rebuilds a client from the pool's class and kwargs, which a Sentinel pool
+            # cannot survive; this process never forks again, so the given client serves.
+            return connection
+
+        @property
         def should_reacquire_locks(self) -> bool:
             # RQ retries a lock held by someone else only every 10 minutes; after a
             # crash the old lock expires within 61 s and delayed jobs would wait.
@@ -148,8 +153,8 @@ def _run_scheduler(spec: ChildSpec) -> int:
     sysutil.set_title("horizond: scheduler")
     logs.set_role("scheduler")
     rq_level = "DEBUG" if spec.log_level <= logging.DEBUG else "WARNING"
-    scheduler = Scheduler(list(spec.queues), connection=Redis.from_url(spec.redis_url, **dict(spec.redis_options)),
-                          logging_level=rq_level)
+    connection = spec.redis.client()
+    scheduler = Scheduler(list(spec.queues), connection=connection, logging_level=rq_level)
     scheduler.acquire_locks()
     scheduler.work()  # returns after SIGTERM, locks released
     sys.stdout.flush()

@@ -140,3 +140,70 @@ def test_tls_with_a_certificate_made_by_the_test(tmp_path):
         daemon.cleanup()
         server.terminate()
         server.wait(10)
+
+
+def _redis_proc(tmp_path, name, *args):
+    folder = tmp_path / name
+    folder.mkdir()
+    return subprocess.Popen(["redis-server", *args, "--dir", str(folder), "--logfile", str(folder / "log")],
+                            stdout=subprocess.DEVNULL)
+
+
+def test_sentinel_failover_is_followed_without_a_restart_and_loses_no_job(tmp_path):
+    from redis.sentinel import Sentinel
+
+    m_port, r_port, s_port = free_port(), free_port(), free_port()
+    common = ["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    procs = [_redis_proc(tmp_path, "master", "--port", str(m_port), *common),
+             _redis_proc(tmp_path, "replica", "--port", str(r_port), "--replicaof", "127.0.0.1", str(m_port),
+                         *common)]
+    conf = tmp_path / "sentinel.conf"
+    conf.write_text(f"port {s_port}\nbind 127.0.0.1\nsentinel monitor mymaster 127.0.0.1 {m_port} 1\n"
+                    "sentinel down-after-milliseconds mymaster 1000\nsentinel failover-timeout mymaster 5000\n")
+    procs.append(subprocess.Popen(["redis-server", str(conf), "--sentinel", "--dir", str(tmp_path)],
+                                  stdout=subprocess.DEVNULL))
+    sentinel = Sentinel([("127.0.0.1", s_port)], socket_timeout=1)
+    try:
+        wait_until(lambda: _quiet(lambda: sentinel.sentinel_slaves("mymaster")), timeout=20,
+                   what="the sentinel to see the replica")
+        body = f"""[redis]
+sentinels = ["127.0.0.1:{s_port}"]
+master_name = "mymaster"
+
+[supervisors.alpha]
+queues = ["qa"]
+min_processes = 2
+"""
+        daemon = Daemon(tmp_path, "redis://127.0.0.1:1/0", body, redis_table=False)
+        daemon.wait_ready({"alpha": 2})
+        client = sentinel.master_for("mymaster", socket_timeout=2)
+        queue = Queue("qa", connection=client)
+        jobs = [queue.enqueue("testjobs.sleep_then_record", 0.02, f"j{i}") for i in range(300)]
+        wait_until(lambda: client.hlen("test:runs") >= 60, what="jobs flowing through the first master")
+        sentinel.sentinels[0].execute_command("SENTINEL", "FAILOVER", "mymaster")  # mid-run
+        wait_until(lambda: sentinel.discover_master("mymaster")[1] == r_port, timeout=20, what="the failover")
+        for i in range(50):
+            jobs.append(_quiet(lambda i=i: queue.enqueue("testjobs.record", f"after{i}"), retries=20))
+        wait_until(lambda: _quiet(lambda: all(j.get_status(refresh=True) == "finished" for j in jobs)),
+                   timeout=60, interval=0.5, what="every job finished on the new master")
+        runs = {k: int(v) for k, v in client.hgetall("test:runs").items()}
+        assert len(runs) == 350  # none lost
+        assert sum(runs.values()) - 350 <= 2  # at most the jobs in flight at the switch ran twice
+        assert daemon.proc.poll() is None  # followed without a restart
+        daemon.cleanup()
+    finally:
+        for proc in procs:
+            proc.terminate()
+            proc.wait(10)
+
+
+def _quiet(call, retries: int = 1):
+    import time as _time
+
+    for attempt in range(retries):
+        try:
+            return call()
+        except Exception:
+            if attempt == retries - 1:
+                return None
+            _time.sleep(0.2)
