@@ -7,6 +7,7 @@ full access (root, the daemon's user, or `[control] group`).
 from __future__ import annotations
 
 import inspect
+import json
 import time
 from typing import TYPE_CHECKING
 
@@ -20,7 +21,7 @@ if TYPE_CHECKING:
     from .master import Master
 
 READ_ONLY = frozenset({"ping", "status", "config", "supervisors", "workers", "health", "failed", "failed_show",
-                       "stats", "queues"})
+                       "stats", "queues", "trends"})
 
 
 class CommandError(Exception):
@@ -36,7 +37,7 @@ class Commands:
             "restart": self.restart, "reload": self.reload, "terminate": self.terminate,
             "health": self.health, "failed": self.failed, "failed_show": self.failed_show, "retry": self.retry,
             "forget": self.forget, "flush": self.flush, "prune_failed": self.prune_failed, "clear": self.clear,
-            "stats": self.stats, "queues": self.queues,
+            "stats": self.stats, "queues": self.queues, "trends": self.trends,
         }
 
     def handle(self, request: dict, peer: dict) -> dict:
@@ -175,6 +176,13 @@ class Commands:
                 "processes": sum(len(s.live()) for s in master.supervisors.values()),
                 "queues": queues, "jobs": master.metrics.job_rows(time.time())}
 
+    def trends(self, queue: str, limit: int = 60) -> list[dict]:
+        """The queue's metric snapshots, newest first (kept in Redis for [metrics] snapshot_keep_hours)."""
+        if queue not in self.master.queues():
+            raise CommandError(f"unknown queue {queue!r} (served: {', '.join(self.master.queues())})")
+        key = observe.snapshot_key(self.master.config.redis_prefix, queue)
+        return [json.loads(raw) for raw in self.master.redis.lrange(key, 0, _positive(limit, "limit") - 1)]
+
     def metrics_view(self) -> dict:
         """What /metrics shows, read from the master's own state (no Redis round trip)."""
         master = self.master
@@ -190,8 +198,6 @@ class Commands:
                 "long_waits": master.metrics.long_waits}
 
     def healthz(self) -> tuple[int, str]:
-        import json
-
         result = self.health()
         return (503 if result["status"] == health.RED else 200), json.dumps(result)
 

@@ -61,6 +61,9 @@ class Config:
     health: tuple[tuple[str, tuple[float, float]], ...] = field(
         default_factory=lambda: tuple(sorted(_default_health().items())))
     metrics_listen: str | None = None  # "HOST:PORT" for /metrics and /healthz; None = off
+    snapshot_interval: int = 60  # seconds between metric snapshots kept in Redis (for trends)
+    snapshot_keep_hours: int = 24
+    redis_prefix: str = "horizond"  # horizond's own keys, so deployments can share one Redis
     # [redis] password_file / ssl_* paths, and the password itself once read ($REDIS_PASSWORD or
     # the file): kept out of repr so it never reaches a log line
     redis_files: tuple[tuple[str, str], ...] = ()
@@ -153,13 +156,13 @@ def default_socket_path(env: Env) -> str:
 
 _SUPERVISOR_KEYS = {f.name for f in fields(SupervisorConfig)} - {"name"}
 _TABLES: dict[str, set[str]] = {
-    "redis": {"url", "password_file", "ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "sentinels", "master_name",
-              "sentinel_password_file"},
+    "redis": {"url", "prefix", "password_file", "ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "sentinels",
+              "master_name", "sentinel_password_file"},
     "control": {"socket", "group", "readers"},
     "app": {"paths", "preload"},
     "master": {"shutdown_grace", "memory_limit", "hard_timeout_grace"},
     "health": {"failed_jobs", "queue_size", "oldest_job_age", "worker_memory"},
-    "metrics": {"listen"},
+    "metrics": {"listen", "snapshot_interval", "snapshot_keep_hours"},
     "notify": {"command", "webhook_url"},
     "waits": set(),  # queue names or patterns -> seconds
     "defaults": _SUPERVISOR_KEYS,
@@ -410,6 +413,14 @@ def build(data: Mapping[str, Any], source: str, env: Env = Env()) -> Config:
     metrics_listen = check.get("metrics", tables["metrics"], "listen", "str", None)
     if metrics_listen is not None and not re.fullmatch(r"[\w.\-\[\]:]*:\d{1,5}", metrics_listen):
         check.add("metrics", "listen", f'expected "HOST:PORT" like "127.0.0.1:9750", got {metrics_listen!r}')
+    snapshot_interval = check.get("metrics", tables["metrics"], "snapshot_interval", "int", 60)
+    snapshot_keep = check.get("metrics", tables["metrics"], "snapshot_keep_hours", "int", 24)
+    for key, value in (("snapshot_interval", snapshot_interval), ("snapshot_keep_hours", snapshot_keep)):
+        if value < 1:
+            check.add("metrics", key, f"must be 1 or more, got {value}")
+    prefix = check.get("redis", tables["redis"], "prefix", "str", "horizond")
+    if not re.fullmatch(r"[\w.\-]+", prefix):
+        check.add("redis", "prefix", f"expected letters, digits, '.', '_' or '-', got {prefix!r}")
     notify_command = check.get("notify", tables["notify"], "command", "strs", ())
     webhook_url = check.get("notify", tables["notify"], "webhook_url", "str", None)
     if webhook_url is not None and not webhook_url.startswith(("http://", "https://")):
@@ -449,6 +460,9 @@ def build(data: Mapping[str, Any], source: str, env: Env = Env()) -> Config:
         memory_limit=memory_limit,
         health=tuple(sorted({**_default_health(), **dict(health)}.items())),
         metrics_listen=metrics_listen,
+        snapshot_interval=snapshot_interval,
+        snapshot_keep_hours=snapshot_keep,
+        redis_prefix=prefix,
         notify_command=notify_command,
         webhook_url=webhook_url,
         waits=tuple(waits),
@@ -493,7 +507,7 @@ def to_toml_dict(config: Config) -> dict[str, Any]:
         entry = {k: list(v) if isinstance(v, tuple) else v for k, v in entry.items() if v is not None}
         sups[sup.name] = entry
     return {
-        "redis": {"url": redact_url(config.redis_url), **dict(config.redis_files),
+        "redis": {"url": redact_url(config.redis_url), "prefix": config.redis_prefix, **dict(config.redis_files),
                   **({"sentinels": list(config.redis_sentinels), "master_name": config.redis_master_name}
                      if config.redis_sentinels else {})},
         "control": {k: v for k, v in (("socket", config.socket_path), ("group", config.control_group),
@@ -502,7 +516,8 @@ def to_toml_dict(config: Config) -> dict[str, Any]:
         "master": {"shutdown_grace": config.shutdown_grace, "hard_timeout_grace": config.hard_timeout_grace,
                    "memory_limit": config.memory_limit},
         "health": {name: list(pair) for name, pair in config.health_thresholds().items()},
-        "metrics": {"listen": config.metrics_listen} if config.metrics_listen else {},
+        "metrics": {**({"listen": config.metrics_listen} if config.metrics_listen else {}),
+                    "snapshot_interval": config.snapshot_interval, "snapshot_keep_hours": config.snapshot_keep_hours},
         "notify": {k: v for k, v in (("command", list(config.notify_command)),
                                      ("webhook_url", config.webhook_url)) if v},
         "waits": dict(config.waits),

@@ -215,6 +215,21 @@ def cmd_stats(path, args) -> int:
     return 0
 
 
+def cmd_trends(path, args) -> int:
+    rows = call(path, "trends", queue=args.queue, limit=args.limit)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    print(f"{'TIME':<20} {'PENDING':>7} {'PROCS':>5} {'JOBS/MIN':>8} {'FAILED/H':>8} {'RUNTIME':>8} {'WAIT':>7}")
+    for r in rows:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["time"]))
+        runtime = _seconds(float(r["recent_runtime"])) if r["recent_runtime"] is not None else "-"
+        wait = _seconds(float(r["wait"])) if r["wait"] is not None else "-"
+        print(f"{when:<20} {r['pending']:>7} {r['processes']:>5} {r['jobs_per_minute']:>8} "
+              f"{r['failed_last_hour']:>8} {runtime:>8} {wait:>7}")
+    return 0
+
+
 def cmd_health(path, args) -> int:
     try:
         result = call(path, "health")
@@ -330,6 +345,9 @@ def build_parser() -> argparse.ArgumentParser:
     terminate.add_argument("--wait", action="store_true", help="return once the daemon is gone")
     add("stats", cmd_stats, "throughput, failures, runtimes and waits per queue and job function", json_flag=True)
     add("queues", cmd_stats, "per queue: pending, processes, jobs/min, waits, time to clear", json_flag=True)
+    trends = add("trends", cmd_trends, "a queue's metric snapshots over time (newest first)", json_flag=True)
+    trends.add_argument("queue", metavar="QUEUE")
+    trends.add_argument("--limit", type=int, default=60)
     add("health", cmd_health, "health verdict; exit 0 green, 1 yellow, 2 red", json_flag=True)
     failed = add("failed", cmd_failed, "failed jobs, newest first; 'failed show ID' for one", json_flag=True)
     failed.add_argument("rest", nargs="*", metavar="show ID")

@@ -48,14 +48,22 @@ def queue_depths(redis: Redis, queues) -> tuple[dict[str, int], dict[str, float]
     return sizes, ages
 
 
+def snapshot_key(prefix: str, queue: str) -> str:
+    return f"{prefix}:snapshots:{queue}"
+
+
 class Observer:
     def __init__(self):
         self.pending: dict[str, int] = {}
         self.ages: dict[str, float] = {}
         self.sampled_at = -SAMPLE_EVERY
+        self.snapshot_at = time.monotonic()
         self._notified: dict[str, float] = {}
 
     def step(self, master, now: float) -> None:
+        if now - self.snapshot_at >= master.config.snapshot_interval:
+            self.snapshot_at = now
+            self.write_snapshots(master)
         if now - self.sampled_at < SAMPLE_EVERY:
             return
         self.sampled_at = now
@@ -71,6 +79,23 @@ class Observer:
                      "host": os.uname().nodename, "time": time.time()}
             log.warning("long wait on a queue", extra=dict(event, event="long_wait", message_queue=queue))
             notify(event, master.config.notify_command, master.config.webhook_url)
+
+    def write_snapshots(self, master) -> None:
+        """One JSON entry per queue per interval, newest first; bounded by count and by TTL,
+        so Redis memory grows with time kept and queues, never with jobs."""
+        cfg = master.config
+        keep = max(1, cfg.snapshot_keep_hours * 3600 // cfg.snapshot_interval)
+        rows = master._commands.queues()
+        try:
+            with master.redis.pipeline(transaction=False) as pipe:
+                for row in rows:
+                    key = snapshot_key(cfg.redis_prefix, row["queue"])
+                    pipe.lpush(key, json.dumps(dict(row, time=time.time()), default=_finite))
+                    pipe.ltrim(key, 0, keep - 1)
+                    pipe.expire(key, cfg.snapshot_keep_hours * 3600 + cfg.snapshot_interval)
+                pipe.execute()
+        except Exception as exc:
+            log.debug("snapshot skipped", extra={"event": "snapshot_failed", "error": str(exc)})
 
     def working(self, master) -> dict[str, int]:
         """Processes taking jobs per queue now (paused ones do not count)."""
@@ -100,6 +125,10 @@ class Observer:
                 self._notified[queue] = now
                 out.append((queue, wait if wait != float("inf") else 1e9, threshold))
         return out
+
+
+def _finite(value):
+    return None if value == float("inf") else str(value)
 
 
 def _owner(master, queue: str) -> str:

@@ -157,3 +157,39 @@ def test_metrics_listen_that_cannot_bind_refuses_to_start(tmp_path, redis_url, s
         assert "[metrics] listen" in daemon.log_path.read_text()
     finally:
         blocker.close()
+
+
+def test_snapshots_keep_trends_in_redis_bounded_by_time_not_jobs(start_daemon, redis):
+    daemon = start_daemon("""
+    [metrics]
+    snapshot_interval = 1
+    snapshot_keep_hours = 1
+
+    [supervisors.alpha]
+    queues = ["qa"]
+    min_processes = 2
+    """)
+    daemon.wait_ready({"alpha": 2})
+    queue = Queue("qa", connection=redis)
+
+    def horizond_bytes():
+        return sum(redis.memory_usage(k) or 0 for k in redis.scan_iter("horizond:*"))
+
+    for i in range(100):
+        queue.enqueue("testjobs.record", f"a{i}")
+    wait_until(lambda: redis.hlen("test:runs") == 100, what="100 jobs")
+    wait_until(lambda: redis.llen("horizond:snapshots:qa") >= 2, what="two snapshots")
+    small = horizond_bytes()
+    for i in range(1000):
+        queue.enqueue("testjobs.record", f"b{i}")
+    wait_until(lambda: redis.hlen("test:runs") == 1100, timeout=60, what="1,000 more jobs")
+    count = redis.llen("horizond:snapshots:qa")
+    wait_until(lambda: redis.llen("horizond:snapshots:qa") > count, what="one more snapshot")
+    # 10x the jobs: the same keys, each holding one small entry per interval
+    assert set(redis.scan_iter("horizond:*")) == {b"horizond:snapshots:qa"}
+    assert horizond_bytes() < small + 400 * (redis.llen("horizond:snapshots:qa") - 1)
+    assert 0 < redis.ttl("horizond:snapshots:qa") <= 3601
+    rows = json.loads(ctl(daemon, "trends", "qa", "--json").stdout)
+    assert rows and rows[0]["processed"] >= rows[-1]["processed"]
+    assert ctl(daemon, "trends", "qa").returncode == 0
+    assert ctl(daemon, "trends", "nope").returncode != 0
