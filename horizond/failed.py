@@ -40,7 +40,7 @@ def listing(redis: Redis, queues: tuple[str, ...], only: str | None, limit: int)
     """Newest first, at most `limit`."""
     out = []
     for registry in _registries(redis, queues, only):
-        ids = registry.get_job_ids(desc=True)
+        ids = registry.get_job_ids(0, limit - 1, desc=True, cleanup=False)  # newest `limit` of each queue
         for job in Job.fetch_many(ids, connection=redis) if ids else []:
             if job is not None:
                 out.append(_summary(job, registry.name))

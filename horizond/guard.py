@@ -43,6 +43,7 @@ class Guard:
         self.sweep = recovery.IntermediateSweep()
         self._last_sweep = 0.0
         self._last_retry = 0.0
+        self._recovery_pending = False
 
     # --- limits ---------------------------------------------------------------------
 
@@ -58,6 +59,8 @@ class Guard:
                                       f"{timeout:g}s job timeout (the worker did not stop it itself)")
             elif sup.memory_hard:
                 rss = _rss(proc.pid)
+                if rss is not None and proc.horse_pid:  # fork-per-job: the job runs in the horse
+                    rss += _rss(proc.horse_pid) or 0
                 if rss is not None:
                     proc.rss = rss
                     if rss > sup.memory_hard * MB:
@@ -71,17 +74,23 @@ class Guard:
 
     # --- dead workers -------------------------------------------------------------------
 
-    def settle(self, redis: Redis, proc: WorkerProcess, how: str) -> None:
-        """A worker exited uncleanly: its job (if any) is retried or failed, its record removed."""
+    def settle(self, redis: Redis, proc: WorkerProcess, how: str, try_now: bool = True) -> bool:
+        """A worker exited uncleanly: its job (if any) is retried or failed, its record removed.
+
+        False when Redis could not be reached (the item waits for the next retry pass).
+        """
         if not proc.name:
-            return  # it never registered, so it never held a job
+            return True  # it never registered, so it never held a job
         cause = proc.kill_cause or how
         if proc.rss:
             cause += f" (last RSS {proc.rss // MB} MB)"
         job = proc.job_id if proc.state == "busy" else None
-        item = Unsettled(job or "", proc.name, proc.spec.supervisor, cause, proc.spec.supervisor.queues)
-        if not self._settle(redis, item):
-            self.unsettled.append(item)
+        queues = proc.spec.queues or proc.spec.supervisor.queues
+        item = Unsettled(job or "", proc.name, proc.spec.supervisor, cause, queues)
+        if try_now and self._settle(redis, item):
+            return True
+        self.unsettled.append(item)
+        return False
 
     def _settle(self, redis: Redis, item: Unsettled) -> bool:
         try:
@@ -94,10 +103,18 @@ class Guard:
                 "event": "recovery_deferred", "job_id": item.job_id, "error": str(exc)})
             return False
 
-    def step(self, redis: Redis, queues: tuple[str, ...], procs: list[WorkerProcess], now: float) -> None:
-        if self.unsettled and now - self._last_retry >= RETRY_EVERY:
+    def step(self, redis: Redis, config: Config, queues: tuple[str, ...], procs: list[WorkerProcess],
+             now: float) -> None:
+        if (self.unsettled or self._recovery_pending) and now - self._last_retry >= RETRY_EVERY:
             self._last_retry = now
-            self.unsettled = [item for item in self.unsettled if not self._settle(redis, item)]
+            if self._recovery_pending:
+                self.recover_at_startup(redis, config)
+            still = []
+            for index, item in enumerate(self.unsettled):
+                if not self._settle(redis, item):
+                    still = self.unsettled[index:]  # Redis is away: try the rest next time
+                    break
+            self.unsettled = still
         if now - self._last_sweep >= SWEEP_EVERY:
             self._last_sweep = now
             holding = {p.job_id for p in procs if p.job_id}
@@ -120,9 +137,11 @@ class Guard:
             orphans = recovery.orphans_at_startup(redis, queues, hostname(), previous_master_alive)
             stale = recovery.stale_workers(redis, hostname(), previous_master_alive)
         except Exception as exc:
-            log.error("start-up recovery skipped: Redis unavailable", extra={
-                "event": "recovery_failed", "error": str(exc)})
+            log.error("start-up recovery deferred: Redis unavailable; retrying", extra={
+                "event": "recovery_deferred", "error": str(exc)})
+            self._recovery_pending = True
             return
+        self._recovery_pending = False
         for job_id, worker in orphans:
             sup = _supervisor_for(config, job_id, redis) or config.supervisors[0]
             self.unsettled.append(Unsettled(job_id, worker, sup, "its master died (crash or SIGKILL)", sup.queues))
@@ -137,8 +156,8 @@ class Guard:
 
 def _supervisor_for(config: Config, job_id: str, redis: Redis) -> SupervisorConfig | None:
     origin = redis.hget(f"rq:job:{job_id}", "origin")
-    name = origin.decode() if origin else None
-    return next((s for s in config.supervisors if name in s.queues), None)
+    name = origin.decode() if origin else ""
+    return next((s for s in config.supervisors if name in resolve(s.queues, [name])), None)
 
 
 def _rss(pid: int) -> int | None:

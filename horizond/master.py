@@ -42,6 +42,7 @@ TICK = 1.0
 UNBLOCK_EVERY = 0.1
 MEMORY_CHECK_EVERY = 10.0
 REDIS_PROBE_EVERY = 10.0
+REDIS_PROBE_DOWN = 2.0
 
 
 class Master:
@@ -127,7 +128,9 @@ class Master:
         for sup in self.config.supervisors:
             self.supervisors[sup.name] = Supervisor(sup, self._spawn_worker,
                                                     self.paused or sup.name in carried.get("paused", ()))
-            self.supervisors[sup.name].pinned = carried.get("pinned", {}).get(sup.name)
+            if (pin := carried.get("pinned", {}).get(sup.name)) is not None:
+                self.supervisors[sup.name].pinned = pin
+                self.supervisors[sup.name].apply_pin()
         if self.config.memory_limit and reexec.master_rss() > self.config.memory_limit * reexec.MB:
             log.error("[master] memory_limit is below the master's size right after start: it will re-execute "
                       "every time it is checked", extra={"event": "memory_limit_too_low",
@@ -161,7 +164,8 @@ class Master:
         while self.signals:
             sig = self.signals.popleft()
             if sig in (signal.SIGTERM, signal.SIGINT):
-                self.stop(force=self.stopping, reason=signal.Signals(sig).name)
+                # during a memory_limit drain the first stop signal is a first one: stop, not kill
+                self.stop(force=self.stopping and not self.reexec, reason=signal.Signals(sig).name)
             elif sig == signal.SIGQUIT:
                 self.stop(force=True, reason="SIGQUIT")
             elif sig == signal.SIGHUP:
@@ -184,23 +188,29 @@ class Master:
     # --- the loop's work ------------------------------------------------------------
 
     def _tick(self, now: float) -> None:
+        # While Redis is known to be away, skip the steps that talk to it: each would wait
+        # out its socket timeout and together they would stall the loop (and the watchdog).
+        redis_up = self.redis_error is None
         if not self.stopping:
-            self.scaler.step(self.redis, list(self.supervisors.values()), now)
+            if redis_up:
+                self.scaler.step(self.redis, list(self.supervisors.values()), now)
             for sup in self.supervisors.values():
                 sup.tick(now)
             self._follow_queues(now)
             self._keep_scheduler(now)
-        self._unblock_waiting()
         workers = [p for p in self.children.values() if p.spec.kind == "worker"]
         self.guard.check_limits(workers, self.config, now)
-        self.guard.step(self.redis, self.queues(), workers, now)
+        if redis_up:
+            self._unblock_waiting()
+            self.guard.step(self.redis, self.config, self.queues(), workers, now)
         self.removed = [s for s in self.removed if s.processes()]
         self._enforce_stop_deadlines(now)  # shutdown, and retirements (reload, restart, scale down)
         self._check_memory(now)
         self.control.expire(now)
         if self.exporter:
             self.exporter.expire(now)
-        self.observer.step(self, now)
+        if redis_up:
+            self.observer.step(self, now)
         self._notify(now)
 
     def _notify(self, now: float) -> None:
@@ -216,7 +226,7 @@ class Master:
         self.notifier.watchdog(now)
 
     def _probe_redis(self, now: float) -> None:
-        if now - self._redis_checked < REDIS_PROBE_EVERY:
+        if now - self._redis_checked < (REDIS_PROBE_EVERY if self.redis_error is None else REDIS_PROBE_DOWN):
             return
         self._redis_checked = now
         try:
@@ -224,6 +234,11 @@ class Master:
             self.redis_error = None
         except Exception as exc:
             self.redis_error = f"{type(exc).__name__}: {exc}"
+
+    def redis_failed(self, exc: Exception) -> None:
+        """A step met a Redis error: treat Redis as away until the probe sees it back."""
+        self.redis_error = f"{type(exc).__name__}: {exc}"
+        self._redis_checked = time.monotonic()
 
     def _status_line(self) -> str:
         procs = [p for p in self.children.values() if p.spec.kind == "worker"]
@@ -253,6 +268,7 @@ class Master:
                     self.redis.client_unblock(int(client["id"]))
         except Exception as exc:
             log.warning("cannot unblock pausing workers", extra={"event": "unblock_failed", "error": str(exc)})
+            self.redis_failed(exc)
 
     def set_paused(self, name: str | None, paused: bool) -> list[str]:
         targets = [self.supervisors[name]] if name else list(self.supervisors.values())
@@ -347,7 +363,8 @@ class Master:
                 self.scheduler.health, failed=not clean, lived=now - proc.started, now=now, how=how)
             return
         if not clean or proc.state == "busy":  # a job in hand is settled, whatever the exit code
-            self.guard.settle(self.redis, proc, how)
+            if not self.guard.settle(self.redis, proc, how, try_now=self.redis_error is None):
+                self.redis_error = self.redis_error or "settling a dead worker's job failed"
         owner = self._owner(proc)
         if owner is not None:
             owner.on_exit(proc, status, now)
@@ -375,6 +392,11 @@ class Master:
 
     def stop(self, force: bool, reason: str) -> None:
         now = time.monotonic()
+        if self.reexec and reason != "memory_limit":
+            self.reexec = False  # an operator's stop wins over the re-exec drain already under way
+            self.notifier.stopping()
+            log.info("stop requested during the memory_limit drain: stopping, not re-executing", extra={
+                "event": "stop_requested", "reason": reason})
         if not self.stopping:
             self.stopping = True
             if not self.reexec:
@@ -391,7 +413,7 @@ class Master:
 
     def _enforce_stop_deadlines(self, now: float) -> None:
         for proc in self.children.values():
-            deadline = proc.stop_deadline(self.config.shutdown_grace)
+            deadline = proc.stop_deadline(self.config.shutdown_grace, shutting_down=self.stopping)
             if deadline is not None and now >= deadline and proc.kill_sent is None:
                 log.warning("worker did not stop in time; killing it", extra={
                     "event": "worker_killed", "pid": proc.pid, "job_id": proc.job_id})
@@ -468,7 +490,7 @@ class Master:
 
 
 def _client(config: Config) -> Redis:
-    return RedisSpec.of(config).client(socket_timeout=2, socket_connect_timeout=2)
+    return RedisSpec.of(config).client(socket_timeout=1, socket_connect_timeout=1)
 
 
 def _redis_fds(client: Redis) -> list[int]:

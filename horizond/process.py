@@ -91,13 +91,18 @@ class WorkerProcess:
         if self.horse_pid:
             sysutil.kill_group(self.horse_pid, signal.SIGKILL)
 
-    def stop_deadline(self, grace: float) -> float | None:
-        """When a stopping worker has had its fair chance: its job's timeout plus grace."""
+    def stop_deadline(self, grace: float, shutting_down: bool = True) -> float | None:
+        """When a stopping worker has had its fair chance: its job's timeout plus grace.
+
+        A job without a timeout (-1) is never cut short by a scale-down, restart or
+        reload; only a shutdown bounds it (by the grace alone).
+        """
         if self.stop_sent is None:
             return None
         if self.state == "busy" and self.job_started is not None:
-            timeout = self.job_timeout if self.job_timeout and self.job_timeout > 0 else 0
-            return max(self.stop_sent, self.job_started + timeout) + grace
+            if not (self.job_timeout and self.job_timeout > 0):
+                return self.stop_sent + grace if shutting_down else None
+            return max(self.stop_sent, self.job_started + self.job_timeout) + grace
         return self.stop_sent + grace
 
     def snapshot(self, now: float) -> dict:

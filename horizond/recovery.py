@@ -17,6 +17,7 @@ from rq.job import Job, JobStatus
 from rq.queue import Queue
 from rq.registry import StartedJobRegistry
 from rq.utils import now as utcnow
+from rq.utils import utcformat
 from rq.worker_registration import REDIS_WORKER_KEYS, WORKERS_BY_QUEUE_KEY
 
 from . import policy
@@ -56,6 +57,8 @@ def settle_lost_job(connection: Redis, job_id: str, worker_name: str, sup: Super
             _retry_now(job, queue, rule, pipe)
             outcome = "retried"
         else:
+            job.ended_at = utcnow()  # RQ's failure path leaves it unset; `failed` and `prune-failed` read it
+            pipe.hset(job.key, "ended_at", utcformat(job.ended_at))
             job.set_status(JobStatus.FAILED, pipeline=pipe)
             job._handle_failure(reason, pipe, worker_name=worker_name)
             outcome = "failed"

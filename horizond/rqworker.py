@@ -29,6 +29,7 @@ DEFAULT_WORKER_CLASS = "rq.worker.SimpleWorker"
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_IMPORT = 3
+EXIT_REDIS = 4  # left because Redis went away: restarted at once, not a crash loop
 
 
 class HorizonWorkerMixin:

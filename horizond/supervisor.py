@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from . import balancer, restarts
 from .config import SupervisorConfig
 from .process import WorkerProcess
-from .rqworker import EXIT_OK
+from .rqworker import EXIT_OK, EXIT_REDIS
 
 log = logging.getLogger("horizond.supervisor")
 
@@ -58,6 +58,8 @@ def describe_exit(status: int) -> tuple[bool, str]:
             name = f"signal {number}"
         return False, f"killed by {name}"
     code = os.WEXITSTATUS(status)
+    if code == EXIT_REDIS:
+        return True, f"exit code {code} (Redis went away)"
     return code == EXIT_OK, f"exit code {code}"
 
 
@@ -147,7 +149,11 @@ class Supervisor:
         decision = balancer.balance(stats, balancer.Options(
             cfg.balance, cfg.auto_scaling_strategy, cfg.min_processes, cfg.max_processes, cfg.balance_max_shift,
             memory_ok=memory_ok, cooldown=cfg.balance_cooldown))
+        targets = self._capped(decision.targets)
         for key, pool in self.pools.items():
+            if targets[key] != decision.targets[key]:
+                decision.reasons[key] += f" (capped at max_processes {cfg.max_processes} -> {targets[key]})"
+            decision.targets[key] = targets[key]
             if decision.targets[key] != pool.target:
                 log.info("scaled", extra={"event": "scaled", "supervisor": self.name, "pool": key,
                                           "from": pool.target, "to": decision.targets[key],
@@ -278,12 +284,25 @@ class Supervisor:
         floors = balancer.pool_floors(len(self.pools), self.config.min_processes, self.config.max_processes)
         for pool, floor in zip(self.pools.values(), floors, strict=True):
             pool.target = max(pool.target, floor)
-        excess = self.target() - self.config.max_processes
-        for pool, floor in sorted(zip(self.pools.values(), floors, strict=True), key=lambda pf: -pf[0].target):
-            give = min(excess, pool.target - floor)
+        for key, target in self._capped({k: p.target for k, p in self.pools.items()}).items():
+            self.pools[key].target = target
+
+    def _capped(self, targets: dict[str, int]) -> dict[str, int]:
+        """Targets that sum to at most max_processes: the largest pools give way, never below a floor.
+
+        (Workers still finishing a job after a restart count for the balancer; without this
+        the slots refilled behind them would leave the supervisor above its cap for good.)
+        """
+        floors = dict(zip(self.pools, balancer.pool_floors(len(self.pools), self.config.min_processes,
+                                                            self.config.max_processes), strict=True))
+        out = dict(targets)
+        excess = sum(out.values()) - self.config.max_processes
+        for key in sorted(out, key=lambda k: -out[k]):
+            give = min(excess, out[key] - floors.get(key, 0))
             if give > 0:
-                pool.target -= give
+                out[key] -= give
                 excess -= give
+        return out
 
     def set_paused(self, paused: bool) -> None:
         self.paused = paused

@@ -108,6 +108,10 @@ def _run_worker(spec: ChildSpec, reporter: StateWriter) -> int:
     asked_to_stop = worker._stop_requested or dequeue.GATE.stopping
     if worker.horizon_exit_reason or asked_to_stop or recycled:
         return rqworker.EXIT_OK
+    try:
+        connection.ping()
+    except redis_errors.RedisError:  # RQ quits its loop on a Redis timeout: not this worker's fault
+        return rqworker.EXIT_REDIS
     return rqworker.EXIT_FAILED  # RQ left its loop on its own: an error it logged
 
 
@@ -118,7 +122,7 @@ def _wait_for_redis(connection: Redis, supervisor: str) -> None:
         try:
             connection.ping()
             return
-        except redis_errors.ConnectionError as exc:
+        except (redis_errors.ConnectionError, redis_errors.TimeoutError) as exc:
             log.warning("Redis unreachable; worker waiting", extra={
                 "event": "redis_unreachable", "supervisor": supervisor, "retry_in": delay, "error": str(exc)})
             time.sleep(delay)

@@ -187,3 +187,19 @@ def test_master_over_its_memory_limit_drains_and_reexecutes_in_place(start_daemo
     assert {s["name"]: s["state"] for s in status["supervisors"]} == {"alpha": "running", "beta": "paused"}
     Queue("qa", connection=redis).enqueue("testjobs.record", "after-reexec")
     wait_until(lambda: redis.hget("test:runs", "after-reexec") == b"1", what="jobs to flow again")
+
+
+def test_a_stop_during_the_memory_limit_drain_stops_gracefully_instead_of_killing(start_daemon, redis):
+    daemon = start_daemon("""
+    [supervisors.alpha]
+    queues = ["qa"]
+    """, extra_master="memory_limit = 1\n")
+    daemon.wait_ready({"alpha": 1})
+    job = Queue("qa", connection=redis).enqueue("testjobs.sleep_then_record", 15, "draining")
+    wait_until(lambda: _pid(redis, "draining"), what="a job in flight")
+    wait_until(lambda: [e for e in daemon.log_events() if e.get("event") == "master_memory_exceeded"],
+               timeout=20, what="the memory_limit drain to begin")
+    daemon.signal(signal.SIGTERM)  # e.g. systemctl stop, while the drain runs
+    assert daemon.wait_exit(30) == 0
+    assert job.get_status(refresh=True) == JobStatus.FINISHED  # not killed by a "second" signal
+    assert not [e for e in daemon.log_events() if e.get("event") in ("master_reexec", "stop_forced")]

@@ -77,10 +77,6 @@ def test_metrics_stats_and_healthz_after_good_and_failing_jobs(start_daemon, red
     table = ctl(daemon, "queues")
     assert table.returncode == 0 and "qa" in table.stdout
 
-    # worker restarts do not reset the counters: they live in the master
-    ctl(daemon, "restart")
-    wait_until(lambda: ctl(daemon, "supervisors", "--json").stdout.count('"retiring": 0'), what="the restart")
-    assert sample(scrape(port)[1], "horizon_jobs_processed_total", queue="qa") >= 53
     # red health -> 503
     for i in range(50):
         queue.enqueue("testjobs.fail", f"more{i}")
