@@ -16,8 +16,9 @@ import selectors
 import socket
 import stat
 import struct
-import time
 from collections.abc import Callable
+
+from .loopserver import LoopServer, send
 
 log = logging.getLogger("horizond.control")
 
@@ -37,16 +38,17 @@ class AlreadyRunning(SocketError):
     pass
 
 
-class ControlServer:
+class ControlServer(LoopServer):
+    max_clients = MAX_CLIENTS
+    client_timeout = CLIENT_TIMEOUT
+
     def __init__(self, path: str, selector: selectors.BaseSelector, handler: Callable[[dict, dict], dict],
                  group: str | None = None, readers: str | None = None):
+        super().__init__(selector)
         self.path = path
-        self.selector = selector
         self.handler = handler
         self.group, self.readers = group, readers
         self._gids: tuple[int | None, int | None] = (None, None)
-        self.sock: socket.socket | None = None
-        self._clients: dict[socket.socket, tuple[float, bytearray, dict]] = {}
         self._inode: int | None = None
 
     def open(self) -> None:
@@ -73,10 +75,8 @@ class ControlServer:
             raise SocketError(f"cannot create the control socket {self.path}: {exc.strerror or exc} "
                               "(set [control] socket or $HORIZOND_SOCKET)") from None
         sock.listen(16)
-        sock.setblocking(False)
-        self.sock = sock
         self._inode = os.stat(self.path).st_ino
-        self.selector.register(sock, selectors.EVENT_READ, self._accept)
+        self.listen(sock)
 
     def _remove_stale(self) -> None:
         """Replace a dead daemon's socket; refuse to steal a live one."""
@@ -104,69 +104,36 @@ class ControlServer:
         self.group, self.readers = group, readers
 
     def close(self) -> None:
-        for conn in list(self._clients):
-            self._drop(conn)
-        if self.sock is not None:
-            self.selector.unregister(self.sock)
-            self.sock.close()
-            self.sock = None
+        listening = self.sock is not None
+        super().close()
+        if listening:
             try:
                 if os.stat(self.path).st_ino == self._inode:  # still ours, not a successor's
                     os.unlink(self.path)
             except FileNotFoundError:
                 pass
 
-    def expire(self, now: float) -> None:
-        for conn, (since, _, _) in list(self._clients.items()):
-            if now - since > CLIENT_TIMEOUT:
-                self._drop(conn)
+    def busy_reply(self) -> bytes:
+        return _encode(_error("busy: too many open control connections"))
 
-    def _accept(self) -> None:
-        try:
-            conn, _ = self.sock.accept()
-        except OSError as exc:  # EAGAIN, or out of fds: the loop goes on, the client retries
-            if not isinstance(exc, (BlockingIOError, InterruptedError)):
-                log.warning("control accept failed", extra={"event": "control_accept_failed", "error": str(exc)})
-            return
-        if len(self._clients) >= MAX_CLIENTS:
-            _send(conn, _error("busy: too many open control connections"))
-            conn.close()
-            return
+    def admit(self, conn: socket.socket) -> dict | None:
         peer = _peer(conn)
         trusted = peer["peer_uid"] in (0, os.getuid()) or self._gids == (None, None)
         groups = set() if trusted else _groups_of(peer)
         peer["access"] = access_level(peer["peer_uid"], groups, os.getuid(), *self._gids)
         if peer["access"] is None:
             log.warning("control connection refused", extra={"event": "control_refused", **peer})
-            _send(conn, {"v": PROTOCOL_VERSION, "ok": False, "error": "permission denied"})
-            conn.close()
-            return
-        conn.setblocking(False)
-        self._clients[conn] = (time.monotonic(), bytearray(), peer)
-        self.selector.register(conn, selectors.EVENT_READ, lambda: self._read(conn))
+            send(conn, _encode({"v": PROTOCOL_VERSION, "ok": False, "error": "permission denied"}))
+            return None
+        return peer
 
-    def _read(self, conn: socket.socket) -> None:
-        since, buffer, peer = self._clients[conn]
-        try:
-            chunk = conn.recv(65536)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:
-            chunk = b""
-        buffer += chunk
-        line, newline, _ = bytes(buffer).partition(b"\n")
+    def reply(self, request: bytes, peer: dict, ended: bool) -> bytes | None:
+        line, newline, _ = request.partition(b"\n")
         if len(line) > MAX_REQUEST:
-            response = _error("request too large (limit 64 KiB)")
-        elif newline:
-            response = self._dispatch(line, peer)
-        elif chunk:
-            return  # more to come
-        else:
-            self._drop(conn)  # hung up without a request
-            return
-        self._drop(conn, close=False)
-        _send(conn, response)
-        conn.close()
+            return _encode(_error("request too large (limit 64 KiB)"))
+        if newline:
+            return _encode(self._dispatch(line, peer))
+        return b"" if ended else None  # hung up without a request, or more to come
 
     def _dispatch(self, line: bytes, peer: dict) -> dict:
         try:
@@ -184,28 +151,13 @@ class ControlServer:
             return _error(f"internal error: {type(exc).__name__}: {exc}")
         return {"v": PROTOCOL_VERSION, **result}
 
-    def _drop(self, conn: socket.socket, close: bool = True) -> None:
-        self._clients.pop(conn, None)
-        try:
-            self.selector.unregister(conn)
-        except (KeyError, ValueError):
-            pass
-        if close:
-            conn.close()
-
 
 def _error(message: str) -> dict:
     return {"v": PROTOCOL_VERSION, "ok": False, "error": message}
 
 
-def _send(conn: socket.socket, response: dict) -> None:
-    """Responses are small; a bounded blocking send keeps the code simple and the loop safe."""
-    try:
-        conn.setblocking(True)
-        conn.settimeout(1.0)
-        conn.sendall(json.dumps(response, default=str).encode() + b"\n")
-    except OSError:
-        pass
+def _encode(response: dict) -> bytes:
+    return json.dumps(response, default=str).encode() + b"\n"
 
 
 def _peer(conn: socket.socket) -> dict:

@@ -10,12 +10,12 @@ from __future__ import annotations
 import logging
 import selectors
 import socket
-import time
 from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
+from .loopserver import LoopServer
 from .metrics import BUCKETS
 
 log = logging.getLogger("horizond.exporter")
@@ -59,17 +59,18 @@ class _Collector:
         yield from (processed, failed, duration, wait, size, workers, memory, waits)
 
 
-class MetricsServer:
+class MetricsServer(LoopServer):
+    max_clients = MAX_CLIENTS
+    client_timeout = CLIENT_TIMEOUT
+
     def __init__(self, listen: str, selector: selectors.BaseSelector, view: Callable[[], dict],
                  healthz: Callable[[], tuple[int, str]]):
+        super().__init__(selector)
         host, _, port = listen.rpartition(":")
         self.address = (host.strip("[]") or "127.0.0.1", int(port))
-        self.selector = selector
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(_Collector(view))
         self.healthz = healthz
-        self.sock: socket.socket | None = None
-        self._clients: dict[socket.socket, tuple[float, bytearray]] = {}
 
     def open(self) -> None:
         family = socket.AF_INET6 if ":" in self.address[0] else socket.AF_INET
@@ -77,51 +78,12 @@ class MetricsServer:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(self.address)
         sock.listen(16)
-        sock.setblocking(False)
-        self.sock = sock
-        self.selector.register(sock, selectors.EVENT_READ, self._accept)
+        self.listen(sock)
 
-    def close(self) -> None:
-        for conn in list(self._clients):
-            self._drop(conn)
-        if self.sock is not None:
-            self.selector.unregister(self.sock)
-            self.sock.close()
-            self.sock = None
-
-    def expire(self, now: float) -> None:
-        for conn, (since, _) in list(self._clients.items()):
-            if now - since > CLIENT_TIMEOUT:
-                self._drop(conn)
-
-    def _accept(self) -> None:
-        try:
-            conn, _ = self.sock.accept()
-        except OSError:
-            return
-        if len(self._clients) >= MAX_CLIENTS:
-            conn.close()
-            return
-        conn.setblocking(False)
-        self._clients[conn] = (time.monotonic(), bytearray())
-        self.selector.register(conn, selectors.EVENT_READ, lambda: self._read(conn))
-
-    def _read(self, conn: socket.socket) -> None:
-        _, buffer = self._clients[conn]
-        try:
-            chunk = conn.recv(4096)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:
-            chunk = b""
-        buffer += chunk
-        if b"\r\n\r\n" not in buffer and b"\n\n" not in buffer:
-            if chunk and len(buffer) < MAX_REQUEST:
-                return
-            self._drop(conn)
-            return
-        self._drop(conn, close=False)
-        parts = bytes(buffer).split(b" ", 2)
+    def reply(self, request: bytes, context: object, ended: bool) -> bytes | None:
+        if b"\r\n\r\n" not in request and b"\n\n" not in request:
+            return b"" if ended or len(request) >= MAX_REQUEST else None
+        parts = request.split(b" ", 2)
         method, path = (parts[0], parts[1].split(b"?")[0]) if len(parts) == 3 else (b"", b"")
         if method != b"GET":
             status, body, kind = 405, b"method not allowed\n", "text/plain"
@@ -135,19 +97,4 @@ class MetricsServer:
         reason = {200: "OK", 503: "Service Unavailable", 404: "Not Found", 405: "Method Not Allowed"}[status]
         head = f"HTTP/1.0 {status} {reason}\r\nContent-Type: {kind}\r\nContent-Length: {len(body)}\r\n" \
                "Connection: close\r\n\r\n"
-        try:
-            conn.setblocking(True)
-            conn.settimeout(2.0)
-            conn.sendall(head.encode() + body)
-        except OSError:
-            pass
-        conn.close()
-
-    def _drop(self, conn: socket.socket, close: bool = True) -> None:
-        self._clients.pop(conn, None)
-        try:
-            self.selector.unregister(conn)
-        except (KeyError, ValueError):
-            pass
-        if close:
-            conn.close()
+        return head.encode() + body
