@@ -211,6 +211,13 @@ def start_daemon(tmp_path, redis_url):
         daemon.cleanup()
 
 
+def horizonctl(*args, socket_path: str | None = None, timeout: float = 30) -> subprocess.CompletedProcess:
+    """Run the real horizonctl as a user would (no terminal on stdin)."""
+    where = ["--socket", socket_path] if socket_path else []
+    return subprocess.run([sys.executable, "-m", "horizond.ctl", *where, *args], capture_output=True, text=True,
+                          env=child_env(), cwd=ROOT, timeout=timeout, stdin=subprocess.DEVNULL)
+
+
 def alive(pid: int) -> bool:
     try:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE

@@ -11,7 +11,7 @@ import time
 from rq import Queue
 from rq.job import JobStatus
 
-from conftest import ROOT, alive, child_env, wait_until
+from conftest import ROOT, alive, child_env, horizonctl, wait_until
 
 TWO = """
 [supervisors.alpha]
@@ -24,9 +24,8 @@ min_processes = 1
 """
 
 
-def ctl(daemon, *args, timeout=30):
-    return subprocess.run([sys.executable, "-m", "horizond.ctl", "--socket", daemon.socket, *args],
-                          capture_output=True, text=True, env=child_env(), cwd=ROOT, timeout=timeout)
+def ctl(daemon, *args):
+    return horizonctl(*args, socket_path=daemon.socket)
 
 
 def started_at(redis, tag):

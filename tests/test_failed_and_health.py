@@ -9,7 +9,7 @@ import sys
 from rq import Queue
 from rq.job import Job, JobStatus
 
-from conftest import ROOT, child_env, wait_until
+from conftest import ROOT, child_env, horizonctl, wait_until
 
 BODY = """
 [supervisors.alpha]
@@ -19,9 +19,7 @@ min_processes = 1
 
 
 def ctl(daemon, *args):
-    return subprocess.run([sys.executable, "-m", "horizond.ctl", "--socket", daemon.socket, *args],
-                          capture_output=True, text=True, env=child_env(), cwd=ROOT, timeout=30,
-                          stdin=subprocess.DEVNULL)
+    return horizonctl(*args, socket_path=daemon.socket)
 
 
 def setup_jobs(daemon, redis):

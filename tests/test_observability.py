@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import socket
-import subprocess
-import sys
 import threading
 import urllib.error
 import urllib.request
@@ -14,12 +12,11 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 from rq import Queue
 from rq.job import JobStatus
 
-from conftest import ROOT, child_env, free_port, wait_until
+from conftest import free_port, horizonctl, wait_until
 
 
 def ctl(daemon, *args):
-    return subprocess.run([sys.executable, "-m", "horizond.ctl", "--socket", daemon.socket, *args],
-                          capture_output=True, text=True, env=child_env(), cwd=ROOT, timeout=30)
+    return horizonctl(*args, socket_path=daemon.socket)
 
 
 def scrape(port, path="/metrics"):

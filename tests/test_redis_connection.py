@@ -175,6 +175,7 @@ queues = ["qa"]
 min_processes = 2
 """
         daemon = Daemon(tmp_path, "redis://127.0.0.1:1/0", body, redis_table=False)
+        procs.append(daemon)
         daemon.wait_ready({"alpha": 2})
         client = sentinel.master_for("mymaster", socket_timeout=2)
         queue = Queue("qa", connection=client)
@@ -190,11 +191,13 @@ min_processes = 2
         assert len(runs) == 350  # none lost
         assert sum(runs.values()) - 350 <= 2  # at most the jobs in flight at the switch ran twice
         assert daemon.proc.poll() is None  # followed without a restart
-        daemon.cleanup()
     finally:
         for proc in procs:
-            proc.terminate()
-            proc.wait(10)
+            if isinstance(proc, Daemon):
+                proc.cleanup()
+            else:
+                proc.terminate()
+                proc.wait(10)
 
 
 def _quiet(call, retries: int = 1):
