@@ -369,69 +369,91 @@ def build(data: Mapping[str, Any], source: str, env: Env = Env()) -> Config:
     for name, allowed in _TABLES.items():
         if name not in ("supervisors", "waits"):
             check.unknown_keys(name, tables[name], allowed)
+    fields_ = {**_redis(check, tables["redis"], env), **_control(check, tables["control"], env),
+               **_master(check, tables["master"]), **_observability(check, tables),
+               "supervisors": _supervisors(check, tables),
+               "app_paths": check.get("app", tables["app"], "paths", "strs", ()),
+               "preload": check.get("app", tables["app"], "preload", "strs", ())}
+    if check.issues:
+        raise ConfigError(_unique(check.issues))
+    return Config(source=source, **fields_)
 
-    redis_url = env.redis_url or check.get("redis", tables["redis"], "url", "str", DEFAULT_REDIS_URL)
-    redis_files = tuple((key, value) for key in ("password_file", "ssl_ca_certs", "ssl_certfile", "ssl_keyfile",
-                                                 "sentinel_password_file")
-                        if (value := check.get("redis", tables["redis"], key, "str", None)))
-    sentinels = check.get("redis", tables["redis"], "sentinels", "strs", ())
-    master_name = check.get("redis", tables["redis"], "master_name", "str", None)
+
+def _redis(check: _Checker, t: Mapping[str, Any], env: Env) -> dict:
+    url = env.redis_url or check.get("redis", t, "url", "str", DEFAULT_REDIS_URL)
+    if not url.startswith(("redis://", "rediss://", "unix://")):
+        check.add("redis", "url", f"expected a redis://, rediss:// or unix:// URL, got {url!r}")
+    files = tuple((key, value) for key in ("password_file", "ssl_ca_certs", "ssl_certfile", "ssl_keyfile",
+                                           "sentinel_password_file")
+                  if (value := check.get("redis", t, key, "str", None)))
+    sentinels = check.get("redis", t, "sentinels", "strs", ())
+    master_name = check.get("redis", t, "master_name", "str", None)
     if any(not re.fullmatch(r"[\w.\-]+:\d{1,5}", s) for s in sentinels):
         check.add("redis", "sentinels", f'expected a list of "host:port", got {list(sentinels)!r}')
     if sentinels and not master_name:
         check.add("redis", "master_name", "needed with sentinels: the name the sentinels monitor, e.g. \"mymaster\"")
-    if not redis_url.startswith(("redis://", "rediss://", "unix://")):
-        check.add("redis", "url", f"expected a redis://, rediss:// or unix:// URL, got {redis_url!r}")
-    socket_path = (env.socket_path or check.get("control", tables["control"], "socket", "str", None)
-                   or default_socket_path(env))
-    control_group = check.get("control", tables["control"], "group", "str", None)
-    control_readers = check.get("control", tables["control"], "readers", "str", None)
-    for key, value in (("group", control_group), ("readers", control_readers)):
+    prefix = check.get("redis", t, "prefix", "str", "horizond")
+    if not re.fullmatch(r"[\w.\-]+", prefix):
+        check.add("redis", "prefix", f"expected letters, digits, '.', '_' or '-', got {prefix!r}")
+    return {"redis_url": url, "redis_files": files, "redis_sentinels": sentinels, "redis_master_name": master_name,
+            "redis_prefix": prefix}
+
+
+def _control(check: _Checker, t: Mapping[str, Any], env: Env) -> dict:
+    socket_path = env.socket_path or check.get("control", t, "socket", "str", None) or default_socket_path(env)
+    group = check.get("control", t, "group", "str", None)
+    readers = check.get("control", t, "readers", "str", None)
+    for key, value in (("group", group), ("readers", readers)):
         if value is not None and not value.strip():
             check.add("control", key, "expected a group name, got an empty string")
-    grace = check.get("master", tables["master"], "shutdown_grace", "number", 10.0)
-    if not grace >= 0:  # also refuses nan
-        check.add("master", "shutdown_grace", f"must be 0 or more, got {grace}")
-    hard_grace = check.get("master", tables["master"], "hard_timeout_grace", "number", 10.0)
-    if not hard_grace >= 0:
-        check.add("master", "hard_timeout_grace", f"must be 0 or more, got {hard_grace}")
-    memory_limit = check.get("master", tables["master"], "memory_limit", "int", 0)
+    return {"socket_path": socket_path, "control_group": group, "control_readers": readers}
+
+
+def _master(check: _Checker, t: Mapping[str, Any]) -> dict:
+    grace = check.get("master", t, "shutdown_grace", "number", 10.0)
+    hard_grace = check.get("master", t, "hard_timeout_grace", "number", 10.0)
+    for key, value in (("shutdown_grace", grace), ("hard_timeout_grace", hard_grace)):
+        if not value >= 0:  # also refuses nan
+            check.add("master", key, f"must be 0 or more, got {value}")
+    memory_limit = check.get("master", t, "memory_limit", "int", 0)
     if memory_limit < 0:
         check.add("master", "memory_limit", f"must be 0 (off) or more, got {memory_limit}")
+    return {"shutdown_grace": grace, "hard_timeout_grace": hard_grace, "memory_limit": memory_limit}
 
+
+def _observability(check: _Checker, tables: Mapping[str, Mapping[str, Any]]) -> dict:
     health = []
-    for key in sorted(tables["health"]):
+    for key in sorted(set(tables["health"]) & _TABLES["health"]):  # unknown keys were reported above
         pair = tables["health"][key]
         numbers = isinstance(pair, list) and len(pair) == 2 and all(_number(v) is not _BAD for v in pair)
-        if key not in _TABLES["health"]:
-            continue  # reported as an unknown key above
         if not numbers or not 0 <= pair[0] <= pair[1]:
             check.add("health", key, f"expected [warning, critical] with 0 <= warning <= critical, got {pair!r}")
         else:
             health.append((key, (float(pair[0]), float(pair[1]))))
-
-    metrics_listen = check.get("metrics", tables["metrics"], "listen", "str", None)
-    if metrics_listen is not None and not re.fullmatch(r"[\w.\-\[\]:]*:\d{1,5}", metrics_listen):
-        check.add("metrics", "listen", f'expected "HOST:PORT" like "127.0.0.1:9750", got {metrics_listen!r}')
-    snapshot_interval = check.get("metrics", tables["metrics"], "snapshot_interval", "int", 60)
-    snapshot_keep = check.get("metrics", tables["metrics"], "snapshot_keep_hours", "int", 24)
-    for key, value in (("snapshot_interval", snapshot_interval), ("snapshot_keep_hours", snapshot_keep)):
+    metrics = tables["metrics"]
+    listen = check.get("metrics", metrics, "listen", "str", None)
+    if listen is not None and not re.fullmatch(r"[\w.\-\[\]:]*:\d{1,5}", listen):
+        check.add("metrics", "listen", f'expected "HOST:PORT" like "127.0.0.1:9750", got {listen!r}')
+    interval = check.get("metrics", metrics, "snapshot_interval", "int", 60)
+    keep = check.get("metrics", metrics, "snapshot_keep_hours", "int", 24)
+    for key, value in (("snapshot_interval", interval), ("snapshot_keep_hours", keep)):
         if value < 1:
             check.add("metrics", key, f"must be 1 or more, got {value}")
-    prefix = check.get("redis", tables["redis"], "prefix", "str", "horizond")
-    if not re.fullmatch(r"[\w.\-]+", prefix):
-        check.add("redis", "prefix", f"expected letters, digits, '.', '_' or '-', got {prefix!r}")
-    notify_command = check.get("notify", tables["notify"], "command", "strs", ())
-    webhook_url = check.get("notify", tables["notify"], "webhook_url", "str", None)
-    if webhook_url is not None and not webhook_url.startswith(("http://", "https://")):
-        check.add("notify", "webhook_url", f"expected an http:// or https:// URL, got {webhook_url!r}")
+    webhook = check.get("notify", tables["notify"], "webhook_url", "str", None)
+    if webhook is not None and not webhook.startswith(("http://", "https://")):
+        check.add("notify", "webhook_url", f"expected an http:// or https:// URL, got {webhook!r}")
     waits = []
     for key, value in tables["waits"].items():
         if _int(value) is _BAD or value < 0:
             check.add("waits", key, f"expected seconds (an integer >= 0; 0 = never), got {value!r}")
         else:
             waits.append((key, value))
+    return {"health": tuple(sorted({**_default_health(), **dict(health)}.items())), "metrics_listen": listen,
+            "snapshot_interval": interval, "snapshot_keep_hours": keep, "webhook_url": webhook,
+            "notify_command": check.get("notify", tables["notify"], "command", "strs", ()), "waits": tuple(waits)}
 
+
+def _supervisors(check: _Checker, tables: Mapping[str, Mapping[str, Any]]) -> tuple[SupervisorConfig, ...]:
     supervisors = []
     for name, raw in tables["supervisors"].items():
         if not isinstance(raw, dict):
@@ -441,35 +463,7 @@ def build(data: Mapping[str, Any], source: str, env: Env = Env()) -> Config:
     if not supervisors:
         check.add("supervisors", None, "no supervisor defined; add at least one [supervisors.NAME] table")
     _check_defaults_types(check, tables["defaults"])
-    app_paths = check.get("app", tables["app"], "paths", "strs", ())
-    preload = check.get("app", tables["app"], "preload", "strs", ())
-
-    if check.issues:
-        raise ConfigError(_unique(check.issues))
-    return Config(
-        redis_url=redis_url,
-        redis_files=redis_files,
-        redis_sentinels=sentinels,
-        redis_master_name=master_name,
-        socket_path=socket_path,
-        supervisors=tuple(supervisors),
-        app_paths=app_paths,
-        preload=preload,
-        shutdown_grace=grace,
-        hard_timeout_grace=hard_grace,
-        memory_limit=memory_limit,
-        health=tuple(sorted({**_default_health(), **dict(health)}.items())),
-        metrics_listen=metrics_listen,
-        snapshot_interval=snapshot_interval,
-        snapshot_keep_hours=snapshot_keep,
-        redis_prefix=prefix,
-        notify_command=notify_command,
-        webhook_url=webhook_url,
-        waits=tuple(waits),
-        control_group=control_group,
-        control_readers=control_readers,
-        source=source,
-    )
+    return tuple(supervisors)
 
 
 def _check_defaults_types(check: _Checker, defaults: Mapping[str, Any]) -> None:
