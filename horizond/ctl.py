@@ -13,6 +13,7 @@ import socket
 import sys
 import time
 
+from . import health
 from .cli import load
 from .config import ConfigError
 
@@ -242,7 +243,7 @@ def cmd_health(path, args) -> int:
         print(f"health: {result['status'].upper()}")
         for ind in result["indicators"]:
             print(f"  {ind['level']:<7} {ind['name']:<15} {ind['detail']}")
-    return {"green": 0, "yellow": 1}.get(result["status"], 2)
+    return health.EXIT.get(result["status"], health.EXIT[health.RED])
 
 
 def cmd_failed(path, args) -> int:

@@ -485,8 +485,6 @@ class Master:
                 log.error("preload failed", extra={"event": "preload_failed", "preload": name,
                                                    "error": f"{type(exc).__name__}: {exc}"})
 
-    def all_processes(self) -> list[WorkerProcess]:
-        return list(self.children.values())
 
 
 def _client(config: Config) -> Redis:
