@@ -140,6 +140,8 @@ class Master:
             "supervisors": [s.name for s in self.config.supervisors], "socket": self.config.socket_path})
 
     def _teardown(self) -> None:
+        if self.observer.store and self.redis_error is None:
+            self.observer.store.save(self.redis, self.metrics)  # counters carry over to the next master
         self.control.close()
         if self.exporter:
             self.exporter.close()

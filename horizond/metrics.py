@@ -5,7 +5,8 @@ processed and failed counts, mean and recent runtime, wait (enqueue -> start),
 a runtime histogram for Prometheus, and per-minute buckets for "jobs per
 minute" and "failed in the last hour". Memory is bounded by the number of
 queues and functions, never by the number of jobs; the counters live in the
-master, so they survive worker restarts.
+master, so they survive worker restarts, and `dump`/`merge` let the shell keep
+them in Redis so they survive a master restart too (metricstore.py).
 """
 
 from __future__ import annotations
@@ -65,6 +66,32 @@ class Tally:
     def mean_wait(self) -> float | None:
         return self.wait_sum / self.wait_count if self.wait_count else None
 
+    def dump(self) -> dict:
+        return {"processed": self.processed, "failed": self.failed, "runtime_sum": self.runtime_sum,
+                "runtime_count": self.runtime_count, "recent_runtime": self.recent_runtime,
+                "wait_sum": self.wait_sum, "wait_count": self.wait_count, "recent_wait": self.recent_wait,
+                "buckets": list(self.buckets), "minutes": [list(m) for m in self.minutes]}
+
+    def merge(self, saved: dict) -> None:
+        """Add a saved tally's counts to this one. Recent averages already measured in this
+        run win over saved ones, which describe an older past."""
+        for name in ("processed", "failed", "runtime_count", "wait_count"):
+            setattr(self, name, getattr(self, name) + int(saved[name]))
+        self.runtime_sum += float(saved["runtime_sum"])
+        self.wait_sum += float(saved["wait_sum"])
+        if self.recent_runtime is None:
+            self.recent_runtime = saved["recent_runtime"]
+        if self.recent_wait is None:
+            self.recent_wait = saved["recent_wait"]
+        if len(saved["buckets"]) == len(BUCKETS):  # bucket edges changed between versions: drop the old shape
+            self.buckets = [a + int(b) for a, b in zip(self.buckets, saved["buckets"], strict=True)]
+        by_minute: dict[int, list[int]] = {}
+        for minute, done, failed in list(saved["minutes"]) + list(self.minutes):
+            row = by_minute.setdefault(int(minute), [int(minute), 0, 0])
+            row[1] += int(done)
+            row[2] += int(failed)
+        self.minutes = deque((by_minute[m] for m in sorted(by_minute)), maxlen=MINUTES_KEPT)
+
 
 class Metrics:
     def __init__(self):
@@ -72,6 +99,26 @@ class Metrics:
         self.jobs: dict[tuple[str, str], Tally] = {}
         self.supervisor_of: dict[str, str] = {}
         self.long_waits: dict[str, int] = {}
+        self.changes = 0  # bumped on every update, so the shell saves only when something changed
+
+    def dump(self) -> dict:
+        return {"version": 1, "queues": {q: t.dump() for q, t in self.queues.items()},
+                "jobs": [[q, f, t.dump()] for (q, f), t in self.jobs.items()],
+                "supervisor_of": dict(self.supervisor_of), "long_waits": dict(self.long_waits)}
+
+    def merge(self, saved: dict) -> None:
+        """Fold a dump from an earlier run into this one (counts add up; see Tally.merge)."""
+        if saved.get("version") != 1:
+            raise ValueError(f"unknown metrics format version {saved.get('version')!r}")
+        for queue, tally in saved["queues"].items():
+            self.queues.setdefault(queue, Tally()).merge(tally)
+        for queue, func, tally in saved["jobs"]:
+            self.jobs.setdefault((queue, func), Tally()).merge(tally)
+        for queue, sup in saved["supervisor_of"].items():
+            self.supervisor_of.setdefault(queue, sup)
+        for queue, count in saved["long_waits"].items():
+            self.long_waits[queue] = self.long_waits.get(queue, 0) + int(count)
+        self.changes += 1
 
     def record(self, queue: str, supervisor: str, func: str | None, ok: bool, runtime: float | None,
                wait: float | None, now: float) -> None:
@@ -79,9 +126,11 @@ class Metrics:
         self.supervisor_of[queue] = supervisor
         self.queues.setdefault(queue, Tally()).add(ok, runtime, wait, minute)
         self.jobs.setdefault((queue, func or "?"), Tally()).add(ok, runtime, wait, minute)
+        self.changes += 1
 
     def long_wait(self, queue: str) -> None:
         self.long_waits[queue] = self.long_waits.get(queue, 0) + 1
+        self.changes += 1
 
     def runtime(self, queue: str) -> float | None:
         tally = self.queues.get(queue)

@@ -7,7 +7,7 @@ long-wait detection) reads the sample instead of asking Redis again.
 A queue's estimated wait is the larger of how long its oldest job has waited
 and pending x runtime / working processes. Over its [waits] threshold it is
 logged, counted, and reported to [notify] command / webhook_url, once per queue
-per five minutes.
+per five minutes. The job counters are saved to Redis from here too (metricstore).
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ import urllib.request
 
 from redis import Redis
 from rq.utils import utcparse
+
+from .metricstore import MetricStore, metrics_key
 
 log = logging.getLogger("horizond.observe")
 
@@ -59,8 +61,12 @@ class Observer:
         self.sampled_at = -SAMPLE_EVERY
         self.snapshot_at = time.monotonic()
         self._notified: dict[str, float] = {}
+        self.store: MetricStore | None = None
 
     def step(self, master, now: float) -> None:
+        if self.store is None:
+            self.store = MetricStore(metrics_key(master.config.redis_prefix, master.config.socket_path))
+        self.store.step(master.redis, master.metrics, now)
         if now - self.snapshot_at >= master.config.snapshot_interval:
             self.snapshot_at = now
             self.write_snapshots(master)

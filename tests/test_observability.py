@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import socket
 import threading
 import urllib.error
@@ -178,11 +180,71 @@ def test_snapshots_keep_trends_in_redis_bounded_by_time_not_jobs(start_daemon, r
     wait_until(lambda: redis.hlen("test:runs") == 1100, timeout=60, what="1,000 more jobs")
     count = redis.llen("horizond:snapshots:qa")
     wait_until(lambda: redis.llen("horizond:snapshots:qa") > count, what="one more snapshot")
-    # 10x the jobs: the same keys, each holding one small entry per interval
-    assert set(redis.scan_iter("horizond:*")) == {b"horizond:snapshots:qa"}
+    # 10x the jobs: the same keys, each holding one small entry per interval (plus one metrics value)
+    keys = set(redis.scan_iter("horizond:*"))
+    assert b"horizond:snapshots:qa" in keys and len(keys) == 2
+    assert any(k.startswith(b"horizond:metrics:") for k in keys)
     assert horizond_bytes() < small + 400 * (redis.llen("horizond:snapshots:qa") - 1)
     assert 0 < redis.ttl("horizond:snapshots:qa") <= 3601
     rows = json.loads(ctl(daemon, "trends", "qa", "--json").stdout)
     assert rows and rows[0]["processed"] >= rows[-1]["processed"]
     assert ctl(daemon, "trends", "qa").returncode == 0
     assert ctl(daemon, "trends", "nope").returncode != 0
+
+
+def test_counters_survive_a_master_restart(start_daemon, redis):
+    port = free_port()
+    body = f"""
+    [metrics]
+    listen = "127.0.0.1:{port}"
+
+    [supervisors.alpha]
+    queues = ["qa"]
+    min_processes = 2
+    """
+    daemon = start_daemon(body)
+    daemon.wait_ready({"alpha": 2})
+    queue = Queue("qa", connection=redis)
+    for i in range(20):
+        queue.enqueue("testjobs.record", f"ok{i}")
+    bad = [queue.enqueue("testjobs.fail", f"bad{i}") for i in range(2)]
+    wait_until(lambda: redis.hlen("test:runs") == 20 and all(j.get_status(refresh=True) == JobStatus.FAILED
+                                                              for j in bad), timeout=20, what="22 jobs")
+    wait_until(lambda: json.loads(ctl(daemon, "stats", "--json").stdout)["processed"] == 22, what="22 counted")
+    daemon.signal(signal.SIGTERM)
+    assert daemon.wait_exit() == 0
+    key = next(redis.scan_iter("horizond:metrics:*"))
+    assert key.decode().endswith(daemon.socket) and 0 < redis.ttl(key) <= 7 * 24 * 3600
+
+    again = start_daemon(body)
+    again.wait_ready({"alpha": 2})
+    for i in range(5):
+        queue.enqueue("testjobs.record", f"more{i}")
+    wait_until(lambda: redis.hlen("test:runs") == 25, what="5 more jobs")
+    stats = wait_until(lambda: (s := json.loads(ctl(again, "stats", "--json").stdout))["processed"] == 27 and s,
+                       what="old and new counts added up")
+    assert stats["failed"] == 2
+    funcs = {j["func"]: j for j in stats["jobs"]}
+    assert funcs["testjobs.record"]["processed"] == 25 and funcs["testjobs.fail"]["failed"] == 2
+    _, text = scrape(port)
+    assert sample(text, "horizon_jobs_processed_total", queue="qa", supervisor="alpha") == 27
+    assert sample(text, "horizon_jobs_failed_total", queue="qa", supervisor="alpha") == 2
+    assert sample(text, "horizon_job_duration_seconds_count", queue="qa") == 27
+
+
+def test_unreadable_saved_metrics_are_reported_and_replaced(start_daemon, redis, tmp_path):
+    socket_path = str(tmp_path / "ctl.sock")
+    key = f"horizond:metrics:{os.uname().nodename}:{socket_path}"
+    redis.set(key, "{not json")
+    daemon = start_daemon("""
+    [supervisors.alpha]
+    queues = ["qa"]
+    """, socket_path=socket_path)
+    daemon.wait_ready({"alpha": 1})
+    Queue("qa", connection=redis).enqueue("testjobs.record", "x")
+
+    def saved():
+        raw = redis.get(key)
+        return raw and raw.startswith(b"{\"") and json.loads(raw)["queues"].get("qa", {}).get("processed") == 1
+    wait_until(saved, what="a fresh metrics value counting the job")
+    assert any(e.get("event") == "metrics_restore_failed" for e in daemon.log_events())

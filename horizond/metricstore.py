@@ -1,0 +1,80 @@
+"""Keeps the master's job metrics in Redis, so counters survive a master restart.
+
+The master is the only writer of its metrics, so the whole state is written as
+one JSON value (a few kB: bounded by queues x functions, never by jobs) rather
+than as per-job increments: that costs one command every few seconds instead of
+one per job. The key names the host and the control socket, which tell two
+daemons sharing a Redis apart and stay the same across restarts.
+
+Saved counts are restored once, added to whatever was counted meanwhile (Redis
+may be away at start-up), and nothing is saved before that restore, so a saved
+state is never overwritten by a fresh, empty one. Up to SAVE_EVERY seconds of
+counts are lost if the master is killed with SIGKILL; a clean stop or re-exec
+saves first.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+
+from redis import Redis
+
+from .metrics import Metrics
+
+log = logging.getLogger("horizond.metrics")
+
+SAVE_EVERY = 2.0
+KEEP_SECONDS = 7 * 24 * 3600  # a daemon stopped for longer than a week starts its counters from zero
+
+
+def metrics_key(prefix: str, socket_path: str, host: str | None = None) -> str:
+    return f"{prefix}:metrics:{host or os.uname().nodename}:{socket_path}"
+
+
+class MetricStore:
+    def __init__(self, key: str):
+        self.key = key
+        self.restored = False
+        self._saved_changes = 0  # nothing counted yet: nothing to save
+        self._saved_at = -SAVE_EVERY
+
+    def step(self, redis: Redis, metrics: Metrics, now: float | None = None) -> None:
+        """Restore once, then save at most every SAVE_EVERY seconds when something changed."""
+        now = time.monotonic() if now is None else now
+        if not self.restored:
+            self.restore(redis, metrics)
+        elif now - self._saved_at >= SAVE_EVERY:
+            self.save(redis, metrics, now)
+
+    def restore(self, redis: Redis, metrics: Metrics) -> None:
+        try:
+            raw = redis.get(self.key)
+        except Exception:
+            return  # Redis away: try again on the next step
+        self.restored = True
+        if raw is None:
+            return
+        try:
+            metrics.merge(json.loads(raw))
+        except (ValueError, KeyError, TypeError) as exc:
+            log.warning("saved metrics unreadable; counting from zero", extra={
+                "event": "metrics_restore_failed", "key": self.key, "error": str(exc)})
+            return
+        log.info("metrics restored", extra={"event": "metrics_restored", "key": self.key,
+                                            "processed": sum(t.processed for t in metrics.queues.values())})
+
+    def save(self, redis: Redis, metrics: Metrics, now: float | None = None) -> bool:
+        if not self.restored or metrics.changes == self._saved_changes:
+            return True
+        changes = metrics.changes
+        try:
+            redis.set(self.key, json.dumps(metrics.dump()), ex=KEEP_SECONDS)
+        except Exception as exc:
+            log.debug("metrics not saved", extra={"event": "metrics_save_failed", "error": str(exc)})
+            return False
+        self._saved_changes = changes
+        self._saved_at = time.monotonic() if now is None else now
+        return True
