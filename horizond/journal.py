@@ -56,6 +56,9 @@ class JournalHandler(logging.Handler):
         self.standard = standard  # LogRecord's own attributes, not fields of ours
         self.identifier = identifier
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        # Never wait for the journal: a full receive queue (journald stalled) would stall the
+        # master's loop, watchdog pings included. Such a line goes to stderr instead.
+        self.sock.setblocking(False)
 
     def fields(self, record: logging.LogRecord) -> dict[str, str]:
         message = record.getMessage()
@@ -78,5 +81,5 @@ class JournalHandler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         try:
             self.sock.sendto(encode(self.fields(record)), self.path)
-        except OSError:
-            sys.stderr.write(f"{record.levelname} {record.getMessage()}\n")  # the journal is gone: say it anyway
+        except OSError:  # the journal is gone or full: say it anyway
+            sys.stderr.write(f"{record.levelname} {record.getMessage()}\n")

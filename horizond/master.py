@@ -7,6 +7,7 @@ directly from here: there is no middle process level to orphan or desynchronise.
 
 from __future__ import annotations
 
+import gc
 import importlib
 import logging
 import os
@@ -105,6 +106,7 @@ class Master:
     def _setup(self) -> None:
         self._extend_sys_path(self.config.app_paths)
         self._preload(self.config.preload)
+        gc.freeze()  # what is loaded now stays out of the children's GC passes: their pages stay shared
         read_fd, write_fd = os.pipe()
         os.set_blocking(read_fd, False)
         os.set_blocking(write_fd, False)

@@ -22,10 +22,10 @@ from . import dequeue, policy, sysutil
 from .channel import StateWriter
 from .config import SupervisorConfig
 from .dequeue import HorizonQueue
+from .leanworker import LeanWorker
 
 log = logging.getLogger("horizond.worker")
 
-DEFAULT_WORKER_CLASS = "rq.worker.SimpleWorker"
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_IMPORT = 3
@@ -97,12 +97,16 @@ class HorizonWorkerMixin:
 
     def _horizon_apply_policy(self, job: Job) -> None:
         sup = self.horizon_supervisor
-        job.timeout = policy.job_timeout(job.timeout, sup.timeout)
+        timeout = policy.job_timeout(job.timeout, sup.timeout)
+        if timeout != job.timeout:
+            job.timeout = timeout
+            job.horizon_policy_applied = True
         if job.retries_left is None:
             rule = policy.retry_rule(None, None, sup.tries, sup.backoff)
             if rule is not None:
                 job.retries_left = rule.retries_left
                 job.retry_intervals = list(rule.intervals)
+                job.horizon_policy_applied = True
 
     def _horizon_rss(self) -> int:
         return self._horizon_process.memory_info().rss if self._horizon_process else 0
@@ -139,8 +143,11 @@ def import_dotted(path: str):
 
 
 def worker_class_for(dotted: str | None) -> type:
-    """The user's RQ worker class (default SimpleWorker) with the mixin in front."""
-    base = import_dotted(dotted or DEFAULT_WORKER_CLASS)
+    """The lean worker when no worker_class is set; else the user's RQ worker class
+    (e.g. rq.worker.SimpleWorker for RQ's stock bookkeeping) with the mixin in front."""
+    if dotted is None:
+        return HorizonLeanWorker
+    base = import_dotted(dotted)
     if not (isinstance(base, type) and hasattr(base, "execute_job")):
         raise TypeError(f"worker_class {dotted!r} is not an RQ worker class")
     if base is SimpleWorker:
@@ -149,6 +156,10 @@ def worker_class_for(dotted: str | None) -> type:
 
 
 class HorizonSimpleWorker(HorizonWorkerMixin, SimpleWorker):
+    pass
+
+
+class HorizonLeanWorker(HorizonWorkerMixin, LeanWorker):
     pass
 
 

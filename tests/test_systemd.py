@@ -138,6 +138,30 @@ def test_journal_gets_structured_fields(start_daemon, tmp_path):
         journal.close()
 
 
+def test_a_stalled_journal_does_not_stall_the_master(start_daemon, tmp_path):
+    """journald not reading (its queue full) must not block the loop: lines go to stderr."""
+    journal = Listener(tmp_path / "journal.sock")  # bound, never read
+    try:
+        daemon = start_daemon(SUPS)
+        daemon.proc.terminate()
+        daemon.wait_exit()
+        daemon.cleanup()
+        proc = subprocess.Popen([*daemon.proc.args, "--log-format", "journal"], env=child_env(
+            HORIZOND_JOURNAL_SOCKET=journal.path), stderr=subprocess.PIPE, start_new_session=True)
+        try:
+            wait_until(lambda: daemon.try_status() and len(daemon.worker_pids()) == 3, timeout=20,
+                       what="workers, with the journal full")
+            proc.terminate()
+            assert proc.wait(15) == 0
+            assert b"horizond stopped" in proc.stderr.read()
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    finally:
+        journal.close()
+
+
 def parse_native(data: bytes) -> dict[str, str]:
     fields, i = {}, 0
     while i < len(data):

@@ -1,0 +1,17 @@
+"""Jobs for scripts/bench: the same functions for every contender."""
+
+import time
+
+
+def noop():
+    return None
+
+
+def io5():
+    time.sleep(0.005)  # an I/O-bound job: a 5 ms call to some service
+
+
+def heavy():
+    """Runs code from the heavy module, so a worker that did not preload it imports it now."""
+    import benchheavy
+    return benchheavy.lookup(7)
