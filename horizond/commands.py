@@ -209,22 +209,28 @@ class Commands:
     def failed_show(self, job_id: str) -> dict:
         return failed.show(self.master.redis, self.master.queues(), str(job_id))
 
-    def retry(self, ids: list[str] | None = None, queue: str | None = None) -> dict:
-        if ids is None and queue is None:
+    def retry(self, ids: list[str] | None = None, queue: str | None = None, all: bool = False,  # noqa: A002
+              cursor: list | None = None) -> dict:
+        """Named ids at once; `all` a chunk at a time (send `cursor` back until it is null)."""
+        if ids is not None:
+            return {"retried": failed.retry(self.master.redis, self.master.queues(), _ids(ids)), "cursor": None}
+        if not (all or queue is not None):
             raise CommandError("retry: name job ids, or say 'all'")
-        named = None if ids is None else _ids(ids)
-        return {"retried": failed.retry(self.master.redis, self.master.queues(), named, queue)}
+        walked = failed.retry_all(self.master.redis, self.master.queues(), queue, cursor)
+        return {"retried": walked["ids"], "cursor": walked["cursor"]}
 
     def forget(self, ids: list[str]) -> dict:
         return {"forgotten": failed.forget(self.master.redis, self.master.queues(), _ids(ids))}
 
-    def flush(self, queue: str | None = None) -> dict:
-        return {"deleted": failed.flush(self.master.redis, self.master.queues(), queue)}
+    def flush(self, queue: str | None = None, cursor: list | None = None) -> dict:
+        walked = failed.flush(self.master.redis, self.master.queues(), queue, cursor=cursor)
+        return {"deleted": walked["count"], "cursor": walked["cursor"]}
 
-    def prune_failed(self, hours: float, queue: str | None = None) -> dict:
+    def prune_failed(self, hours: float, queue: str | None = None, cursor: list | None = None) -> dict:
         if isinstance(hours, bool) or not isinstance(hours, (int, float)) or hours < 0:
             raise CommandError(f"prune-failed: --hours must be a number >= 0, got {hours!r}")
-        return {"deleted": failed.flush(self.master.redis, self.master.queues(), queue, older_than=hours * 3600)}
+        walked = failed.flush(self.master.redis, self.master.queues(), queue, older_than=hours * 3600, cursor=cursor)
+        return {"deleted": walked["count"], "cursor": walked["cursor"]}
 
     def clear(self, queue: str) -> dict:
         return {"queue": queue, "deleted": failed.clear(self.master.redis, self.master.queues(), queue)}

@@ -269,14 +269,25 @@ def cmd_failed(path, args) -> int:
     return 0
 
 
+def _walk(path, cmd: str, key: str, **args) -> int:
+    """Repeat a bulk command with the cursor it returns until it is done; the total."""
+    total, cursor = 0, None
+    while True:
+        result = call(path, cmd, cursor=cursor, **args)
+        total += result[key] if isinstance(result[key], int) else len(result[key])
+        cursor = result["cursor"]
+        if cursor is None:
+            return total
+
+
 def cmd_retry(path, args) -> int:
     if args.ids == ["all"]:
-        result = call(path, "retry", queue=args.queue)
+        count = _walk(path, "retry", "retried", all=True, queue=args.queue)
     elif args.queue:
         raise Failed("retry: --queue goes with 'all' (retry all --queue Q)")
     else:
-        result = call(path, "retry", ids=args.ids)
-    print(f"retried {len(result['retried'])} job(s)")
+        count = len(call(path, "retry", ids=args.ids)["retried"])
+    print(f"retried {count} job(s)")
     return 0
 
 
@@ -286,12 +297,12 @@ def cmd_forget(path, args) -> int:
 
 
 def cmd_flush(path, args) -> int:
-    print(f"deleted {call(path, 'flush', queue=args.queue)['deleted']} failed job(s)")
+    print(f"deleted {_walk(path, 'flush', 'deleted', queue=args.queue)} failed job(s)")
     return 0
 
 
 def cmd_prune(path, args) -> int:
-    print(f"deleted {call(path, 'prune_failed', hours=args.hours, queue=args.queue)['deleted']} failed job(s)")
+    print(f"deleted {_walk(path, 'prune_failed', 'deleted', hours=args.hours, queue=args.queue)} failed job(s)")
     return 0
 
 

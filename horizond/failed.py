@@ -3,16 +3,30 @@
 Thin wrappers over RQ's FailedJobRegistry, so what they change is exactly what
 `rq` and rq-dashboard see. Every command that names job ids checks all of them
 first: an unknown id is an error that changes nothing.
+
+The bulk commands (retry all, flush, prune) run in the master's loop, so each
+request works for at most BUDGET seconds and returns a cursor; horizonctl sends
+the cursor back until the walk is done. A registry of 100,000 failed jobs thus
+never holds the loop (watchdog, reaping, other clients) for more than a moment.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from redis import Redis
+from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.job import Job
 from rq.queue import Queue
 from rq.registry import FailedJobRegistry
+
+
+BUDGET = 0.5  # seconds of loop time per bulk request
+BATCH = 100
+
+# what a bulk action did with one registry entry
+DONE, GONE, KEPT = "done", "gone", "kept"
 
 
 class FailedError(Exception):
@@ -78,16 +92,27 @@ def show(redis: Redis, queues: tuple[str, ...], job_id: str) -> dict:
                 kwargs=repr(job.kwargs), description=job.description, enqueued_at=str(job.enqueued_at))
 
 
-def retry(redis: Redis, queues: tuple[str, ...], ids: list[str] | None, only: str | None) -> list[str]:
-    """Requeue the named failed jobs, or every one (of `only`, if given) when ids is None."""
-    if ids is None:
-        where = {i: r for r in _registries(redis, queues, only) for i in r.get_job_ids()}
-    else:
-        where = _locate(redis, queues, ids)
+def retry(redis: Redis, queues: tuple[str, ...], ids: list[str]) -> list[str]:
+    """Requeue the named failed jobs (all of them are checked first)."""
+    where = _locate(redis, queues, ids)
     for job_id, registry in where.items():
         registry.requeue(job_id)
     return list(where)
 
+
+def retry_all(redis: Redis, queues: tuple[str, ...], only: str | None, cursor=None,
+              budget: float = BUDGET) -> dict:
+    """Requeue failed jobs, oldest first, for up to `budget` seconds (see the module doc)."""
+    def requeue(registry: FailedJobRegistry, job_id: str, job: Job | None) -> str:
+        if job is None:
+            registry.remove(job_id)  # its hash expired: a dangling entry
+            return GONE
+        try:
+            registry.requeue(job)
+        except (InvalidJobOperation, NoSuchJobError):  # taken by someone else meanwhile
+            return GONE
+        return DONE
+    return _walk(redis, queues, only, cursor, budget, requeue)
 
 def forget(redis: Redis, queues: tuple[str, ...], ids: list[str]) -> list[str]:
     where = _locate(redis, queues, ids)
@@ -96,20 +121,54 @@ def forget(redis: Redis, queues: tuple[str, ...], ids: list[str]) -> list[str]:
     return list(where)
 
 
-def flush(redis: Redis, queues: tuple[str, ...], only: str | None, older_than: float | None = None) -> int:
+def flush(redis: Redis, queues: tuple[str, ...], only: str | None, older_than: float | None = None,
+          cursor=None, budget: float = BUDGET) -> dict:
     """Delete failed jobs (all, or those that failed more than `older_than` seconds ago)."""
-    removed = 0
     cutoff = time.time() - older_than if older_than is not None else None
-    for registry in _registries(redis, queues, only):
-        ids = registry.get_job_ids()
-        for job in Job.fetch_many(ids, connection=redis) if ids else []:
-            if job is None:
-                continue
-            if cutoff is not None and (job.ended_at is None or job.ended_at.timestamp() > cutoff):
-                continue
-            registry.remove(job.id, delete_job=True)
-            removed += 1
-    return removed
+
+    def delete(registry: FailedJobRegistry, job_id: str, job: Job | None) -> str:
+        if job is None:
+            registry.remove(job_id)
+            return GONE
+        if cutoff is not None and (job.ended_at is None or job.ended_at.timestamp() > cutoff):
+            return KEPT
+        registry.remove(job, delete_job=True)
+        return DONE
+    return _walk(redis, queues, only, cursor, budget, delete)
+
+
+def _walk(redis: Redis, queues: tuple[str, ...], only: str | None, cursor, budget: float,
+          act: Callable[[FailedJobRegistry, str, Job | None], str]) -> dict:
+    """Apply `act` to failed-registry entries from `cursor` ([registry, offset]; None: the
+    start) until all are seen or `budget` is spent. Entries `act` keeps advance the offset;
+    entries it removes shift the rest down, so the offset stays."""
+    registries = _registries(redis, queues, only)
+    index, offset = _cursor(cursor)
+    deadline = time.monotonic() + budget
+    done, ids_done = 0, []
+    while index < len(registries) and time.monotonic() < deadline:
+        registry = registries[index]
+        ids = registry.get_job_ids(offset, offset + BATCH - 1, cleanup=False)
+        if not ids:
+            index, offset = index + 1, 0
+            continue
+        for job_id, job in zip(ids, Job.fetch_many(ids, connection=redis), strict=True):
+            outcome = act(registry, job_id, job)
+            if outcome == KEPT:
+                offset += 1
+            elif outcome == DONE:
+                done += 1
+                ids_done.append(job_id)
+    return {"count": done, "ids": ids_done, "cursor": [index, offset] if index < len(registries) else None}
+
+
+def _cursor(cursor) -> tuple[int, int]:
+    if cursor is None:
+        return 0, 0
+    if (not isinstance(cursor, list) or len(cursor) != 2
+            or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in cursor)):
+        raise FailedError(f"cursor must be two whole numbers >= 0, got {cursor!r}")
+    return cursor[0], cursor[1]
 
 
 def clear(redis: Redis, queues: tuple[str, ...], name: str) -> int:

@@ -113,3 +113,72 @@ def test_health_is_red_when_no_daemon_runs(tmp_path):
     result = subprocess.run([sys.executable, "-m", "horizond.ctl", "--socket", str(tmp_path / "none"), "health"],
                             capture_output=True, text=True, env=child_env(), cwd=ROOT, timeout=30)
     assert result.returncode == 2 and "RED" in result.stdout and "not running" in result.stdout
+
+
+def fail_many(redis, queue: str, n: int, old: int = 0) -> list[str]:
+    """n jobs in the failed registry as RQ leaves them (status, ended_at, exc_info); the first
+    `old` of them failed two hours ago."""
+    from datetime import datetime, timedelta, timezone
+
+    from rq.registry import FailedJobRegistry
+
+    q = Queue(queue, connection=redis)
+    registry = FailedJobRegistry(queue, connection=redis)
+    ids = []
+    for start in range(0, n, 500):
+        jobs = [Job.create("testjobs.record", args=(f"f{i}",), connection=redis, origin=queue)
+                for i in range(start, min(n, start + 500))]
+        with redis.pipeline() as pipe:
+            for i, job in enumerate(jobs, start):
+                ago = timedelta(hours=2) if i < old else timedelta(seconds=1)
+                job.ended_at = datetime.now(timezone.utc) - ago
+                job.set_status(JobStatus.FAILED, pipeline=pipe)
+                job.save(pipeline=pipe)
+                registry.add(job, ttl=3600 * 24, pipeline=pipe, exc_string="RuntimeError: made to fail")
+            pipe.execute()
+        ids += [j.id for j in jobs]
+    assert q.count == 0
+    return ids
+
+
+def test_bulk_commands_on_a_huge_registry_keep_the_master_answering(start_daemon, redis):
+    """retry all / flush / prune-failed work a chunk per request: status stays prompt meanwhile."""
+    import threading
+    import time
+
+    from horizond.ctl import request
+
+    daemon = start_daemon(BODY)
+    daemon.wait_ready({"alpha": 2})
+    assert ctl(daemon, "pause").returncode == 0
+    fail_many(redis, "qa", 5000, old=3000)
+    fail_many(redis, "qb", 1000)
+
+    def worst_status_latency(command) -> tuple[subprocess.CompletedProcess, float]:
+        worst, done = [0.0], threading.Event()
+
+        def poll():
+            while not done.is_set():
+                started = time.monotonic()
+                assert request(daemon.socket, "status")["ok"]
+                worst[0] = max(worst[0], time.monotonic() - started)
+        poller = threading.Thread(target=poll)
+        poller.start()
+        try:
+            result = ctl(daemon, *command)
+        finally:
+            done.set()
+            poller.join()
+        return result, worst[0]
+
+    pruned, worst = worst_status_latency(["prune-failed", "--hours", "1"])
+    assert pruned.returncode == 0 and "deleted 3000 failed job(s)" in pruned.stdout, pruned
+    assert worst < 1.5, f"status waited {worst:.2f} s while prune-failed ran"
+    retried, worst = worst_status_latency(["retry", "all", "--queue", "qa"])
+    assert retried.returncode == 0 and "retried 2000 job(s)" in retried.stdout, retried
+    assert worst < 1.5, f"status waited {worst:.2f} s while retry all ran"
+    assert Queue("qa", connection=redis).count == 2000
+    flushed, worst = worst_status_latency(["flush"])
+    assert flushed.returncode == 0 and "deleted 1000 failed job(s)" in flushed.stdout, flushed
+    assert worst < 1.5
+    assert json.loads(ctl(daemon, "failed", "--json").stdout) == []

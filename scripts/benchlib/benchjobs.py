@@ -12,6 +12,10 @@ def io5():
 
 
 def heavy():
-    """Runs code from the heavy module, so a worker that did not preload it imports it now."""
+    """Runs code from the heavy module, so a worker that did not preload it imports it now,
+    then a full garbage collection, as a long-running worker does now and then."""
+    import gc
+
     import benchheavy
+    gc.collect()
     return benchheavy.lookup(7)

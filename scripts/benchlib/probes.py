@@ -73,9 +73,10 @@ def worker_memory(bench: Bench, procs: int = 4) -> dict:
         proc = _launch(bench, bench.horizond_cmd(procs, preload), "memory")
         try:
             wait_for(lambda: _registered(bench) == procs, 60, "workers")
-            bench.enqueue("horizond", "heavy", 200)
+            bench.enqueue("horizond", "heavy", 200, flush=False)
             wait_for(lambda: bench.redis.zcard("rq:finished:default") == 200, 120, "200 heavy jobs")
-            pids = [int(w.split(b":")[3]) for w in bench.redis.smembers("rq:workers")]
+            status = request(str(bench.work / "ctl.sock"), "status")["result"]
+            pids = [w["pid"] for s in status["supervisors"] for w in s["workers"]]
             infos = [psutil.Process(pid).memory_full_info() for pid in pids]
             master = psutil.Process(proc.pid).memory_full_info()
             tag = "preload" if preload else "no_preload"

@@ -62,9 +62,9 @@ class Bench:
 
     # --- contenders: (argv, how to count finished jobs) -----------------------------
 
-    def horizond_cmd(self, procs: int, preload: tuple[str, ...] = ()) -> list[str]:
+    def horizond_cmd(self, procs: int, preload: tuple[str, ...] = (), worker_class: str | None = None) -> list[str]:
         sock = self.work / "ctl.sock"
-        config = self.work / "bench.toml"
+        config = self.work / f"bench-{procs}-{worker_class or 'lean'}-{'-'.join(preload) or 'none'}.toml"
         config.write_text(f"""
 [redis]
 url = "{self.url}"
@@ -80,13 +80,14 @@ queues = ["default"]
 min_processes = {procs}
 max_processes = {procs}
 balance = "off"
-""")
+""" + (f'worker_class = "{worker_class}"\n' if worker_class else ""))
         return [PY, "-m", "horizond", "--config", str(config), "--log-level", "warning"]
 
     def contenders(self) -> dict[str, list[str]]:
         rq = str(Path(PY).parent / "rq")
         out = {
             "horizond": self.horizond_cmd(self.procs),
+            "horizond-stock": self.horizond_cmd(self.procs, worker_class="rq.worker.SimpleWorker"),
             "rq-pool-simple": [rq, "worker-pool", "-n", str(self.procs), "-w", "rq.worker.SimpleWorker",
                                "-u", self.url, "-q", "default"],
             "rq-pool-fork": [rq, "worker-pool", "-n", str(self.procs), "-u", self.url, "-q", "default"],
@@ -96,8 +97,9 @@ balance = "off"
                              "--loglevel", "WARNING", "-Q", "celery"]
         return out
 
-    def enqueue(self, name: str, func: str, n: int) -> None:
-        self.redis.flushall()
+    def enqueue(self, name: str, func: str, n: int, flush: bool = True) -> None:
+        if flush:
+            self.redis.flushall()
         if name == "celery":  # with Celery's own interpreter: Celery is not in horizond's venv
             python = str(Path(self.celery).parent / "python")
             subprocess.run([python, str(HERE / "benchcelery.py"), func, str(n)], env=self.env, cwd=HERE,

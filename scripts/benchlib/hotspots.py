@@ -1,6 +1,6 @@
 """cProfile of one burst worker draining no-op jobs: where a job's time goes.
 
-    .venv/bin/python scripts/benchlib/profile.py [--jobs 3000] [--top 15]
+    .venv/bin/python scripts/benchlib/hotspots.py [--jobs 3000] [--top 15]
 
 Profiles RQ's SimpleWorker and horizond's LeanWorker on the same jobs (a private
 redis-server, in this process) and prints, for each, jobs/s under the profiler,
@@ -42,7 +42,7 @@ def main(argv: list[str]) -> int:
             elapsed = time.perf_counter() - started
             stats = pstats.Stats(profiler)
             total = stats.total_tt
-            waiting = sum(tt for key, (_, _, tt, _, _) in stats.stats.items() if "recv_into" in key[2]
+            waiting = sum(tt for key, (_, _, tt, _, _) in stats.stats.items() if "recv" in key[2]
                           or "sendall" in key[2])
             print(f"\n== {cls.__name__}: {args.jobs / elapsed:.0f} jobs/s under cProfile; "
                   f"{100 * waiting / total:.0f}% of the time in socket recv/send (Redis round trips)")
