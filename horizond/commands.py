@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import tomli_w
 
-from . import __version__, failed, health, observe, redischeck
+from . import __version__, failed, health, observe, redischeck, reloading
 from .config import MAX_PROCESSES_CAP, to_toml_dict
 from .redisconn import RedisSpec
 
@@ -147,7 +147,7 @@ class Commands:
         return {"restarting": [s.name for s in targets]}
 
     def reload(self) -> dict:
-        result = self.master.reload()
+        result = reloading.reload(self.master)
         if not result["applied"]:
             raise CommandError("reload refused, the running config is kept:\n  " + "\n  ".join(result["errors"]))
         return result

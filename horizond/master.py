@@ -8,21 +8,19 @@ directly from here: there is no middle process level to orphan or desynchronise.
 from __future__ import annotations
 
 import gc
-import importlib
 import logging
 import os
 import selectors
 import signal
-import sys
 import time
 from collections import deque
 from collections.abc import Callable
 
 from redis import Redis
 
-from . import redischeck, reexec, restarts
+from . import appload, redischeck, reexec, reloading, restarts
 from .commands import Commands
-from .config import Config, ConfigError, SupervisorConfig
+from .config import Config, SupervisorConfig
 from .control import ControlServer, SocketError
 from .exporter import MetricsServer
 from .guard import Guard
@@ -30,7 +28,7 @@ from .metrics import Metrics
 from .notify import Notifier
 from .observe import Observer
 from .process import WorkerProcess, spawn
-from .redisconn import RedisSpec
+from .redisconn import RedisSpec, master_client
 from .scaling import Scaler
 from .supervisor import Slot, Supervisor, describe_exit
 from .sysutil import kill_group
@@ -65,7 +63,7 @@ class Master:
         self.selector = selectors.DefaultSelector()
         self.stopping = False
         self.paused = False  # `horizonctl pause` without a name: new supervisors start paused too
-        self.redis = _client(config)
+        self.redis = master_client(config)
         self.notifier = Notifier.from_environ()
         self._commands = Commands(self)
         self.guard = Guard()
@@ -104,8 +102,8 @@ class Master:
         return 0
 
     def _setup(self) -> None:
-        self._extend_sys_path(self.config.app_paths)
-        self._preload(self.config.preload)
+        appload.extend_sys_path(self.config.app_paths)
+        appload.preload(self.config.preload)
         gc.freeze()  # what is loaded now stays out of the children's GC passes: their pages stay shared
         read_fd, write_fd = os.pipe()
         os.set_blocking(read_fd, False)
@@ -173,7 +171,7 @@ class Master:
             elif sig == signal.SIGQUIT:
                 self.stop(force=True, reason="SIGQUIT")
             elif sig == signal.SIGHUP:
-                self.reload()
+                reloading.reload(self)
 
     def _timeout(self, now: float) -> float:
         waits = [TICK]
@@ -423,86 +421,8 @@ class Master:
                     "event": "worker_killed", "pid": proc.pid, "job_id": proc.job_id})
                 proc.kill(now)
 
-    def reload(self) -> dict:
-        """Re-read the config file; apply the difference, or keep running the old one."""
-        self.notifier.reloading()
-        try:
-            new = self.load_config()
-            self.control.set_access(new.control_group, new.control_readers)
-        except (ConfigError, OSError, SocketError) as exc:
-            problems = [str(i) for i in exc.issues] if isinstance(exc, ConfigError) else [str(exc)]
-            log.error("reload refused: configuration invalid; keeping the running one", extra={
-                "event": "reload_refused", "errors": problems})
-            self.notifier.ready()
-            return {"applied": False, "errors": problems}
-        summary = self._apply(new, time.monotonic())
-        log.info("reload applied", extra={"event": "reload_applied", **summary})
-        self.notifier.ready()
-        return {"applied": True, **summary}
-
-    def _apply(self, new: Config, now: float) -> dict:
-        old = self.config
-        everything = (RedisSpec.of(new), new.app_paths) != (RedisSpec.of(old), old.app_paths)
-        added, removed, changed = [], [], []
-        for name, sup in list(self.supervisors.items()):
-            cfg = new.supervisor(name)
-            if cfg is None:
-                sup.drain(now)
-                self.removed.append(self.supervisors.pop(name))
-                removed.append(name)
-            elif cfg != sup.config or everything:
-                sup.replace(cfg, now)
-                changed.append(name)
-        for cfg in new.supervisors:
-            if cfg.name not in self.supervisors:
-                self.supervisors[cfg.name] = Supervisor(cfg, self._spawn_worker, self.paused)
-                added.append(cfg.name)
-        if new.socket_path != old.socket_path:
-            log.warning("control socket path changes need a restart", extra={"event": "reload_partial"})
-            new = _with_socket(new, old.socket_path)
-        if RedisSpec.of(new) != RedisSpec.of(old):
-            self.redis = _client(new)
-        self._extend_sys_path(new.app_paths)
-        self.config = new
-        self._follow_queues(now)
-        return {"added": added, "removed": removed, "changed": changed}
-
-    # --- start-up helpers -------------------------------------------------------------------
-
-    @staticmethod
-    def _extend_sys_path(paths: tuple[str, ...]) -> None:
-        for path in paths:
-            if path not in sys.path:
-                sys.path.insert(0, path)
-
-    @staticmethod
-    def _preload(modules: tuple[str, ...]) -> None:
-        """Import app modules once, before forking, so workers share them copy-on-write.
-
-        A module that fails to import is logged and skipped: its jobs then fail with
-        the import error in RQ's failed registry, visibly, and nothing crash-loops.
-        """
-        for name in modules:
-            try:
-                importlib.import_module(name)
-            except Exception as exc:
-                log.error("preload failed", extra={"event": "preload_failed", "preload": name,
-                                                   "error": f"{type(exc).__name__}: {exc}"})
-
-
-
-def _client(config: Config) -> Redis:
-    return RedisSpec.of(config).client(socket_timeout=1, socket_connect_timeout=1)
-
-
 def _redis_fds(client: Redis) -> list[int]:
     """The master's own Redis sockets: a child must not hold (or write to) them."""
     pool = client.connection_pool
     conns = [*getattr(pool, "_available_connections", []), *getattr(pool, "_in_use_connections", [])]
     return [c._sock.fileno() for c in conns if getattr(c, "_sock", None) is not None]
-
-
-def _with_socket(config: Config, path: str) -> Config:
-    from dataclasses import replace
-
-    return replace(config, socket_path=path)

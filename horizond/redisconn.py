@@ -47,6 +47,11 @@ class RedisSpec:
         return redact_url(self.url)
 
 
+def master_client(config: Config) -> Redis:
+    """The master's own client: short timeouts, so a hung Redis cannot hold the loop for long."""
+    return RedisSpec.of(config).client(socket_timeout=1, socket_connect_timeout=1)
+
+
 def _db_of(url: str) -> int:
     tail = url.split("://", 1)[-1].split("?", 1)[0].rsplit("/", 1)
     return int(tail[1]) if len(tail) == 2 and tail[1].isdigit() else 0

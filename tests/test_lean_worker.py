@@ -1,13 +1,16 @@
-"""The lean worker keeps RQ's behaviour: the same scenarios run under RQ's stock SimpleWorker
-and under horizond's LeanWorker, in a forked burst worker against a real redis-server, must
-leave Redis in the same end state (what rq info, rq-dashboard and job.get_status() read).
-Each scenario also asserts that end state outright, so a fault shared by both would fail too.
+"""The lean worker keeps RQ's behaviour: the same scenarios run under RQ's stock SimpleWorker,
+under the bare LeanWorker and under the class horizond forks (LeanWorker with horizond's mixin:
+pause gate, state reports, job policy), each in a forked burst worker against a real
+redis-server, must leave Redis in the same end state (what rq info, rq-dashboard and
+job.get_status() read). Each scenario also asserts that end state outright, so a fault shared
+by all of them would fail too.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import socket
 import time
 
 import pytest
@@ -17,9 +20,13 @@ from rq.job import Job, JobStatus
 from rq.registry import (DeferredJobRegistry, FailedJobRegistry, FinishedJobRegistry, ScheduledJobRegistry,
                          StartedJobRegistry)
 
+from horizond import dequeue
+from horizond.channel import StateWriter
+from horizond.config import SupervisorConfig
 from horizond.leanworker import LeanWorker
+from horizond.rqworker import HorizonLeanWorker
 
-CLASSES = {"stock": SimpleWorker, "lean": LeanWorker}
+CLASSES = {"stock": SimpleWorker, "lean": LeanWorker, "horizond": HorizonLeanWorker}
 
 
 def run_burst(redis_url: str, worker_class: type, name: str, queues=("default",), scheduler=False) -> int:
@@ -29,9 +36,17 @@ def run_burst(redis_url: str, worker_class: type, name: str, queues=("default",)
         code = 1
         try:
             conn = Redis.from_url(redis_url)
-            worker = worker_class([Queue(q, connection=conn) for q in queues], connection=conn, name=name)
+            worker = worker_class(list(queues), connection=conn, name=name)
+            if issubclass(worker_class, HorizonLeanWorker):  # as horizond's worker.py sets it up
+                ours, _master_end = socket.socketpair()
+                reporter = StateWriter(ours.detach())
+                dequeue.GATE = dequeue.Gate(reporter.fd, reporter, paused=False)
+                worker.horizon_attach(reporter, SupervisorConfig("t", queues=tuple(queues), memory=4096))
             worker.work(burst=True, logging_level="WARNING", with_scheduler=scheduler)
             code = 0
+        except BaseException:
+            import traceback
+            traceback.print_exc()
         finally:
             os._exit(code)
     _, status = os.waitpid(pid, 0)
@@ -86,10 +101,11 @@ def scenario(kind: str, redis: Redis, redis_url: str, enqueue, queues=("default"
 
 
 def both(redis, redis_url, enqueue, **options) -> dict:
+    """Stock, lean and horizond's class end in the same state; that state is returned."""
     stock = scenario("stock", redis, redis_url, enqueue, **options)
-    lean = scenario("lean", redis, redis_url, enqueue, **options)
-    assert lean == stock
-    return lean
+    for kind in ("lean", "horizond"):
+        assert scenario(kind, redis, redis_url, enqueue, **options) == stock, kind
+    return stock
 
 
 def test_success_results_and_registries(redis, redis_url):
@@ -161,7 +177,7 @@ def test_a_returned_retry_and_repeats(redis, redis_url):
     assert got["runs"]["lean:runs:rep"] == 3 and got["jobs"]["repeats"]["results"] == 3
 
 
-@pytest.mark.parametrize("kind", ["stock", "lean"])
+@pytest.mark.parametrize("kind", list(CLASSES))
 def test_what_tools_see_while_a_job_runs(kind, redis, redis_url):
     redis.flushall()
     Queue("default", connection=redis).enqueue("leanjobs.observe")

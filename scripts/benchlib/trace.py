@@ -39,7 +39,6 @@ def main(argv: list[str]) -> int:
             queue.enqueue("benchjobs.noop", result_ttl=500)
         wait_for(lambda: bench.redis.zcard("rq:finished:default") == 3, 30, "warm-up jobs")
         time.sleep(0.5)
-        ids = [queue.enqueue("benchjobs.noop", result_ttl=500).id for _ in range(0)]
         monitor_conn = bench.redis.monitor()
         stop_flag = threading.Event()
 
@@ -62,7 +61,6 @@ def main(argv: list[str]) -> int:
     finally:
         stop(proc)
         bench.close()
-    start = next(i for i, l in enumerate(lines) if "EXEC" in l or "RPUSH" in l.upper())
     for line in lines:
         print(line[:160])
     counts = collections.Counter(l.split()[0].strip('"').upper() for l in lines)
