@@ -21,7 +21,6 @@ from rq.job import Job
 from rq.queue import Queue
 from rq.registry import FailedJobRegistry
 
-
 BUDGET = 0.5  # seconds of loop time per bulk request
 BATCH = 100
 

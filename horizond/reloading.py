@@ -12,9 +12,9 @@ import logging
 import time
 from dataclasses import replace
 
+from . import appload
 from .config import Config, ConfigError
 from .control import SocketError
-from . import appload
 from .redisconn import RedisSpec, master_client
 from .supervisor import Supervisor
 

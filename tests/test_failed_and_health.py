@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from datetime import UTC
 
 from rq import Queue
 from rq.job import Job, JobStatus
@@ -118,7 +119,7 @@ def test_health_is_red_when_no_daemon_runs(tmp_path):
 def fail_many(redis, queue: str, n: int, old: int = 0) -> list[str]:
     """n jobs in the failed registry as RQ leaves them (status, ended_at, exc_info); the first
     `old` of them failed two hours ago."""
-    from datetime import datetime, timedelta, timezone
+    from datetime import datetime, timedelta
 
     from rq.registry import FailedJobRegistry
 
@@ -131,7 +132,7 @@ def fail_many(redis, queue: str, n: int, old: int = 0) -> list[str]:
         with redis.pipeline() as pipe:
             for i, job in enumerate(jobs, start):
                 ago = timedelta(hours=2) if i < old else timedelta(seconds=1)
-                job.ended_at = datetime.now(timezone.utc) - ago
+                job.ended_at = datetime.now(UTC) - ago
                 job.set_status(JobStatus.FAILED, pipeline=pipe)
                 job.save(pipeline=pipe)
                 registry.add(job, ttl=3600 * 24, pipeline=pipe, exc_string="RuntimeError: made to fail")

@@ -17,8 +17,13 @@ import pytest
 from redis import Redis
 from rq import Callback, Queue, Repeat, Retry, SimpleWorker
 from rq.job import Job, JobStatus
-from rq.registry import (DeferredJobRegistry, FailedJobRegistry, FinishedJobRegistry, ScheduledJobRegistry,
-                         StartedJobRegistry)
+from rq.registry import (
+    DeferredJobRegistry,
+    FailedJobRegistry,
+    FinishedJobRegistry,
+    ScheduledJobRegistry,
+    StartedJobRegistry,
+)
 
 from horizond import dequeue
 from horizond.channel import StateWriter

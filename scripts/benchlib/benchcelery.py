@@ -7,10 +7,9 @@ subtracts those INCRs from Celery's Redis command count.
 
 import os
 
+import benchjobs
 import redis
 from celery import Celery
-
-import benchjobs
 
 app = Celery("bench", broker=os.environ["BENCH_REDIS_URL"])
 app.conf.update(task_ignore_result=True, worker_hijack_root_logger=False, broker_connection_retry_on_startup=True)

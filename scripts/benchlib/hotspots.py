@@ -19,7 +19,6 @@ import time
 from pathlib import Path
 
 from rq import Queue, SimpleWorker
-
 from run import ROOT, Bench
 
 sys.path.insert(0, str(ROOT))

@@ -12,7 +12,6 @@ import tempfile
 from pathlib import Path
 
 import psutil
-
 from probes import soak, spawn_times, worker_memory
 from run import Bench, find_celery
 
@@ -25,7 +24,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
                    help="jobs per run for rq worker-pool's fork-per-job default worker (default 1000: ~90 jobs/s)")
     p.add_argument("--rounds", type=int, default=2, help="alternating rounds (default 2)")
     p.add_argument("--procs", type=int, default=2, help="worker processes per contender (default 2)")
-    p.add_argument("--only", default="", help="comma-separated contenders (horizond,horizond-stock,rq-pool-simple,rq-pool-fork,celery)")
+    p.add_argument("--only", default="",
+                   help="comma-separated contenders (horizond,horizond-stock,rq-pool-simple,rq-pool-fork,celery)")
     p.add_argument("--workloads", default="noop,io5", help="comma-separated: noop, io5")
     p.add_argument("--celery", help="path of the celery command (default: .venv-celery/bin/celery, then PATH)")
     p.add_argument("--idle", type=float, default=5.0, help="seconds of master CPU/RSS sampling after a drain")

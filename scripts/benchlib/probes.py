@@ -8,7 +8,6 @@ import time
 from pathlib import Path
 
 import psutil
-
 from run import HERE, PY, Bench, stop, wait_for
 
 sys.path.insert(0, str(HERE.parent.parent))
@@ -22,6 +21,18 @@ def _launch(bench: Bench, argv: list[str], tag: str) -> subprocess.Popen:
 
 def _registered(bench: Bench) -> int:
     return bench.redis.scard("rq:workers")
+
+
+def _launch_to(bench: Bench, argv: list[str], count: int, tag: str) -> float:
+    """Seconds from launching argv until `count` workers are registered."""
+    bench.redis.flushall()
+    proc = _launch(bench, argv, tag)
+    try:
+        started = time.perf_counter()
+        wait_for(lambda: _registered(bench) == count, 30, f"{count} workers of {tag}")
+        return time.perf_counter() - started
+    finally:
+        stop(proc)
 
 
 def spawn_times(bench: Bench, n: int = 20) -> dict:
@@ -43,25 +54,12 @@ def spawn_times(bench: Bench, n: int = 20) -> dict:
         out[f"horizond_scale_1_to_{n}"] = time.perf_counter() - started
     finally:
         stop(proc)
+    rq = str(Path(PY).parent / "rq")
     for count in (n, n // 2):
-        bench.redis.flushall()
-        proc = _launch(bench, bench.horizond_cmd(count), "spawn-horizond")
-        try:
-            started = time.perf_counter()
-            wait_for(lambda: _registered(bench) == count, 30, f"{count} horizond workers")
-            out[f"horizond_launch_to_{count}"] = time.perf_counter() - started
-        finally:
-            stop(proc)
-        bench.redis.flushall()
-        rq = str(Path(PY).parent / "rq")
-        proc = _launch(bench, [rq, "worker-pool", "-n", str(count), "-w", "rq.worker.SimpleWorker", "-u", bench.url,
-                               "-q", "default"], "spawn-rq")
-        try:
-            started = time.perf_counter()
-            wait_for(lambda: _registered(bench) == count, 30, f"{count} rq pool workers")
-            out[f"rq_pool_launch_to_{count}"] = time.perf_counter() - started
-        finally:
-            stop(proc)
+        out[f"horizond_launch_to_{count}"] = _launch_to(bench, bench.horizond_cmd(count), count, "spawn-horizond")
+        out[f"rq_pool_launch_to_{count}"] = _launch_to(bench, [
+            rq, "worker-pool", "-n", str(count), "-w", "rq.worker.SimpleWorker", "-u", bench.url, "-q", "default"],
+            count, "spawn-rq")
     return out
 
 

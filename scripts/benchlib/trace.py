@@ -63,7 +63,7 @@ def main(argv: list[str]) -> int:
         bench.close()
     for line in lines:
         print(line[:160])
-    counts = collections.Counter(l.split()[0].strip('"').upper() for l in lines)
+    counts = collections.Counter(line.split()[0].strip('"').upper() for line in lines)
     print(f"\n{sum(counts.values())} commands for {args.jobs} jobs (incl. the enqueue and these probes):")
     for name, count in counts.most_common():
         print(f"  {name:12} {count}")
