@@ -2,7 +2,10 @@
 
 Pure. A slot whose workers keep dying is restarted later and later (1, 2, 4 ...
 capped at 60 s) so a broken deploy never makes the master spin; a worker that
-stays up long enough, or leaves on purpose, clears the record.
+stays up long enough, finished a job, or leaves on purpose, clears the record.
+A worker that finished a job has shown the code and the deploy work: its death
+(OOM killer, an operator's kill, a job that crashed it, which is settled on its
+own) is not a crash loop, and waiting to replace it would only leave work undone.
 """
 
 from __future__ import annotations
@@ -34,9 +37,11 @@ def delay_for(failures: int) -> float:
     return min(MAX_DELAY, 2.0 ** (failures - 2))
 
 
-def after_exit(health: SlotHealth, *, failed: bool, lived: float, now: float, how: str) -> SlotHealth:
-    """The slot's record after its worker exited; `failed` = not asked to, not a recycle."""
-    if not failed or lived >= STABLE_AFTER:
+def after_exit(health: SlotHealth, *, failed: bool, lived: float, now: float, how: str,
+               worked: bool = False) -> SlotHealth:
+    """The slot's record after its worker exited; `failed` = not asked to, not a recycle;
+    `worked` = it finished at least one job."""
+    if not failed or lived >= STABLE_AFTER or worked:
         return SlotHealth(0, now, how)
     failures = health.failures + 1
     return SlotHealth(failures, now + delay_for(failures), how)

@@ -252,7 +252,8 @@ class Supervisor:
             return
         slot = next(s for s in self.slots() if s.process is proc)
         slot.process = None
-        slot.health = restarts.after_exit(slot.health, failed=not clean, lived=now - proc.started, now=now, how=how)
+        slot.health = restarts.after_exit(slot.health, failed=not clean, lived=now - proc.started, now=now, how=how,
+                                          worked=proc.jobs_done > 0)
         extra = {"event": "worker_exited", "supervisor": self.name, "pid": proc.pid, "exit": how,
                  "slot": slot.index, "failures": slot.health.failures}
         if slot.health.backing_off:

@@ -146,3 +146,26 @@ def test_a_dead_workers_own_children_do_not_outlive_it(start_daemon, redis):
 
     os.kill(worker, signal.SIGKILL)
     wait_until(lambda: not alive(grandchild), timeout=5, what="the job's subprocess to be killed")
+
+
+def test_killing_workers_that_did_work_is_not_a_crash_loop(start_daemon, redis):
+    """A worker that finished a job and is then killed (OOM killer, an operator) is replaced at
+    once, however often it happens; only workers that never get a job done back off."""
+    import os
+
+    daemon = start_daemon("""
+    [supervisors.alpha]
+    queues = ["qa"]
+    """)
+    queue = Queue("qa", connection=redis)
+    for round_ in range(3):
+        pid = daemon.wait_ready({"alpha": 1})["supervisors"][0]["workers"][0]["pid"]
+        queue.enqueue("testjobs.record_pid", f"r{round_}")
+        wait_until(lambda r=round_: redis.hget("test:pids", f"r{r}") == str(pid).encode(), what="a job done")
+        wait_until(lambda: daemon.supervisor("alpha")["workers"][0]["state"] == "idle", what="the worker idle")
+        os.kill(pid, signal.SIGKILL)
+        wait_until(lambda p=pid: not alive(p) and any(e.get("pid") == p and e.get("event") in (
+            "worker_exited", "worker_crash_loop") for e in daemon.log_events()), what="the death logged")
+    deaths = [e for e in daemon.log_events() if e.get("event") in ("worker_exited", "worker_crash_loop")]
+    assert [(e["event"], e["failures"]) for e in deaths] == [("worker_exited", 0)] * 3
+    daemon.wait_ready({"alpha": 1})

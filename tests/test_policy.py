@@ -76,15 +76,26 @@ def test_first_crash_restarts_at_once_then_doubling_to_a_minute():
 
 
 @settings(max_examples=200)
-@given(st.lists(st.tuples(st.booleans(), st.floats(0, 100)), max_size=30))
+@given(st.lists(st.tuples(st.booleans(), st.floats(0, 100), st.booleans()), max_size=30))
 def test_backoff_never_exceeds_a_minute_and_a_clean_exit_clears_it(exits):
     health, now = restarts.SlotHealth(), 1000.0
-    for failed, lived in exits:
-        health = restarts.after_exit(health, failed=failed, lived=lived, now=now, how="x")
+    for failed, lived, worked in exits:
+        before = health.failures
+        health = restarts.after_exit(health, failed=failed, lived=lived, now=now, how="x", worked=worked)
         assert 0 <= health.not_before - now <= restarts.MAX_DELAY
-        if not failed or lived >= restarts.STABLE_AFTER:
+        if not failed or lived >= restarts.STABLE_AFTER or worked:
             assert health.failures == 0 and health.ready(now)
+        else:
+            assert health.failures == before + 1
         now = health.not_before + 1
+
+
+def test_a_worker_that_finished_a_job_is_replaced_at_once_however_often_it_is_killed():
+    health, now = restarts.SlotHealth(), 0.0
+    for _ in range(10):
+        health = restarts.after_exit(health, failed=True, lived=2.0, now=now, how="killed by SIGKILL", worked=True)
+        assert health.ready(now) and not health.backing_off
+        now += 2.0
 
 
 def test_a_crash_loop_slows_down():
