@@ -7,12 +7,18 @@ collected, not raised one at a time, so `--check-config` can list them all.
 
 from __future__ import annotations
 
-import difflib
 import re
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
+
+from .configcheck import BAD as _BAD
+from .configcheck import Checker as _Checker
+from .configcheck import ConfigError, ConfigIssue  # noqa: F401 - part of this module's interface
+from .configcheck import describe as _kind
+from .configcheck import int_ as _int
+from .configcheck import number as _number
 
 BALANCE_MODES = ("auto", "simple", "off")
 STRATEGIES = ("time", "size")
@@ -110,27 +116,6 @@ class Config:
 
 
 @dataclass(frozen=True)
-class ConfigIssue:
-    """One thing wrong with a config file, located precisely enough to fix it."""
-
-    source: str
-    table: str
-    key: str | None
-    message: str
-
-    def __str__(self) -> str:
-        where = f"[{self.table}]" if self.table else "top level"
-        key = f" key '{self.key}'" if self.key else ""
-        return f"{self.source}: {where}{key}: {self.message}"
-
-
-class ConfigError(Exception):
-    def __init__(self, issues: list[ConfigIssue]):
-        self.issues = issues
-        super().__init__("\n".join(str(i) for i in issues))
-
-
-@dataclass(frozen=True)
 class Env:
     """The facts from outside the file that shape the result."""
 
@@ -170,92 +155,6 @@ _TABLES: dict[str, set[str]] = {
 }
 
 
-class _Checker:
-    """Collects issues while reading values of the expected shape out of tables."""
-
-    def __init__(self, source: str):
-        self.source = source
-        self.issues: list[ConfigIssue] = []
-
-    def add(self, table: str, key: str | None, message: str) -> None:
-        self.issues.append(ConfigIssue(self.source, table, key, message))
-
-    def unknown_keys(self, table: str, data: Mapping[str, Any], allowed: set[str]) -> None:
-        for key in data:
-            if key not in allowed:
-                hint = difflib.get_close_matches(key, sorted(allowed), n=1, cutoff=0.6)
-                tip = f" (did you mean '{hint[0]}'?)" if hint else f"; expected one of: {', '.join(sorted(allowed))}"
-                self.add(table, key, f"unknown key{tip}")
-
-    def table(self, table: str, data: Mapping[str, Any], key: str) -> dict:
-        value = data.get(key, {})
-        if not isinstance(value, dict):
-            self.add(table or key, None if not table else key, f"expected a table, got {_kind(value)}")
-            return {}
-        return value
-
-    def get(self, table: str, data: Mapping[str, Any], key: str, kind: str, default: Any) -> Any:
-        if key not in data:
-            return default
-        value = data[key]
-        checked = _CONVERTERS[kind](value)
-        if checked is _BAD:
-            self.add(table, key, f"expected {_KIND_TEXT[kind]}, got {_kind(value)} {value!r}")
-            return default
-        return checked
-
-
-_BAD = object()
-
-
-def _int(value: Any) -> Any:
-    return value if isinstance(value, int) and not isinstance(value, bool) else _BAD
-
-
-def _number(value: Any) -> Any:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    return float(value) if ok else _BAD
-
-
-def _str(value: Any) -> Any:
-    return value if isinstance(value, str) else _BAD
-
-
-def _str_list(value: Any) -> Any:
-    if isinstance(value, list) and all(isinstance(v, str) for v in value):
-        return tuple(value)
-    return _BAD
-
-
-def _memory_amount(value: Any) -> Any:
-    """MB as an integer, or a percentage of the host's memory as "N%"."""
-    if _int(value) is not _BAD and value >= 0:
-        return str(value)
-    if isinstance(value, str) and re.fullmatch(r"\d+(\.\d+)?%", value) and float(value[:-1]) <= 100:
-        return value
-    if isinstance(value, str) and value.isdigit():  # MB, as `config show` prints it back
-        return value
-    return _BAD
-
-
-def _backoff(value: Any) -> Any:
-    if _int(value) is not _BAD:
-        return (value,)
-    if isinstance(value, list) and value and all(_int(v) is not _BAD for v in value):
-        return tuple(value)
-    return _BAD
-
-
-_CONVERTERS = {"int": _int, "number": _number, "str": _str, "strs": _str_list, "backoff": _backoff,
-               "memory": _memory_amount}
-_KIND_TEXT = {
-    "int": "an integer",
-    "number": "a number",
-    "str": "a string",
-    "strs": "a list of strings",
-    "backoff": "an integer or a non-empty list of integers (seconds)",
-    "memory": 'megabytes (an integer >= 0) or a percentage like "5%"',
-}
 _SUPERVISOR_KINDS = {
     "queues": "strs",
     "balance": "str",
@@ -274,11 +173,6 @@ _SUPERVISOR_KINDS = {
     "worker_class": "str",
     "min_free_memory": "memory",
 }
-
-
-def _kind(value: Any) -> str:
-    return {bool: "a boolean", int: "an integer", float: "a float", str: "a string", list: "a list",
-            dict: "a table"}.get(type(value), type(value).__name__)
 
 
 # --- supervisors ---------------------------------------------------------------

@@ -161,7 +161,7 @@ def test_killing_workers_that_did_work_is_not_a_crash_loop(start_daemon, redis):
     for round_ in range(3):
         pid = daemon.wait_ready({"alpha": 1})["supervisors"][0]["workers"][0]["pid"]
         queue.enqueue("testjobs.record_pid", f"r{round_}")
-        wait_until(lambda r=round_: redis.hget("test:pids", f"r{r}") == str(pid).encode(), what="a job done")
+        wait_until(lambda r=round_, p=pid: redis.hget("test:pids", f"r{r}") == str(p).encode(), what="a job done")
         wait_until(lambda: daemon.supervisor("alpha")["workers"][0]["state"] == "idle", what="the worker idle")
         os.kill(pid, signal.SIGKILL)
         wait_until(lambda p=pid: not alive(p) and any(e.get("pid") == p and e.get("event") in (
