@@ -103,27 +103,38 @@ class Observer:
         except Exception as exc:
             log.debug("snapshot skipped", extra={"event": "snapshot_failed", "error": str(exc)})
 
-    def working(self, master) -> dict[str, int]:
-        """Processes taking jobs per queue now (paused ones do not count)."""
+    def working(self, master) -> tuple[dict[str, int], set[str]]:
+        """Processes taking jobs per queue now (paused ones do not count), and the queues
+        that only paused supervisors serve."""
         counts: dict[str, int] = {}
+        unpaused: set[str] = set()
         for sup in master.supervisors.values():
             for pool in sup.pools.values():
                 active = 0 if sup.paused else len(pool.live())
                 for q in pool.queues:
                     counts[q] = counts.get(q, 0) + active
-        return counts
+                    if not sup.paused:
+                        unpaused.add(q)
+        return counts, set(counts) - unpaused
 
     def estimated_waits(self, master) -> dict[str, float]:
-        working = self.working(master)
+        """The longer of the oldest job's age and the backlog's pace. A queue nobody works
+        (a crash loop, scaled to 0) will wait for ever; a paused one waits what it waited."""
+        working, paused = self.working(master)
         waits = {}
         for queue, pending in self.pending.items():
             runtime = master.metrics.runtime(queue) or 0.0
             workers = working.get(queue, 0)
-            backlog = pending * runtime / workers if workers else (float("inf") if pending and runtime else 0.0)
+            if workers:
+                backlog = pending * runtime / workers
+            else:
+                backlog = float("inf") if pending and runtime and queue not in paused else 0.0
             waits[queue] = max(self.ages.get(queue, 0.0), backlog)
         return waits
 
     def long_waits(self, master, now: float) -> list[tuple[str, float, int]]:
+        if master.stopping:
+            return []  # workers are leaving on purpose: nobody is falling behind
         out = []
         for queue, wait in self.estimated_waits(master).items():
             threshold = master.config.wait_threshold(queue)

@@ -248,3 +248,39 @@ def test_unreadable_saved_metrics_are_reported_and_replaced(start_daemon, redis,
         return raw and raw.startswith(b"{\"") and json.loads(raw)["queues"].get("qa", {}).get("processed") == 1
     wait_until(saved, what="a fresh metrics value counting the job")
     assert any(e.get("event") == "metrics_restore_failed" for e in daemon.log_events())
+
+
+def test_no_long_wait_alarm_for_a_deliberate_pause_or_a_shutdown(start_daemon, redis, tmp_path):
+    """With a known runtime, a queue nobody works looks infinitely late: that must not fire
+    while an operator paused it (only its real wait counts) or while the daemon stops."""
+    out = tmp_path / "notified"
+    script = tmp_path / "notify.sh"
+    script.write_text(f"#!/bin/sh\ncat >> {out}\n")
+    script.chmod(0o755)
+    daemon = start_daemon(f"""
+    [waits]
+    qa = 30
+
+    [notify]
+    command = ["{script}"]
+
+    [supervisors.alpha]
+    queues = ["qa"]
+    """)
+    daemon.wait_ready({"alpha": 1})
+    queue = Queue("qa", connection=redis)
+    queue.enqueue("testjobs.record", "first")  # gives the queue a measured runtime
+    wait_until(lambda: json.loads(ctl(daemon, "queues", "--json").stdout)[0]["runtime"] is not None,
+               what="a measured runtime")
+    assert ctl(daemon, "pause").returncode == 0
+    queue.enqueue("testjobs.record", "held")
+    wait_until(lambda: (json.loads(ctl(daemon, "queues", "--json").stdout)[0]["oldest_job_age"] or 0) > 4.5,
+               what="samples of the paused queue")
+    assert ctl(daemon, "continue").returncode == 0
+    queue.enqueue("testjobs.block", 5, "long")
+    queue.enqueue("testjobs.record", "behind")
+    wait_until(lambda: redis.hget("test:started", "long"), what="the long job to start")
+    daemon.signal(signal.SIGTERM)  # the worker drains for ~5 s: samples see nobody working qa
+    assert daemon.wait_exit() == 0
+    assert not [e for e in daemon.log_events() if e.get("event") == "long_wait"]
+    assert not out.exists()
