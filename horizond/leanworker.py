@@ -48,9 +48,10 @@ SUSPENSION_EVERY = 1.0
 
 
 class LeanWorker(SimpleWorker):
-    _lean_heartbeat_at = float("-inf")
-    _lean_suspension_at = float("-inf")
-    _lean_working_time = 0.0
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._lean_heartbeat_at = float("-inf")  # monotonic time of the last liveness write
+        self._lean_suspension_at = float("-inf")  # ... and of the last `rq suspend` check
 
     # --- liveness: written when it changes, or when it would grow stale ----------------
 
@@ -79,8 +80,8 @@ class LeanWorker(SimpleWorker):
             self.key, "successful_job_count", self.successful_job_count)
 
     def increment_total_working_time(self, job_execution_time: timedelta, pipeline):
-        self._lean_working_time += job_execution_time.total_seconds()
-        pipeline.hset(self.key, "total_working_time", self._lean_working_time)
+        self.total_working_time += job_execution_time.total_seconds()
+        pipeline.hset(self.key, "total_working_time", self.total_working_time)
 
     def dequeue_job_and_maintain_ttl(self, timeout: int | None, max_idle_time: int | None = None):
         """RQ's dequeue loop without its per-job heartbeats, state write and INFO log line."""
@@ -176,12 +177,11 @@ class LeanWorker(SimpleWorker):
     def _lean_success(self, job: Job, queue: Queue) -> None:
         result_ttl = job.get_result_ttl(self.default_result_ttl)
         ended = job.ended_at
-        with self.connection.pipeline() as pipe:
-            pipe.multi()
+        with self.connection.pipeline() as pipe:  # MULTI ... EXEC
             pipe.hset(job.key, mapping={"status": JobStatus.FINISHED, "ended_at": utcformat(ended),
                                         "last_heartbeat": utcformat(ended)})
-            pipe.smembers(job.dependents_key)  # in the transaction: a dependent added later sees "finished"
-            at = len(pipe)
+            pipe.smembers(job.dependents_key)  # reply [1]; in the transaction, so a dependent added later
+            # sees "finished" and enqueues itself, and one added earlier is in this reply
             Result.create(job, Result.Type.SUCCESSFUL, ttl=result_ttl, return_value=job._result,
                           worker_name=self.name, pipeline=pipe, execution_id=self.execution.id,
                           execution_started_at=self.execution.created_at, execution_ended_at=ended)
@@ -195,13 +195,13 @@ class LeanWorker(SimpleWorker):
             self._state = WorkerStatus.IDLE
             self._lean_heartbeat_at = time.monotonic()
             self.successful_job_count += 1
-            self._lean_working_time += (ended - job.started_at).total_seconds()
+            self.total_working_time += (ended - job.started_at).total_seconds()
             pipe.hset(self.key, mapping={"state": WorkerStatus.IDLE, "last_heartbeat": utcformat(ended),
                                          "successful_job_count": self.successful_job_count,
-                                         "total_working_time": self._lean_working_time})
+                                         "total_working_time": self.total_working_time})
             pipe.hdel(self.key, "current_job")
             pipe.expire(self.key, self.worker_ttl + 60)
-            dependents = pipe.execute()[at - 1]
+            dependents = pipe.execute()[1]
         if dependents:
             if result_ttl > 0:
                 self.connection.expire(job.dependents_key, result_ttl)
