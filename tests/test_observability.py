@@ -37,6 +37,17 @@ def sample(text, name, **labels):
     return None
 
 
+def run_jobs(redis, good: int, failing: int) -> Queue:
+    """Enqueue on qa and wait until every job has run: `good` recorded, `failing` failed."""
+    queue = Queue("qa", connection=redis)
+    for i in range(good):
+        queue.enqueue("testjobs.record", f"ok{i}")
+    bad = [queue.enqueue("testjobs.fail", f"bad{i}") for i in range(failing)]
+    wait_until(lambda: redis.hlen("test:runs") == good and all(j.get_status(refresh=True) == JobStatus.FAILED
+                                                                for j in bad), timeout=20, what="the jobs to run")
+    return queue
+
+
 def test_metrics_stats_and_healthz_after_good_and_failing_jobs(start_daemon, redis):
     port = free_port()
     daemon = start_daemon(f"""
@@ -48,12 +59,7 @@ def test_metrics_stats_and_healthz_after_good_and_failing_jobs(start_daemon, red
     min_processes = 2
     """)
     daemon.wait_ready({"alpha": 2})
-    queue = Queue("qa", connection=redis)
-    for i in range(50):
-        queue.enqueue("testjobs.record", f"ok{i}")
-    bad = [queue.enqueue("testjobs.fail", f"bad{i}") for i in range(3)]
-    wait_until(lambda: redis.hlen("test:runs") == 50 and all(j.get_status(refresh=True) == JobStatus.FAILED
-                                                              for j in bad), timeout=20, what="53 jobs")
+    queue = run_jobs(redis, good=50, failing=3)
     def counted():
         status, text = scrape(port)
         return status == 200 and (sample(text, "horizon_jobs_processed_total", queue="qa") or 0) >= 53 and text
@@ -82,6 +88,15 @@ def test_metrics_stats_and_healthz_after_good_and_failing_jobs(start_daemon, red
     wait_until(lambda: scrape(port, "/healthz")[0] == 503, timeout=30, what="healthz to turn red")
 
 
+def notify_command(tmp_path):
+    """A real [notify] command: appends the event (stdin) and two of its env vars to a file."""
+    out = tmp_path / "notified"
+    script = tmp_path / "notify.sh"
+    script.write_text(f'#!/bin/sh\n{{ cat; echo " $HORIZOND_QUEUE $HORIZOND_THRESHOLD"; }} >> {out}\n')
+    script.chmod(0o755)
+    return script, out
+
+
 class Receiver(BaseHTTPRequestHandler):
     got: list = []
 
@@ -98,10 +113,7 @@ def test_a_long_wait_notifies_once_by_command_and_webhook(start_daemon, redis, t
     server = HTTPServer(("127.0.0.1", 0), Receiver)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     Receiver.got = []
-    out = tmp_path / "notified"
-    script = tmp_path / "notify.sh"
-    script.write_text(f'#!/bin/sh\n{{ cat; echo " $HORIZOND_QUEUE $HORIZOND_THRESHOLD"; }} >> {out}\n')
-    script.chmod(0o755)
+    script, out = notify_command(tmp_path)
     daemon = start_daemon(f"""
     [waits]
     qa = 1
@@ -204,12 +216,7 @@ def test_counters_survive_a_master_restart(start_daemon, redis):
     """
     daemon = start_daemon(body)
     daemon.wait_ready({"alpha": 2})
-    queue = Queue("qa", connection=redis)
-    for i in range(20):
-        queue.enqueue("testjobs.record", f"ok{i}")
-    bad = [queue.enqueue("testjobs.fail", f"bad{i}") for i in range(2)]
-    wait_until(lambda: redis.hlen("test:runs") == 20 and all(j.get_status(refresh=True) == JobStatus.FAILED
-                                                              for j in bad), timeout=20, what="22 jobs")
+    queue = run_jobs(redis, good=20, failing=2)
     wait_until(lambda: json.loads(ctl(daemon, "stats", "--json").stdout)["processed"] == 22, what="22 counted")
     daemon.signal(signal.SIGTERM)
     assert daemon.wait_exit() == 0
@@ -253,10 +260,7 @@ def test_unreadable_saved_metrics_are_reported_and_replaced(start_daemon, redis,
 def test_no_long_wait_alarm_for_a_deliberate_pause_or_a_shutdown(start_daemon, redis, tmp_path):
     """With a known runtime, a queue nobody works looks infinitely late: that must not fire
     while an operator paused it (only its real wait counts) or while the daemon stops."""
-    out = tmp_path / "notified"
-    script = tmp_path / "notify.sh"
-    script.write_text(f"#!/bin/sh\ncat >> {out}\n")
-    script.chmod(0o755)
+    script, out = notify_command(tmp_path)
     daemon = start_daemon(f"""
     [waits]
     qa = 30
