@@ -8,6 +8,8 @@ The bulk commands (retry all, flush, prune) run in the master's loop, so each
 request works for at most BUDGET seconds and returns a cursor; horizonctl sends
 the cursor back until the walk is done. A registry of 100,000 failed jobs thus
 never holds the loop (watchdog, reaping, other clients) for more than a moment.
+The cursor also carries when the walk began: jobs that fail after that (a retried
+job failing again, say) are left alone, so a walk always ends and acts once per job.
 """
 
 from __future__ import annotations
@@ -142,7 +144,7 @@ def _walk(redis: Redis, queues: tuple[str, ...], only: str | None, cursor, budge
     start) until all are seen or `budget` is spent. Entries `act` keeps advance the offset;
     entries it removes shift the rest down, so the offset stays."""
     registries = _registries(redis, queues, only)
-    index, offset = _cursor(cursor)
+    index, offset, began = _cursor(cursor)
     deadline = time.monotonic() + budget
     done, ids_done = 0, []
     while index < len(registries) and time.monotonic() < deadline:
@@ -152,22 +154,26 @@ def _walk(redis: Redis, queues: tuple[str, ...], only: str | None, cursor, budge
             index, offset = index + 1, 0
             continue
         for job_id, job in zip(ids, Job.fetch_many(ids, connection=redis), strict=True):
-            outcome = act(registry, job_id, job)
+            failed_since = job is not None and job.ended_at is not None and job.ended_at.timestamp() > began
+            outcome = KEPT if failed_since else act(registry, job_id, job)
             if outcome == KEPT:
                 offset += 1
             elif outcome == DONE:
                 done += 1
                 ids_done.append(job_id)
-    return {"count": done, "ids": ids_done, "cursor": [index, offset] if index < len(registries) else None}
+    return {"count": done, "ids": ids_done,
+            "cursor": [index, offset, began] if index < len(registries) else None}
 
 
-def _cursor(cursor) -> tuple[int, int]:
+def _cursor(cursor) -> tuple[int, int, float]:
+    """[registry index, offset, when the walk began]; None starts a walk now."""
     if cursor is None:
-        return 0, 0
-    if (not isinstance(cursor, list) or len(cursor) != 2
-            or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in cursor)):
-        raise FailedError(f"cursor must be two whole numbers >= 0, got {cursor!r}")
-    return cursor[0], cursor[1]
+        return 0, 0, time.time()
+    if (not isinstance(cursor, list) or len(cursor) != 3
+            or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in cursor[:2])
+            or isinstance(cursor[2], bool) or not isinstance(cursor[2], (int, float))):
+        raise FailedError(f"cursor must be [registry, offset, began] as returned, got {cursor!r}")
+    return cursor[0], cursor[1], float(cursor[2])
 
 
 def clear(redis: Redis, queues: tuple[str, ...], name: str) -> int:

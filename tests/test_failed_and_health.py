@@ -116,7 +116,7 @@ def test_health_is_red_when_no_daemon_runs(tmp_path):
     assert result.returncode == 2 and "RED" in result.stdout and "not running" in result.stdout
 
 
-def fail_many(redis, queue: str, n: int, old: int = 0) -> list[str]:
+def fail_many(redis, queue: str, n: int, old: int = 0, func: str = "testjobs.record") -> list[str]:
     """n jobs in the failed registry as RQ leaves them (status, ended_at, exc_info); the first
     `old` of them failed two hours ago."""
     from datetime import datetime, timedelta
@@ -127,7 +127,7 @@ def fail_many(redis, queue: str, n: int, old: int = 0) -> list[str]:
     registry = FailedJobRegistry(queue, connection=redis)
     ids = []
     for start in range(0, n, 500):
-        jobs = [Job.create("testjobs.record", args=(f"f{i}",), connection=redis, origin=queue)
+        jobs = [Job.create(func, args=(f"f{i}",), connection=redis, origin=queue)
                 for i in range(start, min(n, start + 500))]
         with redis.pipeline() as pipe:
             for i, job in enumerate(jobs, start):
@@ -183,3 +183,18 @@ def test_bulk_commands_on_a_huge_registry_keep_the_master_answering(start_daemon
     assert flushed.returncode == 0 and "deleted 1000 failed job(s)" in flushed.stdout, flushed
     assert worst < 1.5
     assert json.loads(ctl(daemon, "failed", "--json").stdout) == []
+
+
+def test_retry_all_retries_each_job_once_even_when_it_fails_again_at_once(start_daemon, redis):
+    """Retried jobs that fail again land back in the registry while the walk is still going:
+    they must not be retried again by the same command (nor keep it running for ever)."""
+    daemon = start_daemon(BODY)
+    daemon.wait_ready({"alpha": 2})
+    fail_many(redis, "qa", 1500, func="testjobs.fail")
+    retried = ctl(daemon, "retry", "all")
+    assert retried.returncode == 0 and "retried 1500 job(s)" in retried.stdout, retried
+    wait_until(lambda: Queue("qa", connection=redis).count == 0 and
+               redis.zcard("rq:failed:qa") == 1500 and not redis.zcard("rq:wip:qa"), timeout=60,
+               what="every retried job to fail again")
+    attempts = [redis.llen(f"test:attempts:f{i}") for i in range(1500)]
+    assert attempts == [1] * 1500, sorted(set(attempts))
