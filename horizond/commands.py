@@ -109,6 +109,10 @@ class Commands:
                 if supervisor in (None, sup.name) for w in (p.snapshot(now) for p in sup.processes())]
 
     def _queue_sizes(self) -> tuple[dict[str, int | None], str | None]:
+        """Live queue lengths; none while Redis is known to be away (asking would wait out the
+        timeout on every status call), and a failure here tells the loop too."""
+        if self.master.redis_error is not None:
+            return {}, self.master.redis_error
         queues = sorted(self.master.queues())
         try:
             with self.master.redis.pipeline(transaction=False) as pipe:
@@ -116,6 +120,7 @@ class Commands:
                     pipe.llen(f"rq:queue:{name}")
                 return dict(zip(queues, pipe.execute(), strict=True)), None
         except Exception as exc:
+            self.master.redis_failed(exc)
             return {}, f"{type(exc).__name__}: {exc}"
 
     # --- actions -------------------------------------------------------------------------

@@ -70,6 +70,7 @@ class LoopServer:
         conn.setblocking(False)
         self._clients[conn] = (time.monotonic(), bytearray(), context)
         self.selector.register(conn, selectors.EVENT_READ, lambda: self._readable(conn))
+        self._readable(conn)  # the request is usually there already: answer now, not a loop turn later
 
     def _readable(self, conn: socket.socket) -> None:
         _, buffer, context = self._clients[conn]

@@ -17,6 +17,8 @@ from collections import deque
 from collections.abc import Callable
 
 from redis import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeout
 
 from . import appload, redischeck, reexec, reloading, restarts
 from .commands import Commands
@@ -41,7 +43,9 @@ TICK = 1.0
 UNBLOCK_EVERY = 0.1
 MEMORY_CHECK_EVERY = 10.0
 REDIS_PROBE_EVERY = 10.0
-REDIS_PROBE_DOWN = 2.0
+REDIS_PROBE_DOWN = 2.0  # while Redis is away and a ping waits out its timeout (a hung Redis)
+REDIS_PROBE_REFUSED = 0.25  # while Redis is away and refuses at once (restarting): cheap to ask often
+REDIS_STALL = 0.9  # a loop step this slow waited out the master's 1 s Redis timeout
 
 
 class Master:
@@ -77,6 +81,7 @@ class Master:
         self._wakeup: tuple[int, int] | None = None
         self._ready_sent = False
         self._redis_checked = -REDIS_PROBE_EVERY
+        self._redis_probe_down = REDIS_PROBE_DOWN  # how soon to ask again while Redis is away
         self.redis_error: str | None = None
 
     # --- life cycle ---------------------------------------------------------------
@@ -185,35 +190,51 @@ class Master:
                 waits.append(UNBLOCK_EVERY)
         if any(p.blocked_waiting for p in self.children.values()):
             waits.append(UNBLOCK_EVERY)
+        if self.redis_error is not None:
+            waits.append(self._probe_due_in(now))
         return max(0.05, min(waits))
 
     # --- the loop's work ------------------------------------------------------------
 
     def _tick(self, now: float) -> None:
-        # While Redis is known to be away, skip the steps that talk to it: each would wait
-        # out its socket timeout and together they would stall the loop (and the watchdog).
-        redis_up = self.redis_error is None
         if not self.stopping:
-            if redis_up:
-                self.scaler.step(self.redis, list(self.supervisors.values()), now)
+            self._redis_step(lambda: self.scaler.step(self.redis, list(self.supervisors.values()), now))
             for sup in self.supervisors.values():
                 sup.tick(now)
             self._follow_queues(now)
             self._keep_scheduler(now)
         workers = [p for p in self.children.values() if p.spec.kind == "worker"]
         self.guard.check_limits(workers, self.config, now)
-        if redis_up:
-            self._unblock_waiting()
-            self.guard.step(self.redis, self.config, self.queues(), workers, now)
+        self._redis_step(self._unblock_waiting)
+        self._redis_step(lambda: self.guard.step(self.redis, self.config, self.queues(), workers, now))
         self.removed = [s for s in self.removed if s.processes()]
         self._enforce_stop_deadlines(now)  # shutdown, and retirements (reload, restart, scale down)
         self._check_memory(now)
         self.control.expire(now)
         if self.exporter:
             self.exporter.expire(now)
-        if redis_up:
-            self.observer.step(self, now)
+        self._redis_step(lambda: self.observer.step(self, now))
         self._notify(now)
+
+    def _redis_step(self, step: Callable[[], object]) -> None:
+        """Run a step that talks to Redis, unless Redis is known to be away.
+
+        Steps handle Redis errors their own way (keep targets, retry a settle later), so
+        the loop judges by time: a step that ran into its socket timeout means Redis hangs.
+        Then the steps after it skip their turn until the probe sees Redis answer again;
+        each would otherwise wait out its own timeout and together stall the loop (and the
+        watchdog): 6 s per tick was measured before.
+        """
+        if self.redis_error is not None:
+            return
+        started = time.monotonic()
+        try:
+            step()
+        except (RedisConnectionError, RedisTimeout) as exc:
+            self.redis_failed(exc)
+            return
+        if (took := time.monotonic() - started) >= REDIS_STALL:
+            self.redis_failed(TimeoutError(f"a Redis step took {took:.1f} s"))
 
     def _notify(self, now: float) -> None:
         """systemd: READY once every worker is registered, then STATUS, drain time, watchdog."""
@@ -227,20 +248,31 @@ class Master:
             self.notifier.extend_timeout(now, max(deadlines, default=now) - now)
         self.notifier.watchdog(now)
 
+    def _probe_due_in(self, now: float) -> float:
+        every = REDIS_PROBE_EVERY if self.redis_error is None else self._redis_probe_down
+        return self._redis_checked + every - now
+
     def _probe_redis(self, now: float) -> None:
-        if now - self._redis_checked < (REDIS_PROBE_EVERY if self.redis_error is None else REDIS_PROBE_DOWN):
+        """Whether Redis is there. While it is away, a refusal (a restart) is asked about again
+        soon, so dead workers' jobs are settled soon after it is back; a ping that waited out
+        its timeout (a hung Redis) only every 2 s, so the loop is not held most of the time."""
+        if self._probe_due_in(now) > 0:
             return
         self._redis_checked = now
+        asked = time.monotonic()
         try:
             self.redis.ping()
             self.redis_error = None
         except Exception as exc:
             self.redis_error = f"{type(exc).__name__}: {exc}"
+            quick = time.monotonic() - asked < 0.1
+            self._redis_probe_down = REDIS_PROBE_REFUSED if quick else REDIS_PROBE_DOWN
 
     def redis_failed(self, exc: Exception) -> None:
         """A step met a Redis error: treat Redis as away until the probe sees it back."""
         self.redis_error = f"{type(exc).__name__}: {exc}"
         self._redis_checked = time.monotonic()
+        self._redis_probe_down = REDIS_PROBE_DOWN if isinstance(exc, RedisTimeout) else REDIS_PROBE_REFUSED
 
     def _status_line(self) -> str:
         procs = [p for p in self.children.values() if p.spec.kind == "worker"]

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from redis import Redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 from redis.sentinel import Sentinel
 
 from .config import Config, redact_url
@@ -48,8 +50,9 @@ class RedisSpec:
 
 
 def master_client(config: Config) -> Redis:
-    """The master's own client: short timeouts, so a hung Redis cannot hold the loop for long."""
-    return RedisSpec.of(config).client(socket_timeout=1, socket_connect_timeout=1)
+    """The master's own client: short timeouts and no retries, so a hung Redis holds the loop
+    for one timeout at most (redis-py 8 retries 10 times by default; the loop retries itself)."""
+    return RedisSpec.of(config).client(socket_timeout=1, socket_connect_timeout=1, retry=Retry(NoBackoff(), 0))
 
 
 def _db_of(url: str) -> int:

@@ -24,5 +24,5 @@ def test_chaos_run_accounts_for_every_job():
     # at once in normal operation; kills around the Redis restart wait for Redis (counted apart)
     assert summary["back_in_queue_after_kill_s"]["n"] >= 1
     assert summary["back_in_queue_after_kill_s"]["median"] < 0.5
-    assert summary["back_in_queue_after_kill_near_redis_restart_s"]["max"] < 10
+    assert summary["back_in_queue_after_kill_near_redis_restart_s"]["max"] < 1.0  # probed every 0.25 s
     assert result.returncode == 0

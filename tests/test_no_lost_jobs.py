@@ -203,3 +203,36 @@ def test_a_stop_during_the_memory_limit_drain_stops_gracefully_instead_of_killin
     assert daemon.wait_exit(30) == 0
     assert job.get_status(refresh=True) == JobStatus.FINISHED  # not killed by a "second" signal
     assert not [e for e in daemon.log_events() if e.get("event") in ("master_reexec", "stop_forced")]
+
+
+def test_a_hung_redis_does_not_hold_the_loop(tmp_path):
+    """Redis stopped (SIGSTOP: connections hang rather than fail): the master keeps answering
+    within its 1 s Redis timeout, says Redis is away, and carries on once it is back."""
+    import signal
+
+    from horizond.ctl import request
+
+    server = RedisServer(tmp_path)
+    daemon = Daemon(tmp_path, server.url, """
+    [supervisors.alpha]
+    queues = ["qa"]
+    """)
+    try:
+        daemon.wait_ready({"alpha": 1})
+        server.proc.send_signal(signal.SIGSTOP)
+        worst, seen_down, until = 0.0, False, time.monotonic() + 6
+        while time.monotonic() < until:
+            started = time.monotonic()
+            status = request(daemon.socket, "status", timeout=10)["result"]
+            worst = max(worst, time.monotonic() - started)
+            seen_down = seen_down or not status["redis"]["ok"]
+        assert seen_down and worst < 1.5, (seen_down, worst)
+        server.proc.send_signal(signal.SIGCONT)
+        client = Redis.from_url(server.url)
+        Queue("qa", connection=client).enqueue("testjobs.record", "after-hang")
+        wait_until(lambda: client.hget("test:runs", "after-hang") == b"1", timeout=30, what="jobs to flow again")
+        wait_until(lambda: daemon.status()["redis"]["ok"], timeout=15, what="status to show Redis back")
+    finally:
+        server.proc.send_signal(signal.SIGCONT)
+        daemon.cleanup()
+        server.stop()
