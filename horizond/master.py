@@ -17,8 +17,6 @@ from collections import deque
 from collections.abc import Callable
 
 from redis import Redis
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeout
 
 from . import appload, redischeck, reexec, reloading, restarts
 from .commands import Commands
@@ -31,6 +29,7 @@ from .notify import Notifier
 from .observe import Observer
 from .process import WorkerProcess, spawn
 from .redisconn import RedisSpec, master_client
+from .redishealth import RedisHealth
 from .scaling import Scaler
 from .supervisor import Slot, Supervisor, describe_exit
 from .sysutil import kill_group
@@ -42,10 +41,6 @@ HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP,
 TICK = 1.0
 UNBLOCK_EVERY = 0.1
 MEMORY_CHECK_EVERY = 10.0
-REDIS_PROBE_EVERY = 10.0
-REDIS_PROBE_DOWN = 2.0  # while Redis is away and a ping waits out its timeout (a hung Redis)
-REDIS_PROBE_REFUSED = 0.25  # while Redis is away and refuses at once (restarting): cheap to ask often
-REDIS_STALL = 0.9  # a loop step this slow waited out the master's 1 s Redis timeout
 
 
 class Master:
@@ -80,9 +75,7 @@ class Master:
                                      config.control_group, config.control_readers)
         self._wakeup: tuple[int, int] | None = None
         self._ready_sent = False
-        self._redis_checked = -REDIS_PROBE_EVERY
-        self._redis_probe_down = REDIS_PROBE_DOWN  # how soon to ask again while Redis is away
-        self.redis_error: str | None = None
+        self.redis_health = RedisHealth()
 
     # --- life cycle ---------------------------------------------------------------
 
@@ -191,88 +184,50 @@ class Master:
         if any(p.blocked_waiting for p in self.children.values()):
             waits.append(UNBLOCK_EVERY)
         if self.redis_error is not None:
-            waits.append(self._probe_due_in(now))
+            waits.append(self.redis_health.due_in(now))
         return max(0.05, min(waits))
 
     # --- the loop's work ------------------------------------------------------------
 
     def _tick(self, now: float) -> None:
         if not self.stopping:
-            self._redis_step(lambda: self.scaler.step(self.redis, list(self.supervisors.values()), now))
+            self.redis_health.step(lambda: self.scaler.step(self.redis, list(self.supervisors.values()), now))
             for sup in self.supervisors.values():
                 sup.tick(now)
             self._follow_queues(now)
             self._keep_scheduler(now)
         workers = [p for p in self.children.values() if p.spec.kind == "worker"]
         self.guard.check_limits(workers, self.config, now)
-        self._redis_step(self._unblock_waiting)
-        self._redis_step(lambda: self.guard.step(self.redis, self.config, self.queues(), workers, now))
+        self.redis_health.step(self._unblock_waiting)
+        self.redis_health.step(lambda: self.guard.step(self.redis, self.config, self.queues(), workers, now))
         self.removed = [s for s in self.removed if s.processes()]
         self._enforce_stop_deadlines(now)  # shutdown, and retirements (reload, restart, scale down)
         self._check_memory(now)
         self.control.expire(now)
         if self.exporter:
             self.exporter.expire(now)
-        self._redis_step(lambda: self.observer.step(self, now))
+        self.redis_health.step(lambda: self.observer.step(self, now))
         self._notify(now)
-
-    def _redis_step(self, step: Callable[[], object]) -> None:
-        """Run a step that talks to Redis, unless Redis is known to be away.
-
-        Steps handle Redis errors their own way (keep targets, retry a settle later), so
-        the loop judges by time: a step that ran into its socket timeout means Redis hangs.
-        Then the steps after it skip their turn until the probe sees Redis answer again;
-        each would otherwise wait out its own timeout and together stall the loop (and the
-        watchdog): 6 s per tick was measured before.
-        """
-        if self.redis_error is not None:
-            return
-        started = time.monotonic()
-        try:
-            step()
-        except (RedisConnectionError, RedisTimeout) as exc:
-            self.redis_failed(exc)
-            return
-        if (took := time.monotonic() - started) >= REDIS_STALL:
-            self.redis_failed(TimeoutError(f"a Redis step took {took:.1f} s"))
 
     def _notify(self, now: float) -> None:
         """systemd: READY once every worker is registered, then STATUS, drain time, watchdog."""
         if not self._ready_sent and not self.stopping and all(s.settled() for s in self.supervisors.values()):
             self._ready_sent = True
             self.notifier.ready()
-        self._probe_redis(now)
+        self.redis_health.probe(self.redis, now)
         self.notifier.status(self._status_line())
         if self.stopping:
             deadlines = [d for p in self.children.values() if (d := p.stop_deadline(self.config.shutdown_grace))]
             self.notifier.extend_timeout(now, max(deadlines, default=now) - now)
         self.notifier.watchdog(now)
 
-    def _probe_due_in(self, now: float) -> float:
-        every = REDIS_PROBE_EVERY if self.redis_error is None else self._redis_probe_down
-        return self._redis_checked + every - now
-
-    def _probe_redis(self, now: float) -> None:
-        """Whether Redis is there. While it is away, a refusal (a restart) is asked about again
-        soon, so dead workers' jobs are settled soon after it is back; a ping that waited out
-        its timeout (a hung Redis) only every 2 s, so the loop is not held most of the time."""
-        if self._probe_due_in(now) > 0:
-            return
-        self._redis_checked = now
-        asked = time.monotonic()
-        try:
-            self.redis.ping()
-            self.redis_error = None
-        except Exception as exc:
-            self.redis_error = f"{type(exc).__name__}: {exc}"
-            quick = time.monotonic() - asked < 0.1
-            self._redis_probe_down = REDIS_PROBE_REFUSED if quick else REDIS_PROBE_DOWN
+    @property
+    def redis_error(self) -> str | None:
+        """Why Redis is considered away (None: it answers)."""
+        return self.redis_health.error
 
     def redis_failed(self, exc: Exception) -> None:
-        """A step met a Redis error: treat Redis as away until the probe sees it back."""
-        self.redis_error = f"{type(exc).__name__}: {exc}"
-        self._redis_checked = time.monotonic()
-        self._redis_probe_down = REDIS_PROBE_DOWN if isinstance(exc, RedisTimeout) else REDIS_PROBE_REFUSED
+        self.redis_health.failed(exc)
 
     def _status_line(self) -> str:
         procs = [p for p in self.children.values() if p.spec.kind == "worker"]
@@ -398,7 +353,7 @@ class Master:
             return
         if not clean or proc.state == "busy":  # a job in hand is settled, whatever the exit code
             if not self.guard.settle(self.redis, proc, how, try_now=self.redis_error is None):
-                self.redis_error = self.redis_error or "settling a dead worker's job failed"
+                self.redis_health.error = self.redis_error or "settling a dead worker's job failed"
         owner = self._owner(proc)
         if owner is not None:
             owner.on_exit(proc, status, now)
