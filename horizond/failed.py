@@ -115,6 +115,7 @@ def retry_all(redis: Redis, queues: tuple[str, ...], only: str | None, cursor=No
         return DONE
     return _walk(redis, queues, only, cursor, budget, requeue)
 
+
 def forget(redis: Redis, queues: tuple[str, ...], ids: list[str]) -> list[str]:
     where = _locate(redis, queues, ids)
     for job_id, registry in where.items():

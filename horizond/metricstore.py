@@ -66,15 +66,14 @@ class MetricStore:
         log.info("metrics restored", extra={"event": "metrics_restored", "key": self.key,
                                             "processed": sum(t.processed for t in metrics.queues.values())})
 
-    def save(self, redis: Redis, metrics: Metrics, now: float | None = None) -> bool:
+    def save(self, redis: Redis, metrics: Metrics, now: float | None = None) -> None:
         if not self.restored or metrics.changes == self._saved_changes:
-            return True
+            return
         changes = metrics.changes
         try:
             redis.set(self.key, json.dumps(metrics.dump()), ex=KEEP_SECONDS)
         except Exception as exc:
             log.debug("metrics not saved", extra={"event": "metrics_save_failed", "error": str(exc)})
-            return False
+            return
         self._saved_changes = changes
         self._saved_at = time.monotonic() if now is None else now
-        return True
