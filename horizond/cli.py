@@ -40,9 +40,9 @@ def load(explicit: str | None, environ=os.environ) -> Config:
     env = env_from(environ)
     if not os.path.exists(path) and not required:
         return replace(embedded_default(env), redis_password=environ.get("REDIS_PASSWORD") or None)
-    with open(path, encoding="utf-8") as handle:
+    with open(path, "rb") as handle:
         text = handle.read()
-    config = parse(text, path, env)
+    config = parse(text, path, env)  # decodes, naming the first byte that is not UTF-8
     base = os.path.dirname(os.path.abspath(path))
     paths = tuple(p if os.path.isabs(p) else os.path.normpath(os.path.join(base, p)) for p in config.app_paths)
     return replace(config, app_paths=paths, redis_password=redis_password(config, environ),
@@ -64,6 +64,8 @@ def redis_password(config: Config, environ, key: str = "password_file", variable
     except OSError as exc:
         raise ConfigError([ConfigIssue(config.source, "redis", key,
                                        f"cannot read {path}: {exc.strerror}")]) from None
+    except UnicodeDecodeError:
+        raise ConfigError([ConfigIssue(config.source, "redis", key, f"{path} is not UTF-8 text")]) from None
 
 
 def summary(config: Config) -> str:

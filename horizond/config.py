@@ -19,11 +19,46 @@ from .configcheck import ConfigError, ConfigIssue  # noqa: F401 - part of this m
 from .configcheck import describe as _kind
 from .configcheck import int_ as _int
 from .configcheck import number as _number
+from .configcheck import plain as _plain
+from .configcheck import short as _short
 
 BALANCE_MODES = ("auto", "simple", "off")
 STRATEGIES = ("time", "size")
 MAX_PROCESSES_CAP = 1000
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+MAX_MB = 1_048_576  # 1 TiB
+MAX_SECONDS = 2_592_000  # 30 days: a job timeout or a back-off longer than that is a mistake
+MAX_BACKOFF_STEPS = 1000
+MAX_SNAPSHOTS = 100_000  # per queue: snapshot_keep_hours x 3600 / snapshot_interval
+
+# The bounds of every numeric key: (lowest, highest, unit). What the check accepts here is
+# what runs (alarm(2) takes at most 2**31 - 1 s, Redis' EXPIRE and datetime have ranges too);
+# README "Bounds" lists the same table, and a test holds the two together.
+SUPERVISOR_BOUNDS: dict[str, tuple[float, float, str]] = {
+    "min_processes": (0, MAX_PROCESSES_CAP, ""),
+    "max_processes": (1, MAX_PROCESSES_CAP, ""),
+    "balance_max_shift": (1, MAX_PROCESSES_CAP, ""),
+    "balance_cooldown": (0.1, 3600, "s"),
+    "memory": (1, MAX_MB, "MB"),
+    "memory_hard": (0, MAX_MB, "MB"),
+    "timeout": (1, MAX_SECONDS, "s"),
+    "tries": (1, 1000, ""),
+    "backoff": (0, MAX_SECONDS, "s"),  # each value
+    "max_jobs": (0, 1_000_000_000, ""),
+    "max_time": (0, 31_536_000, "s"),
+    "min_free_memory": (0, MAX_MB, "MB"),  # or "0%" .. "100%"
+}
+OTHER_BOUNDS: dict[tuple[str, str], tuple[float, float, str]] = {
+    ("master", "shutdown_grace"): (0, 86_400, "s"),
+    ("master", "hard_timeout_grace"): (0, 86_400, "s"),
+    ("master", "memory_limit"): (0, MAX_MB, "MB"),
+    ("metrics", "snapshot_interval"): (1, 86_400, "s"),
+    ("metrics", "snapshot_keep_hours"): (1, 8_760, "h"),
+    ("metrics", "listen"): (1, 65_535, ""),  # the port
+    ("health", "*"): (0, 1_000_000_000, ""),  # warning and critical
+    ("waits", "*"): (0, 31_536_000, "s"),
+    ("redis", "url"): (0, 2**31 - 1, ""),  # the db number
+}
 
 
 @dataclass(frozen=True)
@@ -214,22 +249,21 @@ def _check_supervisor_values(check: _Checker, origin: Callable[..., str], v: dic
     if v["auto_scaling_strategy"] not in STRATEGIES:
         check.add(origin("auto_scaling_strategy"), "auto_scaling_strategy",
                   f"expected one of {', '.join(map(repr, STRATEGIES))}, got {v['auto_scaling_strategy']!r}")
-    for key in ("min_processes", "max_jobs", "max_time", "memory_hard"):
-        if v[key] < 0:
-            check.add(origin(key), key, f"must be 0 or more, got {v[key]}")
-    for key in ("balance_max_shift", "memory", "timeout", "tries"):
-        if v[key] < 1:
-            check.add(origin(key), key, f"must be 1 or more, got {v[key]}")
-    if not 1 <= v["max_processes"] <= MAX_PROCESSES_CAP:
-        check.add(origin("max_processes"), "max_processes",
-                  f"must be between 1 and {MAX_PROCESSES_CAP}, got {v['max_processes']}")
-    elif v["min_processes"] > v["max_processes"] and not bad & {"min_processes", "max_processes"}:
+    for key, bounds in SUPERVISOR_BOUNDS.items():
+        if key not in bad and key not in ("backoff", "min_free_memory") and \
+                not check.within(origin(key), key, v[key], bounds):
+            bad.add(key)
+    if v["min_processes"] > v["max_processes"] and not bad & {"min_processes", "max_processes"}:
         check.add(origin("min_processes", "max_processes"), "min_processes",
                   f"min_processes ({v['min_processes']}) is greater than max_processes ({v['max_processes']})")
-    if not v["balance_cooldown"] >= 0:  # also refuses nan
-        check.add(origin("balance_cooldown"), "balance_cooldown", f"must be 0 or more, got {v['balance_cooldown']}")
-    if any(b < 0 for b in v["backoff"]):
-        check.add(origin("backoff"), "backoff", f"seconds must be 0 or more, got {list(v['backoff'])}")
+    lo, hi, _ = SUPERVISOR_BOUNDS["backoff"]
+    if any(not lo <= b <= hi for b in v["backoff"]):
+        check.add(origin("backoff"), "backoff", f"each value must be between {lo} and {hi} s, got {list(v['backoff'])}")
+    elif len(v["backoff"]) > MAX_BACKOFF_STEPS:
+        check.add(origin("backoff"), "backoff", f"at most {MAX_BACKOFF_STEPS} values, got {len(v['backoff'])}")
+    memory = v["min_free_memory"]
+    if not memory.endswith("%") and int(memory) > MAX_MB:
+        check.add(origin("min_free_memory"), "min_free_memory", f"must be between 0 and {MAX_MB} MB, got {memory}")
     if 0 < v["memory_hard"] < v["memory"] and not bad & {"memory", "memory_hard"}:
         check.add(origin("memory_hard"), "memory_hard",
                   f"memory_hard ({v['memory_hard']} MB) must be above memory ({v['memory']} MB), or 0 for off")
@@ -247,13 +281,27 @@ def _is_dotted_path(path: str) -> bool:
 # --- whole file ------------------------------------------------------------------
 
 
-def parse(text: str, source: str, env: Env = Env()) -> Config:
-    """Parse and validate config text; raise ConfigError listing every problem."""
+def parse(text: str | bytes, source: str, env: Env = Env()) -> Config:
+    """Parse and validate config text (or the file's bytes); raise ConfigError listing every problem."""
+    def refused(message: str) -> ConfigError:
+        return ConfigError([ConfigIssue(source, "", None, message)])
+
+    if isinstance(text, bytes):
+        try:
+            text = text.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            line = text[: exc.start].count(b"\n") + 1
+            raise refused(f"not UTF-8 text: byte 0x{text[exc.start]:02x} at line {line}, offset {exc.start}") from None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError([ConfigIssue(source, "", None, f"not valid TOML: {exc}")]) from None
-    return build(data, source, env)
+        raise refused(f"not valid TOML: {exc}") from None
+    except RecursionError:
+        raise refused("not valid TOML here: arrays or tables nested too deeply") from None
+    try:
+        return build(data, source, env)
+    except RecursionError:
+        raise refused("values nested too deeply") from None
 
 
 def build(data: Mapping[str, Any], source: str, env: Env = Env()) -> Config:
@@ -275,22 +323,59 @@ def build(data: Mapping[str, Any], source: str, env: Env = Env()) -> Config:
 
 def _redis(check: _Checker, t: Mapping[str, Any], env: Env) -> dict:
     url = env.redis_url or check.get("redis", t, "url", "str", DEFAULT_REDIS_URL)
-    if not url.startswith(("redis://", "rediss://", "unix://")):
-        check.add("redis", "url", f"expected a redis://, rediss:// or unix:// URL, got {url!r}")
     files = tuple((key, value) for key in ("password_file", "ssl_ca_certs", "ssl_certfile", "ssl_keyfile",
                                            "sentinel_password_file")
                   if (value := check.get("redis", t, key, "str", None)))
     sentinels = check.get("redis", t, "sentinels", "strs", ())
     master_name = check.get("redis", t, "master_name", "str", None)
-    if any(not re.fullmatch(r"[\w.\-]+:\d{1,5}", s) for s in sentinels):
-        check.add("redis", "sentinels", f'expected a list of "host:port", got {list(sentinels)!r}')
+    if any(_host_port(s) is None for s in sentinels):
+        check.add("redis", "sentinels", f'expected a list of "host:port" (port 1-65535), got {list(sentinels)!r}')
     if sentinels and not master_name:
         check.add("redis", "master_name", "needed with sentinels: the name the sentinels monitor, e.g. \"mymaster\"")
+    tls = [key for key, _ in files if key.startswith("ssl_")]
+    if tls and not sentinels and not url.startswith("rediss://"):
+        check.add("redis", tls[0], f"TLS files need a rediss:// url (or sentinels), got {redact_url(url)!r}")
+    else:
+        problem = _url_problem(url, {key: value for key, value in files if key.startswith("ssl_")})
+        if problem:
+            check.add("redis", "url", problem)
     prefix = check.get("redis", t, "prefix", "str", "horizond")
-    if not re.fullmatch(r"[\w.\-]+", prefix):
+    if not re.fullmatch(r"[A-Za-z0-9_.\-]+", prefix):
         check.add("redis", "prefix", f"expected letters, digits, '.', '_' or '-', got {prefix!r}")
     return {"redis_url": url, "redis_files": files, "redis_sentinels": sentinels, "redis_master_name": master_name,
             "redis_prefix": prefix}
+
+
+def _url_problem(url: str, tls: dict[str, str]) -> str | None:
+    """What redis-py would refuse in this URL once the daemon runs, found now.
+
+    Building a connection object parses the URL and its options without any I/O.
+    """
+    if not url.startswith(("redis://", "rediss://", "unix://")):
+        return f"expected a redis://, rediss:// or unix:// URL, got {redact_url(url)!r}"
+    from redis import ConnectionPool
+    from redis.exceptions import RedisError
+
+    try:
+        pool = ConnectionPool.from_url(url, **(tls if url.startswith("rediss://") else {}))
+        pool.make_connection()
+    except (ValueError, TypeError, RedisError) as exc:
+        return f"{redact_url(url)!r} is not a usable Redis URL: {exc}"
+    options = pool.connection_kwargs
+    lo, hi, _ = OTHER_BOUNDS[("redis", "url")]
+    if not isinstance(options.get("db", 0), int) or not lo <= options.get("db", 0) <= hi:
+        return f"the db number must be between {lo} and {hi}, got {options.get('db')!r}"
+    if url.startswith("unix://") and not options.get("path"):
+        return f"a unix:// URL needs the socket's path, like unix:///run/redis/redis.sock, got {redact_url(url)!r}"
+    return None
+
+
+def _host_port(text: str) -> tuple[str, int] | None:
+    """("host", port) of "host:port" / "[v6]:port" with an ASCII host and a port 1-65535, else None."""
+    match = re.fullmatch(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.\-]*):([0-9]{1,5})", text)
+    if not match or not 1 <= int(match[2]) <= 65535:
+        return None
+    return match[1], int(match[2])
 
 
 def _control(check: _Checker, t: Mapping[str, Any], env: Env) -> dict:
@@ -303,43 +388,46 @@ def _control(check: _Checker, t: Mapping[str, Any], env: Env) -> dict:
     return {"socket_path": socket_path, "control_group": group, "control_readers": readers}
 
 
+def _bounded(check: _Checker, table: str, t: Mapping[str, Any], key: str, kind: str, default: Any) -> Any:
+    value = check.get(table, t, key, kind, default)
+    return value if check.within(table, key, value, OTHER_BOUNDS[(table, key)]) else default
+
+
 def _master(check: _Checker, t: Mapping[str, Any]) -> dict:
-    grace = check.get("master", t, "shutdown_grace", "number", 10.0)
-    hard_grace = check.get("master", t, "hard_timeout_grace", "number", 10.0)
-    for key, value in (("shutdown_grace", grace), ("hard_timeout_grace", hard_grace)):
-        if not value >= 0:  # also refuses nan
-            check.add("master", key, f"must be 0 or more, got {value}")
-    memory_limit = check.get("master", t, "memory_limit", "int", 0)
-    if memory_limit < 0:
-        check.add("master", "memory_limit", f"must be 0 (off) or more, got {memory_limit}")
-    return {"shutdown_grace": grace, "hard_timeout_grace": hard_grace, "memory_limit": memory_limit}
+    return {"shutdown_grace": _bounded(check, "master", t, "shutdown_grace", "number", 10.0),
+            "hard_timeout_grace": _bounded(check, "master", t, "hard_timeout_grace", "number", 10.0),
+            "memory_limit": _bounded(check, "master", t, "memory_limit", "int", 0)}
 
 
 def _observability(check: _Checker, tables: Mapping[str, Mapping[str, Any]]) -> dict:
     health = []
+    lo, hi, _ = OTHER_BOUNDS[("health", "*")]
     for key in sorted(set(tables["health"]) & _TABLES["health"]):  # unknown keys were reported above
         pair = tables["health"][key]
         numbers = isinstance(pair, list) and len(pair) == 2 and all(_number(v) is not _BAD for v in pair)
-        if not numbers or not 0 <= pair[0] <= pair[1]:
-            check.add("health", key, f"expected [warning, critical] with 0 <= warning <= critical, got {pair!r}")
+        if not numbers or not lo <= pair[0] <= pair[1] <= hi:
+            check.add("health", key, f"expected [warning, critical] with {lo} <= warning <= critical <= {_plain(hi)}, "
+                                     f"got {_short(pair)}")
         else:
             health.append((key, (float(pair[0]), float(pair[1]))))
     metrics = tables["metrics"]
     listen = check.get("metrics", metrics, "listen", "str", None)
-    if listen is not None and not re.fullmatch(r"[\w.\-\[\]:]*:\d{1,5}", listen):
-        check.add("metrics", "listen", f'expected "HOST:PORT" like "127.0.0.1:9750", got {listen!r}')
-    interval = check.get("metrics", metrics, "snapshot_interval", "int", 60)
-    keep = check.get("metrics", metrics, "snapshot_keep_hours", "int", 24)
-    for key, value in (("snapshot_interval", interval), ("snapshot_keep_hours", keep)):
-        if value < 1:
-            check.add("metrics", key, f"must be 1 or more, got {value}")
+    if listen is not None and _host_port(listen) is None:
+        check.add("metrics", "listen",
+                  f'expected "HOST:PORT" with a port 1-65535, like "127.0.0.1:9750", got {_short(listen)}')
+    interval = _bounded(check, "metrics", metrics, "snapshot_interval", "int", 60)
+    keep = _bounded(check, "metrics", metrics, "snapshot_keep_hours", "int", 24)
+    if keep * 3600 // interval > MAX_SNAPSHOTS:
+        check.add("metrics", "snapshot_keep_hours", f"{keep} h of snapshots every {interval} s is "
+                  f"{keep * 3600 // interval} per queue; at most {MAX_SNAPSHOTS} are kept (raise snapshot_interval)")
     webhook = check.get("notify", tables["notify"], "webhook_url", "str", None)
     if webhook is not None and not webhook.startswith(("http://", "https://")):
         check.add("notify", "webhook_url", f"expected an http:// or https:// URL, got {webhook!r}")
     waits = []
+    lo, hi, _ = OTHER_BOUNDS[("waits", "*")]
     for key, value in tables["waits"].items():
-        if _int(value) is _BAD or value < 0:
-            check.add("waits", key, f"expected seconds (an integer >= 0; 0 = never), got {value!r}")
+        if _int(value) is _BAD or not lo <= value <= hi:
+            check.add("waits", key, f"expected seconds (an integer from {lo} to {hi}; 0 = never), got {_short(value)}")
         else:
             waits.append((key, value))
     return {"health": tuple(sorted({**_default_health(), **dict(health)}.items())), "metrics_listen": listen,

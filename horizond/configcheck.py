@@ -59,13 +59,22 @@ class Checker:
             return {}
         return value
 
+    def within(self, table: str, key: str, value: Any, bounds: tuple[float, float, str]) -> bool:
+        """Record an issue unless lo <= value <= hi (nan and inf are outside any bounds)."""
+        lo, hi, unit = bounds
+        if lo <= value <= hi:
+            return True
+        unit = f" {unit}" if unit else ""
+        self.add(table, key, f"must be between {plain(lo)} and {plain(hi)}{unit}, got {short(value)}")
+        return False
+
     def get(self, table: str, data: Mapping[str, Any], key: str, kind: str, default: Any) -> Any:
         if key not in data:
             return default
         value = data[key]
         checked = _CONVERTERS[kind](value)
         if checked is BAD:
-            self.add(table, key, f"expected {_KIND_TEXT[kind]}, got {describe(value)} {value!r}")
+            self.add(table, key, f"expected {_KIND_TEXT[kind]}, got {describe(value)} {short(value)}")
             return default
         return checked
 
@@ -96,9 +105,10 @@ def _memory_amount(value: Any) -> Any:
     """MB as an integer, or a percentage of the host's memory as "N%"."""
     if int_(value) is not BAD and value >= 0:
         return str(value)
-    if isinstance(value, str) and re.fullmatch(r"\d+(\.\d+)?%", value) and float(value[:-1]) <= 100:
+    # ASCII digits only: str.isdigit() and \d also take "²" or "٣", which int() then refuses
+    if isinstance(value, str) and re.fullmatch(r"[0-9]+(\.[0-9]+)?%", value) and float(value[:-1]) <= 100:
         return value
-    if isinstance(value, str) and value.isdigit():  # MB, as `config show` prints it back
+    if isinstance(value, str) and re.fullmatch(r"[0-9]+", value):  # MB, as `config show` prints it back
         return value
     return BAD
 
@@ -121,6 +131,22 @@ _KIND_TEXT = {
     "backoff": "an integer or a non-empty list of integers (seconds)",
     "memory": 'megabytes (an integer >= 0) or a percentage like "5%"',
 }
+
+
+def plain(number: float) -> str:
+    """A bound as people write it: 31536000, not 3.1536e+07; 0.1 stays 0.1."""
+    return str(int(number)) if float(number).is_integer() else f"{number:g}"
+
+
+def short(value: Any, limit: int = 80) -> str:
+    """repr for an error message: a huge or deeply nested value must not make a huge message."""
+    try:
+        text = repr(value)
+    except RecursionError:
+        return "(nested too deeply to show)"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def describe(value: Any) -> str:
     return {bool: "a boolean", int: "an integer", float: "a float", str: "a string", list: "a list",
             dict: "a table"}.get(type(value), type(value).__name__)

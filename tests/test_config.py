@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,7 @@ from horizond.config import (
     DEFAULT_REDIS_URL,
     MAX_PROCESSES_CAP,
     STRATEGIES,
+    SUPERVISOR_BOUNDS,
     Config,
     ConfigError,
     ConfigIssue,
@@ -419,20 +421,32 @@ def test_supervisors_given_as_a_list_of_tables():
         ("min_processes = 5\nmax_processes = 3", "min_processes",
          "min_processes (5) is greater than max_processes (3)"),
         ("min_processes = 11", "min_processes", "greater than max_processes (10)"),
-        ("min_processes = -1", "min_processes", "must be 0 or more, got -1"),
-        ("max_jobs = -1", "max_jobs", "must be 0 or more"),
-        ("max_time = -60", "max_time", "must be 0 or more"),
+        ("min_processes = -1", "min_processes", "must be between 0 and 1000, got -1"),
+        ("max_jobs = -1", "max_jobs", "must be between 0 and 1000000000, got -1"),
+        ("max_time = -60", "max_time", "must be between 0 and 31536000 s, got -60"),
         ("max_processes = 0", "max_processes", f"must be between 1 and {MAX_PROCESSES_CAP}, got 0"),
         ("max_processes = -3", "max_processes", "must be between 1 and"),
         (f"max_processes = {MAX_PROCESSES_CAP + 1}", "max_processes", f"got {MAX_PROCESSES_CAP + 1}"),
-        ("balance_max_shift = 0", "balance_max_shift", "must be 1 or more, got 0"),
-        ("memory = 0", "memory", "must be 1 or more"),
-        ("timeout = 0", "timeout", "must be 1 or more, got 0"),
-        ("timeout = -5", "timeout", "must be 1 or more"),
-        ("tries = 0", "tries", "must be 1 or more, got 0"),
-        ("balance_cooldown = -0.5", "balance_cooldown", "must be 0 or more"),
-        ("balance_cooldown = nan", "balance_cooldown", "must be 0 or more"),
-        ("backoff = -1", "backoff", "seconds must be 0 or more, got [-1]"),
+        ("balance_max_shift = 0", "balance_max_shift", "must be between 1 and 1000, got 0"),
+        ("memory = 0", "memory", "must be between 1 and 1048576 MB, got 0"),
+        ("timeout = 0", "timeout", "must be between 1 and 2592000 s, got 0"),
+        ("timeout = -5", "timeout", "must be between 1 and"),
+        ("tries = 0", "tries", "must be between 1 and 1000, got 0"),
+        ("balance_cooldown = -0.5", "balance_cooldown", "must be between 0.1 and 3600 s"),
+        ("balance_cooldown = nan", "balance_cooldown", "must be between 0.1 and 3600 s, got nan"),
+        ("backoff = -1", "backoff", "each value must be between 0 and 2592000 s, got [-1]"),
+        # values the check once accepted and the daemon then failed on (issue 13)
+        ("timeout = 2147483648", "timeout", "must be between 1 and 2592000 s, got 2147483648"),
+        (f"timeout = {2**63 - 1}", "timeout", "must be between 1 and 2592000 s"),
+        (f"backoff = [{2**63 - 1}]", "backoff", "each value must be between 0 and 2592000 s"),
+        ("balance_cooldown = 0", "balance_cooldown", "must be between 0.1 and 3600 s, got 0.0"),
+        ("balance_cooldown = inf", "balance_cooldown", "got inf"),
+        ('min_free_memory = "\u00b2"', "min_free_memory", "expected megabytes"),
+        ('min_free_memory = "\u0663%"', "min_free_memory", "expected megabytes"),
+        ("min_free_memory = 2000000", "min_free_memory", "must be between 0 and 1048576 MB, got 2000000"),
+        ("memory_hard = 2000000", "memory_hard", "must be between 0 and 1048576 MB"),
+        ("tries = 1001", "tries", "must be between 1 and 1000, got 1001"),
+        ("max_time = 31536001", "max_time", "got 31536001"),
         ("backoff = [10, -2, 30]", "backoff", "got [10, -2, 30]"),
         ('balance = "fast"', "balance", "expected one of 'auto', 'simple', 'off', got 'fast'"),
         ('balance = "Auto"', "balance", "got 'Auto'"),
@@ -476,7 +490,12 @@ def test_impossible_queue_lists(queues, fragment):
         ("max_processes = 1", "max_processes", 1),
         ("max_jobs = 0", "max_jobs", 0),
         ("max_time = 0", "max_time", 0),
-        ("balance_cooldown = 0", "balance_cooldown", 0.0),
+        ("balance_cooldown = 0.1", "balance_cooldown", 0.1),
+        ("balance_cooldown = 3600", "balance_cooldown", 3600.0),
+        ("timeout = 2592000", "timeout", 2592000),
+        ("backoff = [2592000]", "backoff", (2592000,)),
+        ('min_free_memory = "100%"', "min_free_memory", "100%"),
+        ("min_free_memory = 1048576", "min_free_memory", "1048576"),
         ("balance_cooldown = 2", "balance_cooldown", 2.0),
         ("backoff = 0", "backoff", (0,)),
         ("backoff = [0, 0]", "backoff", (0, 0)),
@@ -512,11 +531,11 @@ def test_max_above_cap_is_not_also_reported_as_min_greater_than_max():
     assert where(issues) == [("supervisors.web", "max_processes")]
 
 
-@pytest.mark.parametrize("value", ["-1", "-0.5", "nan"])
-def test_negative_shutdown_grace_is_refused(value):
+@pytest.mark.parametrize("value", ["-1", "-0.5", "nan", "86401", "inf"])
+def test_shutdown_grace_outside_its_bounds_is_refused(value):
     issue = one_issue(sup_file("", extra=f"[master]\nshutdown_grace = {value}"))
     assert (issue.table, issue.key) == ("master", "shutdown_grace")
-    assert "must be 0 or more" in issue.message
+    assert "must be between 0 and 86400 s" in issue.message
 
 
 def test_shutdown_grace_accepts_zero_and_floats():
@@ -904,13 +923,17 @@ queue_names = names
 queue_lists = st.lists(queue_names, min_size=1, max_size=4, unique=True)
 identifier = st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,10}", fullmatch=True)
 dotted_paths = st.lists(identifier, min_size=2, max_size=4).map(".".join)
-positive = st.integers(1, 2**31)
-non_negative = st.integers(0, 2**31)
-seconds = st.one_of(
-    st.integers(0, 10**6),
-    st.floats(0, 10**6, allow_nan=False, allow_infinity=False),
-)
-backoffs = st.one_of(non_negative, st.lists(non_negative, min_size=1, max_size=6))
+
+
+def within(key: str, floats: bool = False):
+    """Valid values of a supervisor key: anything inside its documented bounds (SUPERVISOR_BOUNDS)."""
+    lo, hi, _ = SUPERVISOR_BOUNDS[key]
+    ints = st.integers(math.ceil(lo), int(hi))
+    return st.one_of(ints, st.floats(lo, hi, allow_nan=False, allow_infinity=False)) if floats else ints
+
+
+seconds = st.one_of(st.integers(0, 86_400), st.floats(0, 86_400, allow_nan=False, allow_infinity=False))
+backoffs = st.one_of(within("backoff"), st.lists(within("backoff"), min_size=1, max_size=6))
 
 
 _optional_keys = st.fixed_dictionaries(
@@ -919,14 +942,14 @@ _optional_keys = st.fixed_dictionaries(
         "queues": queue_lists,
         "balance": st.sampled_from(BALANCE_MODES),
         "auto_scaling_strategy": st.sampled_from(STRATEGIES),
-        "balance_max_shift": positive,
-        "balance_cooldown": seconds,
-        "memory": positive,
-        "timeout": positive,
-        "tries": positive,
+        "balance_max_shift": within("balance_max_shift"),
+        "balance_cooldown": within("balance_cooldown", floats=True),
+        "memory": within("memory"),
+        "timeout": within("timeout"),
+        "tries": within("tries"),
         "backoff": backoffs,
-        "max_jobs": non_negative,
-        "max_time": non_negative,
+        "max_jobs": within("max_jobs"),
+        "max_time": within("max_time"),
         "worker_class": dotted_paths,
     },
 )
@@ -1121,12 +1144,24 @@ def test_redact_url_hides_any_password(user, password, host, path, scheme):
 
 
 @PROPS
-@given(seconds=st.floats(allow_nan=True, allow_infinity=False))
+@given(seconds=st.floats(allow_nan=True, allow_infinity=True))
 @example(seconds=math.nan)
-def test_balance_cooldown_accepts_exactly_the_non_negative_numbers(seconds):
+@example(seconds=0.0)
+@example(seconds=math.inf)
+def test_balance_cooldown_accepts_exactly_its_bounds(seconds):
     data = {"supervisors": {"w": {"balance_cooldown": seconds}}}
-    if seconds >= 0:
+    if 0.1 <= seconds <= 3600:
         assert build(data, SRC, ROOT).supervisors[0].balance_cooldown == seconds
     else:
         assert where(build_issues(data)) == [("supervisors.w", "balance_cooldown")]
-        assert math.isnan(seconds) or seconds < 0
+
+
+def test_readme_bounds_table_is_the_one_the_check_uses():
+    from horizond.config import OTHER_BOUNDS
+    from horizond.configcheck import plain
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    rows = re.findall(r"^\| (\w+) \| `([\w*]+)` \| ([\d.]+) \| ([\d.]+) \| (\w*) \|", readme, re.M)
+    documented = {(table, key): (lo, hi, unit) for table, key, lo, hi, unit in rows}
+    code = {("supervisors", k): b for k, b in SUPERVISOR_BOUNDS.items()} | OTHER_BOUNDS
+    assert documented == {k: (plain(lo), plain(hi), unit) for k, (lo, hi, unit) in code.items()}
