@@ -19,7 +19,8 @@ and what is done here instead:
   before the next step starts nobody. Inputs that do not change give targets that do not change.
 - long-running jobs block rebalancing (horizon#1539): each pool is decided on its own; the only
   coupling is the supervisor's total cap, and a pool kept over its share by busy workers yields
-  them (they stop after their job) when another pool needs the room.
+  them (they stop after their job) when another pool needs the room. Within a pool, a worker
+  stuck in a long job is not counted as room for the jobs queued behind it (see usable()).
 
 Floors versus the cap: min_processes is a floor per pool, max_processes caps the total. When
 number_of_pools x min_processes > max_processes (a queue pattern matched many queues), the cap
@@ -45,6 +46,7 @@ class PoolStats:
     runtime: float | None  # mean seconds per job measured recently on this queue; None = unknown yet
     busy: int = 0  # workers of this pool currently running a job
     current: int = 0  # live workers in this pool now (count workers told to stop until they exit)
+    running_for: tuple[float, ...] = ()  # seconds each busy worker's job has run so far; missing ones: just started
 
 
 @dataclass(frozen=True)
@@ -106,17 +108,36 @@ def _check(pools: Mapping[str, PoolStats], o: Options) -> None:
         raise ValueError(f"mode 'off' runs one pool over all queues, got {len(pools)} pools")
 
 
-def usable(pending: int, busy: int, runtime: float, cooldown: float) -> int:
+def usable(pending: int, busy: int, runtime: float, cooldown: float, running_for: tuple[float, ...] = ()) -> int:
     """The most workers a pool can keep busy: one per job (pending + running).
 
-    Given a cooldown, also no more than the jobs keep busy until the next step (jobs x runtime /
-    cooldown): a trickle that one worker clears in a second then asks for no second worker, which
-    would only go idle and be stopped at the next step (churn, not throughput).
+    Given a cooldown, also no more than the work keeps busy until the next step (work / cooldown):
+    a trickle that one worker clears in a second then asks for no second worker, which would only
+    go idle and be stopped at the next step (churn, not throughput). A pending job is `runtime`
+    seconds of work. A running one is at least that, and at least as long again as it has run
+    already, up to the whole cooldown: a job that has run long tends to run on, so a worker stuck
+    in a long job is no room for the jobs queued behind it (head-of-line blocking), while a
+    worker just past a short job's mean still is.
     """
     jobs = pending + busy
     if cooldown <= 0 or jobs == 0:
         return jobs
-    return min(jobs, max(1, math.ceil(jobs * max(runtime, MIN_RUNTIME) / cooldown - 1e-9)))
+    per_job = max(runtime, MIN_RUNTIME)
+    ran = _ages(running_for, busy)
+    work = pending * per_job + sum(min(cooldown, max(per_job, s)) for s in ran)
+    work += (busy - len(ran)) * min(cooldown, per_job)
+    return min(jobs, max(1, math.ceil(work / cooldown - 1e-9)))
+
+
+def _ages(running_for: tuple[float, ...], busy: int) -> list[float]:
+    """The ages of the `busy` oldest running jobs; an age that makes no sense (< 0, NaN) counts as 0."""
+    return sorted((s if s > 0 and not math.isnan(s) else 0.0 for s in running_for), reverse=True)[:max(0, busy)]
+
+
+def _long_running(p: PoolStats, o: Options) -> str:
+    """For the reason: how many of the pool's jobs have run for a whole cooldown or more."""
+    n = sum(1 for s in _ages(p.running_for, p.busy) if s >= o.cooldown > 0)
+    return f", {n} running over {o.cooldown:g}s" if n else ""
 
 
 def _backlog_following(keys, pools, floor, o):
@@ -124,9 +145,9 @@ def _backlog_following(keys, pools, floor, o):
     k = keys[0]
     p = pools[k]
     pending, busy = max(0, p.pending), max(0, p.busy)
-    work = usable(pending, busy, p.runtime if _valid(p.runtime) else UNKNOWN_RUNTIME, o.cooldown)
+    work = usable(pending, busy, p.runtime if _valid(p.runtime) else UNKNOWN_RUNTIME, o.cooldown, p.running_for)
     desired = min(o.max_processes, max(floor[k], work))
-    return {k: desired}, {k: f"backlog {pending} + {busy} running"}, {k: float(work)}
+    return {k: desired}, {k: f"backlog {pending} + {busy} running{_long_running(p, o)}"}, {k: float(work)}
 
 
 def _even_split(keys, floor, o):
@@ -162,11 +183,11 @@ def _shares(keys, pools, floor, o):
             continue
         share = weight[k] / total
         wanted = math.ceil(share * o.max_processes - 1e-9)
-        can = usable(pending, busy, runtime[k], o.cooldown)
+        can = usable(pending, busy, runtime[k], o.cooldown, p.running_for)
         desired[k] = max(floor[k], min(wanted, can))
         per_job = "" if o.strategy == "size" else f" x {runtime[k]:.3g}s{'' if _valid(p.runtime) else ' (est.)'}"
         why[k] = (f"backlog {pending} job{'s' * (pending != 1)}{per_job}, share {share:.0%} of {o.max_processes}"
-                  + (f", can use {can}" if can < wanted else ""))
+                  + (f", can use {can}" if can < wanted else "") + _long_running(p, o))
     return desired, why, weight
 
 

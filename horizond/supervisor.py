@@ -141,10 +141,12 @@ class Supervisor:
         for key, pool in self.pools.items():
             mine = pool.live() + [p for p in self.retiring if p.spec.queues == pool.queues]
             known = [runtimes[q] for q in pool.queues if q in runtimes]
+            busy = [p for p in mine if p.state == "busy"]
             stats[key] = balancer.PoolStats(
                 pending=sum(pending.get(q, 0) for q in pool.queues),
                 runtime=sum(known) / len(known) if known else None,
-                busy=sum(1 for p in mine if p.state == "busy"), current=len(mine))
+                busy=len(busy), current=len(mine),
+                running_for=tuple(now - p.job_started for p in busy if p.job_started is not None))
         cfg = self.config
         decision = balancer.balance(stats, balancer.Options(
             cfg.balance, cfg.auto_scaling_strategy, cfg.min_processes, cfg.max_processes, cfg.balance_max_shift,

@@ -46,6 +46,7 @@ BURST = {"a": (100, 800), "b": (20, 150)}  # jobs per burst
 class Worker:
     ready_at: float
     job_left: float = 0.0  # > 0: running a job
+    ran: float = 0.0  # how long the current job has run (the daemon passes it as running_for)
     stopping: bool = False
 
 
@@ -114,7 +115,8 @@ def simulate(o: Options, cooldown: float, seconds: float, seed: int, decide) -> 
             next_burst += 1
         if tick % ticks_per_step == 0:
             pools = {q: PoolStats(len(queue[q]), sum(done[q]) / len(done[q]) if done[q] else None,
-                                  sum(w.job_left > 0 for w in workers[q]), len(workers[q])) for q in QUEUES}
+                                  sum(w.job_left > 0 for w in workers[q]), len(workers[q]),
+                                  tuple(w.ran for w in workers[q] if w.job_left > 0)) for q in QUEUES}
             decision = decide(pools, o)
             changed = False
             for q, target in decision.targets.items():
@@ -128,9 +130,11 @@ def simulate(o: Options, cooldown: float, seconds: float, seed: int, decide) -> 
             watch(open_bursts, decision, queue, now, run)
         for q, ws in workers.items():
             for w in ws:
-                w.job_left -= DT if w.job_left > 0 else 0
+                if w.job_left > 0:
+                    w.job_left -= DT
+                    w.ran += DT
                 if w.job_left <= 0 and not w.stopping and w.ready_at <= now and queue[q]:
-                    w.job_left = queue[q].popleft()  # an RQ worker takes the next job at once
+                    w.job_left, w.ran = queue[q].popleft(), 0.0  # an RQ worker takes the next job at once
                     done[q].append(w.job_left)  # the daemon's moving mean of measured runtimes
             workers[q] = [w for w in ws if not (w.stopping and w.job_left <= 0)]
         run.backlog.append(sum(len(v) for v in queue.values()))

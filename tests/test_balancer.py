@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from horizond.balancer import Decision, Options, PoolStats, balance, pool_floors
+from horizond.balancer import Decision, Options, PoolStats, balance, pool_floors, usable
 
 ISSUE = Options(mode="auto", strategy="size", min_processes=1, max_processes=8, max_shift=2)
 
@@ -89,6 +90,45 @@ def test_cooldown_asks_only_for_workers_the_backlog_keeps_busy_until_the_next_st
     assert [d.targets["a"] for d in replay({"a": 1, "b": 1}, issue, 3, pending={"a": 1500})] == [3, 5, 7]
     off = Options("off", "size", 1, 8, 2, cooldown=3.0)
     assert balance(stats({"*": 1}, pending={"*": 4}, runtime={"*": 0.5}), off).desired == {"*": 1}
+
+
+def test_jobs_behind_a_worker_stuck_in_a_long_job_get_a_worker():
+    # issue 13, item 11: one worker 15 s into a long job, 2 short jobs queued behind it, room up to 8
+    o = Options("auto", "time", 1, 8, 2, cooldown=3.0)
+    stuck = {"a": PoolStats(2, 0.05, busy=1, current=1, running_for=(15.0,))}
+    d = balance(stuck, o)
+    assert d.desired == {"a": 2} and d.targets == {"a": 2}
+    assert d.reasons["a"] == "backlog 2 jobs x 0.05s, share 100% of 8, can use 2, 1 running over 3s -> 2 (+1)"
+    off = Options("off", "size", 1, 8, 2, cooldown=3.0)
+    assert balance({"*": PoolStats(2, 0.05, 1, 1, (15.0,))}, off).targets == {"*": 2}
+    # a job just past a short mean is no reason for a second worker: the trickle rule still holds
+    trickle = {"a": PoolStats(1, 0.4, busy=1, current=1, running_for=(0.8,))}
+    assert balance(trickle, o).desired == {"a": 1}
+    # half a cooldown in: it is expected to run as long again, leaving room for 1 x 0.05 s of work
+    assert balance({"a": PoolStats(1, 0.05, 1, 1, (1.5,))}, o).desired == {"a": 1}
+    # two stuck, five waiting: one worker each for the stuck ones, one for the queue
+    assert balance({"a": PoolStats(5, 0.05, 2, 2, (9.0, 4.0))}, o).desired == {"a": 3}
+
+
+def test_a_job_that_has_run_a_whole_cooldown_counts_as_a_whole_worker_exhaustively():
+    """usable() over a grid: bounds, the old rule when nothing has run long, monotony, head-of-line."""
+    ages = (0.0, 0.2, 1.0, 2.9, 3.0, 50.0, math.inf, -1.0, math.nan)
+    for pending, busy, runtime, cooldown in itertools.product(range(5), range(4), (0.0, 0.05, 1.0, 3.0, 9.0),
+                                                              (0.0, 0.5, 3.0)):
+        jobs = pending + busy
+        fresh = usable(pending, busy, runtime, cooldown)
+        old = jobs if cooldown <= 0 or jobs == 0 else \
+            min(jobs, max(1, math.ceil(jobs * max(runtime, 0.001) / cooldown - 1e-9)))
+        assert fresh == old == usable(pending, busy, runtime, cooldown, (0.0,) * busy)
+        for ran in itertools.product(ages, repeat=busy):
+            n = usable(pending, busy, runtime, cooldown, ran)
+            assert (1 if jobs else 0) <= n <= jobs and n >= fresh
+            assert usable(pending + 1, busy, runtime, cooldown, ran) >= n
+            for i, age in enumerate(ran):  # older running jobs never ask for fewer workers
+                older = ran[:i] + (age + 1.0 if age == age else 1.0,) + ran[i + 1:]
+                assert usable(pending, busy, runtime, cooldown, older) >= n
+            if pending and cooldown and all(a >= cooldown for a in ran):
+                assert n >= busy + 1, (pending, busy, runtime, cooldown, ran)  # room for the queue
 
 
 # --- desired counts -------------------------------------------------------------------------
@@ -272,8 +312,9 @@ PROPS = settings(max_examples=200, deadline=None, database=None)
 
 # Strategies built once: building them inside the composite costs more than the checks.
 RUNTIMES = st.one_of(st.none(), st.sampled_from([0.0, 0.01, 0.5, 1.0, 2.0, 7.5, 60.0]), st.floats(0, 120))
+AGES = st.lists(st.sampled_from([0.0, 0.4, 1.0, 3.0, 60.0, math.inf, -1.0, math.nan]) | st.floats(0, 1e4), max_size=6)
 POOL = st.tuples(st.sampled_from([0, 0, 1, 3, 40, 1500]) | st.integers(0, 5000), RUNTIMES,
-                 st.integers(0, 40), st.integers(0, 41))
+                 st.integers(0, 40), st.integers(0, 41), AGES)
 SETUP = st.tuples(st.sampled_from(["time", "size"]), st.integers(1, 20), st.integers(0, 4), st.integers(1, 6),
                   st.booleans(), st.sampled_from([0.0, 0.0, 1.0, 3.0]), st.lists(POOL, min_size=1, max_size=5))
 MODES = st.sampled_from(["auto", "simple", "off"])
@@ -287,10 +328,11 @@ def scenarios(draw, within_cap=True):
     o = Options(mode, strategy, floor, cap, shift, memory_ok, cooldown)
     room = cap if within_cap else 2 * cap * len(raw)
     pools = {}
-    for i, (pending, runtime, current, busy) in enumerate(raw[:1] if mode == "off" else raw):
+    for i, (pending, runtime, current, busy, ages) in enumerate(raw[:1] if mode == "off" else raw):
         current = min(current, room, 2 * cap)
         room -= current if within_cap else 0
-        pools["*" if mode == "off" else f"q{i}"] = PoolStats(pending, runtime, min(busy, current + 1), current)
+        pools["*" if mode == "off" else f"q{i}"] = PoolStats(pending, runtime, min(busy, current + 1), current,
+                                                             tuple(ages))
     return pools, o
 
 
@@ -300,7 +342,7 @@ def iterate(pools, o, steps):
     for _ in range(steps):
         d = balance(pools, o)
         seen.append(d.targets)
-        pools = {k: PoolStats(p.pending, p.runtime, p.busy, d.targets[k]) for k, p in pools.items()}
+        pools = {k: PoolStats(p.pending, p.runtime, p.busy, d.targets[k], p.running_for) for k, p in pools.items()}
     return seen
 
 
@@ -341,6 +383,22 @@ def memory_low_never_raises_a_target(pools, o, d):
                                  o.cooldown))
     floors = dict(zip(pools, pool_floors(len(pools), o.min_processes, o.max_processes), strict=True))
     assert all(low.targets[k] <= max(p.current, floors[k]) for k, p in pools.items())
+
+
+@PROPS
+@given(scenarios(), st.floats(0.1, 60), st.integers(1, 5))
+def test_prop_jobs_behind_workers_busy_a_whole_cooldown_get_one_while_there_is_room(case, cooldown, stuck):
+    """Head-of-line: a lone pool with a queue and every worker a cooldown into its job scales up."""
+    pools, o = case
+    (key, p), *_ = pools.items()
+    o = Options("off" if o.mode == "off" else "auto", o.strategy, o.min_processes, o.max_processes, o.max_shift,
+                True, cooldown)
+    current = min(stuck, o.max_processes - 1)
+    if current < 1:
+        return  # max_processes 1: no room to scale
+    pool = PoolStats(max(1, p.pending), p.runtime, current, current, (cooldown,) * current)
+    d = balance({key: pool}, o)
+    assert d.targets[key] > current, d.reasons
 
 
 @PROPS
