@@ -1,8 +1,10 @@
 """Guard: the master's watch over what its workers hold, so no job is lost.
 
 Every tick: kill a worker whose job overran its timeout (stuck in C code, signals
-blocked) or whose RSS passed memory_hard; settle the job of any worker that died
-holding one, retrying while Redis is away; sweep intermediate lists. At start-up:
+blocked); settle the job of any worker that died holding one, retrying while Redis
+is away; sweep intermediate lists. Every MEMORY_HARD_EVERY seconds, on a deadline of
+its own the loop wakes for (memory_due_in), only while a worker of a supervisor with
+memory_hard runs a job: kill a worker whose RSS passed memory_hard. At start-up:
 settle the jobs of workers that died with a previous master.
 """
 
@@ -25,6 +27,7 @@ log = logging.getLogger("horizond.guard")
 
 SWEEP_EVERY = 5.0
 RETRY_EVERY = 2.0
+MEMORY_HARD_EVERY = 0.25  # a job passes memory_hard by what it allocates in this long (README: No job lost)
 MB = 1024 * 1024
 
 
@@ -44,27 +47,38 @@ class Guard:
         self._last_sweep = 0.0
         self._last_retry = 0.0
         self._recovery_pending = False
+        self._memory_due = 0.0  # monotonic time of the next memory_hard check
 
     # --- limits ---------------------------------------------------------------------
 
     def check_limits(self, procs: list[WorkerProcess], config: Config, now: float) -> None:
+        """Hard timeouts on every pass (cheap); memory_hard when its deadline has come."""
         for proc in procs:
             if proc.state != "busy" or proc.kill_sent is not None or proc.spec.supervisor is None:
                 continue
-            sup = proc.spec.supervisor
             timeout = proc.job_timeout or 0
             if timeout > 0 and proc.job_started is not None and \
                     now - proc.job_started > timeout + config.hard_timeout_grace:
                 self._kill(proc, now, f"hard timeout: still running {now - proc.job_started:.0f}s into a "
                                       f"{timeout:g}s job timeout (the worker did not stop it itself)")
-            elif sup.memory_hard:
-                rss = _rss(proc.pid)
-                if rss is not None and proc.horse_pid:  # fork-per-job: the job runs in the horse
-                    rss += _rss(proc.horse_pid) or 0
-                if rss is not None:
-                    proc.rss = rss
-                    if rss > sup.memory_hard * MB:
-                        self._kill(proc, now, f"memory_hard: RSS {rss // MB} MB over {sup.memory_hard} MB")
+        if now >= self._memory_due:
+            self._memory_due = now + MEMORY_HARD_EVERY
+            for proc in filter(_memory_watched, procs):
+                self._check_memory(proc, now)
+
+    def memory_due_in(self, procs, now: float) -> float | None:
+        """Seconds until the loop must wake for memory_hard; None while no job runs under it (idle stays cheap)."""
+        return self._memory_due - now if any(map(_memory_watched, procs)) else None
+
+    def _check_memory(self, proc: WorkerProcess, now: float) -> None:
+        limit = proc.spec.supervisor.memory_hard
+        rss = _rss(proc.pid)
+        if rss is not None and proc.horse_pid:  # fork-per-job: the job runs in the horse
+            rss += _rss(proc.horse_pid) or 0
+        if rss is not None:
+            proc.rss = rss
+            if rss > limit * MB:
+                self._kill(proc, now, f"memory_hard: RSS {rss // MB} MB over {limit} MB")
 
     def _kill(self, proc: WorkerProcess, now: float, cause: str) -> None:
         proc.kill_cause = cause
@@ -152,6 +166,12 @@ class Guard:
             log.warning("recovering after a crashed master", extra={
                 "event": "startup_recovery", "jobs": [j for j, _ in orphans], "workers": len(stale)})
         self.unsettled = [item for item in self.unsettled if not self._settle(redis, item)]
+
+
+def _memory_watched(proc: WorkerProcess) -> bool:
+    """A worker running a job under memory_hard, not already being killed."""
+    sup = proc.spec.supervisor
+    return proc.state == "busy" and proc.kill_sent is None and sup is not None and bool(sup.memory_hard)
 
 
 def _supervisor_for(config: Config, job_id: str, redis: Redis) -> SupervisorConfig | None:

@@ -185,6 +185,8 @@ class Master:
             waits.append(UNBLOCK_EVERY)
         if self.redis_error is not None:
             waits.append(self.redis_health.due_in(now))
+        if (due := self.guard.memory_due_in(self.children.values(), now)) is not None:
+            waits.append(due)  # memory_hard: every 0.25 s while a job runs under it
         return max(0.05, min(waits))
 
     # --- the loop's work ------------------------------------------------------------

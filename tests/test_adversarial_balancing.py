@@ -8,11 +8,20 @@
 
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
 import time
 
 from rq import Queue
 
 from conftest import wait_until
+from horizond.channel import StateReader
+from horizond.config import Config, SupervisorConfig
+from horizond.guard import MEMORY_HARD_EVERY, Guard
+from horizond.process import WorkerProcess
+from horizond.redisconn import RedisSpec
+from horizond.worker import ChildSpec
 
 STUCK = """
 [supervisors.web]
@@ -56,3 +65,79 @@ def _busy_for(sup: dict | None) -> float:
     """How long the oldest running job of a supervisor has been running (0: none)."""
     started = [w["job_started_at"] for w in (sup or {}).get("workers", []) if w.get("job_started_at")]
     return time.time() - min(started) if started else 0.0
+
+
+HOGS = """
+[supervisors.hogs]
+queues = ["hogs"]
+balance = "off"
+min_processes = 2
+max_processes = 2
+memory = 128
+memory_hard = 250
+balance_cooldown = 3600
+"""
+
+CHECK_EVERY = 0.25  # the README's bound: RSS checked this often while a job runs under memory_hard
+LATENCY = 0.15  # the loop's own delay, the kill and the job's last report (it reports every 0.02 s)
+
+
+def test_a_fast_allocating_job_is_killed_within_a_quarter_second_of_passing_memory_hard(start_daemon, redis):
+    daemon = start_daemon(HOGS)
+    daemon.wait_ready({"hogs": 2})
+    queue = Queue("hogs", connection=redis)
+    # 300-500 MB/s up to 1.5 GB if nothing stops them; one takes 200 MB at once (just under the
+    # limit, so it passes it right after starting), the other passes it later, at another phase
+    tags = ("hog1", "hog2")
+    for tag, head_mb in zip(tags, (200, 0), strict=True):
+        queue.enqueue("pressurejobs.allocate_fast", 250, tag, head_mb, job_timeout=60)
+    # the test reads Redis only: a status request would wake the master's loop and hide the bug
+    wait_until(lambda: all(b"crossed" in redis.hgetall(f"test:alloc:{t}") for t in tags), timeout=15,
+               interval=0.1, what="both jobs to pass memory_hard")
+    killed = wait_until(lambda: len(kills := _memory_kills(daemon)) >= 2 and kills, timeout=10,
+                        what="both workers to be killed for memory_hard")
+    for tag in tags:
+        seen = {k.decode(): float(v) for k, v in redis.hgetall(f"test:alloc:{tag}").items()}
+        over = seen["last"] - seen["crossed"]
+        assert over <= CHECK_EVERY + LATENCY, f"{tag} ran {over:.2f} s over memory_hard, up to {seen['peak_mb']:.0f} MB"
+    assert not redis.hexists("test:runs", "hog1") and not redis.hexists("test:runs", "hog2")
+    assert all("memory_hard: RSS" in k["cause"] for k in killed)
+
+
+def _memory_kills(daemon) -> list[dict]:
+    return [e for e in daemon.log_events() if e.get("event") == "worker_killed" and "memory_hard" in e.get("cause", "")]
+
+
+def test_memory_hard_is_a_duty_on_its_own_deadline_only_while_a_job_runs_under_it(tmp_path):
+    """The loop wakes for it every 0.25 s while a job runs under memory_hard, and not at all otherwise."""
+    child = subprocess.Popen(["sleep", "60"], start_new_session=True)  # a real process for psutil to read
+    watched = _worker(child.pid, memory_hard=4096)
+    unlimited = _worker(child.pid, memory_hard=0)
+    try:
+        guard, config = Guard(), Config("redis://127.0.0.1:1/0", str(tmp_path / "ctl.sock"), (watched.spec.supervisor,))
+        assert guard.memory_due_in([watched, unlimited], 0.0) is None  # idle: no wake-up at all
+        unlimited.state = "busy"
+        assert guard.memory_due_in([watched, unlimited], 0.0) is None  # busy, but no memory_hard
+        watched.state = "busy"
+        assert guard.memory_due_in([watched, unlimited], 100.0) <= 0  # due now
+        guard.check_limits([watched, unlimited], config, 100.0)
+        assert watched.rss > 0 and unlimited.rss == 0
+        assert guard.memory_due_in([watched], 100.0) == MEMORY_HARD_EVERY == 0.25
+        watched.rss = 0
+        guard.check_limits([watched], config, 100.1)  # a pass woken by something else: not measured again
+        assert watched.rss == 0
+        guard.check_limits([watched], config, 100.25)
+        assert watched.rss > 0 and watched.kill_sent is None
+    finally:
+        child.kill()
+        child.wait()
+        for proc in (watched, unlimited):
+            proc.reader.close()
+
+
+def _worker(pid: int, memory_hard: int) -> WorkerProcess:
+    ours, theirs = socket.socketpair()
+    theirs.close()
+    spec = ChildSpec("worker", RedisSpec("redis://127.0.0.1:1/0"), os.getpid(), 20,
+                     SupervisorConfig("hogs", memory_hard=memory_hard))
+    return WorkerProcess(pid, spec, StateReader(ours.detach()), 1)
