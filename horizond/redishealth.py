@@ -34,17 +34,21 @@ class RedisHealth:
         """Seconds until the next probe."""
         return self._checked + (PROBE_EVERY if self.error is None else self._again_after) - now
 
-    def probe(self, client: Redis, now: float) -> None:
+    def probe(self, client: Redis, now: float) -> bool:
+        """Ask Redis when due; True when it answers again after being away (wake its waiters)."""
         if self.due_in(now) > 0:
-            return
+            return False
         self._checked = now
         asked = time.monotonic()
+        was_away = self.error is not None
         try:
             client.ping()
             self.error = None
+            return was_away
         except Exception as exc:
             self.error = f"{type(exc).__name__}: {exc}"
             self._again_after = PROBE_REFUSED if time.monotonic() - asked < 0.1 else PROBE_HUNG
+            return False
 
     def failed(self, exc: Exception) -> None:
         """A step met a Redis error: Redis is away until a probe sees it back."""
