@@ -279,7 +279,7 @@ class Master:
             sup.set_paused(paused)
         log.info("paused" if paused else "continued", extra={
             "event": "paused" if paused else "continued", "supervisors": [s.name for s in targets]})
-        self._unblock_waiting()
+        self.redis_health.step(self._unblock_waiting)  # not while Redis is known away: the loop would wait
         return [s.name for s in targets]
 
     def queues(self) -> tuple[str, ...]:

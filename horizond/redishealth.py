@@ -6,7 +6,7 @@ socket timeout marks Redis away, so the steps after it in the same turn do not
 each wait out their own timeout (a hung Redis once held the loop for 6 s per
 turn). `probe` then decides when Redis is back: soon (0.25 s) after a refusal,
 as during a restart; only every 2 s after a ping that hung, so a hung Redis
-holds the loop at most one timeout per 2 s.
+holds the loop at most one timeout (0.75 s) per 2 s.
 """
 
 from __future__ import annotations
@@ -18,10 +18,12 @@ from redis import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeout
 
+from .redisconn import MASTER_TIMEOUT
+
 PROBE_EVERY = 10.0
 PROBE_HUNG = 2.0  # while away and a ping waits out its timeout
 PROBE_REFUSED = 0.25  # while away and it refuses at once: cheap to ask often
-STALL = 0.9  # a step this slow waited out the master's 1 s Redis timeout
+STALL = MASTER_TIMEOUT - 0.1  # a step this slow waited out the master's Redis timeout
 
 
 class RedisHealth:
