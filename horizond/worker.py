@@ -127,8 +127,9 @@ def _wait_for_redis(connection: Redis, gate: dequeue.Gate, supervisor: str | Non
             return True
         except (redis_errors.ConnectionError, redis_errors.TimeoutError) as exc:
             extra = {"event": "redis_unreachable", "retry_in": delay, "error": str(exc)}
-            log.warning("Redis unreachable; worker waiting", extra=extra | ({"supervisor": supervisor}
-                                                                             if supervisor else {}))
+            if supervisor:
+                extra["supervisor"] = supervisor
+            log.warning(f"Redis unreachable; {'worker' if supervisor else 'scheduler'} waiting", extra=extra)
             gate.wait(delay)
             delay = min(delay * 2, 10.0)
     return False
