@@ -12,6 +12,9 @@ import time
 from typing import TYPE_CHECKING
 
 import tomli_w
+from redis import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeout
 
 from . import __version__, failed, health, observe, redischeck, reloading
 from .config import MAX_PROCESSES_CAP, to_toml_dict
@@ -58,6 +61,16 @@ class Commands:
             return {"ok": True, "result": command(**args)}
         except (CommandError, failed.FailedError) as exc:
             return {"ok": False, "error": str(exc)}
+        except (RedisConnectionError, RedisTimeout) as exc:  # the loop learns it too: no one else waits for it
+            self.master.redis_failed(exc)
+            return {"ok": False, "error": f"Redis unreachable ({type(exc).__name__}: {exc}); try again once it is back"}
+
+    def _redis(self) -> Redis:
+        """The master's client, unless Redis is known to be away: then the command fails at once
+        instead of waiting out the timeout in the loop that every other caller shares."""
+        if self.master.redis_error is not None:
+            raise CommandError(f"Redis unreachable ({self.master.redis_error}); try again once it is back")
+        return self.master.redis
 
     def _supervisor(self, name):
         if not isinstance(name, str) or name not in self.master.supervisors:
@@ -186,7 +199,7 @@ class Commands:
         if queue not in self.master.queues():
             raise CommandError(f"unknown queue {queue!r} (served: {', '.join(self.master.queues())})")
         key = observe.snapshot_key(self.master.config.redis_prefix, queue)
-        return [json.loads(raw) for raw in self.master.redis.lrange(key, 0, _positive(limit, "limit") - 1)]
+        return [json.loads(raw) for raw in self._redis().lrange(key, 0, _positive(limit, "limit") - 1)]
 
     def metrics_view(self) -> dict:
         """What /metrics shows, read from the master's own state (no Redis round trip)."""
@@ -209,48 +222,54 @@ class Commands:
     # --- failed jobs and health ---------------------------------------------------------
 
     def failed(self, queue: str | None = None, limit: int = 50) -> list[dict]:
-        return failed.listing(self.master.redis, self.master.queues(), queue, _positive(limit, "limit"))
+        return failed.listing(self._redis(), self.master.queues(), queue, _positive(limit, "limit"))
 
     def failed_show(self, job_id: str) -> dict:
-        return failed.show(self.master.redis, self.master.queues(), str(job_id))
+        return failed.show(self._redis(), self.master.queues(), str(job_id))
 
     def retry(self, ids: list[str] | None = None, queue: str | None = None, all: bool = False,  # noqa: A002
               cursor: list | None = None) -> dict:
         """Named ids at once; `all` a chunk at a time (send `cursor` back until it is null)."""
         if ids is not None:
-            return {"retried": failed.retry(self.master.redis, self.master.queues(), _ids(ids)), "cursor": None}
+            return {"retried": failed.retry(self._redis(), self.master.queues(), _ids(ids)), "cursor": None}
         if not (all or queue is not None):
             raise CommandError("retry: name job ids, or say 'all'")
-        walked = failed.retry_all(self.master.redis, self.master.queues(), queue, cursor)
+        walked = failed.retry_all(self._redis(), self.master.queues(), queue, cursor)
         return {"retried": walked["ids"], "cursor": walked["cursor"]}
 
     def forget(self, ids: list[str]) -> dict:
-        return {"forgotten": failed.forget(self.master.redis, self.master.queues(), _ids(ids))}
+        return {"forgotten": failed.forget(self._redis(), self.master.queues(), _ids(ids))}
 
     def flush(self, queue: str | None = None, cursor: list | None = None) -> dict:
-        walked = failed.flush(self.master.redis, self.master.queues(), queue, cursor=cursor)
+        walked = failed.flush(self._redis(), self.master.queues(), queue, cursor=cursor)
         return {"deleted": walked["count"], "cursor": walked["cursor"]}
 
     def prune_failed(self, hours: float, queue: str | None = None, cursor: list | None = None) -> dict:
         if isinstance(hours, bool) or not isinstance(hours, (int, float)) or hours < 0:
             raise CommandError(f"prune-failed: --hours must be a number >= 0, got {hours!r}")
-        walked = failed.flush(self.master.redis, self.master.queues(), queue, older_than=hours * 3600, cursor=cursor)
+        walked = failed.flush(self._redis(), self.master.queues(), queue, older_than=hours * 3600, cursor=cursor)
         return {"deleted": walked["count"], "cursor": walked["cursor"]}
 
     def clear(self, queue: str) -> dict:
-        return {"queue": queue, "deleted": failed.clear(self.master.redis, self.master.queues(), queue)}
+        return {"queue": queue, "deleted": failed.clear(self._redis(), self.master.queues(), queue)}
 
     def health(self) -> dict:
+        """The verdict; while Redis is known to be away, from what the master knows without it
+        (red), so a burst of health probes never waits out Redis's timeout in the loop."""
         master = self.master
         limits = master.config.health_thresholds()
         queues = master.queues()
         try:
-            failed_count = failed.count(master.redis, queues)
-            sizes, ages = observe.queue_depths(master.redis, queues)
-            findings = redischeck.inspect(master.redis)
+            redis = self._redis()
+            failed_count = failed.count(redis, queues)
+            sizes, ages = observe.queue_depths(redis, queues)
+            findings = redischeck.inspect(redis)
         except Exception as exc:
-            checks = [health.Indicator("redis", None, health.RED, f"unreachable: {type(exc).__name__}: {exc}")]
-            return _verdict(checks)
+            if isinstance(exc, (RedisConnectionError, RedisTimeout)):
+                master.redis_failed(exc)
+            error = master.redis_error if isinstance(exc, CommandError) else f"{type(exc).__name__}: {exc}"
+            return _verdict([health.Indicator("redis", None, health.RED, f"unreachable: {error}"),
+                             *self._local_checks(limits)])
         biggest = max(sizes, key=sizes.get, default=None)
         oldest = max(ages, key=ages.get, default=None)
         warnings = [f.message for f in findings if f.level == "warning"]
@@ -264,12 +283,16 @@ class Commands:
                          f"largest: {biggest}" if biggest else ""),
             health.grade("oldest_job_age", round(ages[oldest]) if oldest else None, limits["oldest_job_age"],
                          f"on {oldest}" if oldest else "no job waiting"),
-            self._worker_memory(limits["worker_memory"]),
         ]
-        loops = [sup.name for sup in master.supervisors.values() if any(s.health.backing_off for s in sup.slots())]
-        checks.append(health.Indicator("crash_loops", len(loops), health.YELLOW if loops else health.GREEN,
-                                       f"crash-looping: {', '.join(loops)}" if loops else "none"))
-        return _verdict(checks)
+        return _verdict(checks + self._local_checks(limits))
+
+    def _local_checks(self, limits) -> list[health.Indicator]:
+        """What the master knows of its own processes: no Redis needed."""
+        loops = [sup.name for sup in self.master.supervisors.values()
+                 if any(s.health.backing_off for s in sup.slots())]
+        return [self._worker_memory(limits["worker_memory"]),
+                health.Indicator("crash_loops", len(loops), health.YELLOW if loops else health.GREEN,
+                                 f"crash-looping: {', '.join(loops)}" if loops else "none")]
 
     def _worker_memory(self, limits) -> health.Indicator:
         worst, who = None, ""

@@ -70,6 +70,10 @@ class Gate:
             elif line == b'{"cmd":"stop"}':
                 self.stopping = True
 
+    def wait(self, timeout: float) -> None:
+        """Sleep until the master says something (any word: Redis is back, stop) or `timeout` passes."""
+        self._receive(timeout)
+
     def check(self) -> None:
         """Raise StopRequested (at a safe point: no job in hand) when told to stop."""
         self._receive(0)

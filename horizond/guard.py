@@ -139,14 +139,18 @@ class Guard:
 
     # --- start-up ---------------------------------------------------------------------------
 
-    def recover_at_startup(self, redis: Redis, config: Config) -> None:
-        """Settle what workers of a crashed master on this host were running."""
+    def recover_at_startup(self, redis: Redis, config: Config, try_now: bool = True) -> None:
+        """Settle what workers of a crashed master on this host were running.
+
+        `try_now` False: Redis is known to be away, so do not wait out its timeout again."""
         me = os.getpid()  # a restarted container may give the new master the old one's pid
 
         def previous_master_alive(pid: int) -> bool:
             return pid != me and recovery.horizond_alive(pid)
 
         try:
+            if not try_now:
+                raise ConnectionError("Redis unreachable at start-up")
             queues = resolve(config.all_queues(), existing_queues(redis))
             orphans = recovery.orphans_at_startup(redis, queues, hostname(), previous_master_alive)
             stale = recovery.stale_workers(redis, hostname(), previous_master_alive)

@@ -111,7 +111,9 @@ class Master:
         signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
         for sig in HANDLED_SIGNALS:
             signal.signal(sig, self._record_signal)
-        redischeck.at_startup(self.redis, self.config)  # a wrong password stops us here, before any fork
+        away = redischeck.at_startup(self.redis, self.config)  # a wrong password stops us here, before any fork
+        if away is not None:
+            self.redis_health.failed(away)  # known from the start: no step waits for it, READY does not either
         self.control.open()
         if self.exporter:
             try:
@@ -120,7 +122,7 @@ class Master:
                 self.control.close()
                 raise SocketError(f"[metrics] listen = {self.config.metrics_listen!r}: cannot listen: "
                                   f"{exc.strerror or exc}") from None
-        self.guard.recover_at_startup(self.redis, self.config)
+        self.guard.recover_at_startup(self.redis, self.config, try_now=self.redis_error is None)
         carried = reexec.take_state()
         self.paused = bool(carried.get("paused_all"))
         for sup in self.config.supervisors:
@@ -212,11 +214,15 @@ class Master:
         self._notify(now)
 
     def _notify(self, now: float) -> None:
-        """systemd: READY once every worker is registered, then STATUS, drain time, watchdog."""
-        if not self._ready_sent and not self.stopping and all(s.settled() for s in self.supervisors.values()):
+        """systemd: READY once every worker is registered (or, while Redis is away, started and
+        waiting for it: systemd must not time out the start), then STATUS, drain time, watchdog."""
+        registered = self.redis_error is None
+        if not self._ready_sent and not self.stopping and all(s.settled(registered)
+                                                              for s in self.supervisors.values()):
             self._ready_sent = True
             self.notifier.ready()
-        self.redis_health.probe(self.redis, now)
+        if self.redis_health.probe(self.redis, now):
+            self._wake_redis_waiters()
         self.notifier.status(self._status_line())
         if self.stopping:
             deadlines = [d for p in self.children.values() if (d := p.stop_deadline(self.config.shutdown_grace))]
@@ -241,6 +247,12 @@ class Master:
         if paused and state != "paused":
             line += f", paused: {', '.join(paused)}"
         return line + (f", REDIS UNREACHABLE ({self.redis_error})" if self.redis_error else ", redis ok")
+
+    def _wake_redis_waiters(self) -> None:
+        """Redis is back: children still waiting for it try now, not at the end of their back-off."""
+        for proc in self.children.values():
+            if proc.state == "starting":
+                proc.reader.tell(cmd="redis")
 
     def _unblock_waiting(self) -> None:
         """Free idle workers told to pause or stop from their blocking dequeue.
@@ -269,7 +281,7 @@ class Master:
             sup.set_paused(paused)
         log.info("paused" if paused else "continued", extra={
             "event": "paused" if paused else "continued", "supervisors": [s.name for s in targets]})
-        self._unblock_waiting()
+        self.redis_health.step(self._unblock_waiting)  # not while Redis is known away: the loop would wait
         return [s.name for s in targets]
 
     def queues(self) -> tuple[str, ...]:

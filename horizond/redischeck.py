@@ -57,8 +57,11 @@ def inspect(redis: Redis) -> list[Finding]:
     return findings
 
 
-def at_startup(redis: Redis, config: Config) -> None:
-    """Refuse to start on credentials/TLS errors; warn on risky settings; tolerate an outage."""
+def at_startup(redis: Redis, config: Config) -> Exception | None:
+    """Refuse to start on credentials/TLS errors; warn on risky settings; tolerate an outage.
+
+    Returns the error when Redis is away (refused or hung), so the master starts knowing it
+    and sends READY without waiting for it: systemd would time out the start and restart us."""
     from .redisconn import RedisSpec
 
     where = RedisSpec.of(config).where()
@@ -72,13 +75,14 @@ def at_startup(redis: Redis, config: Config) -> None:
         if "NOAUTH" in str(exc) or "WRONGPASS" in str(exc):
             raise RedisSetupError(f"[redis] {where}: authentication failed ({exc})") from None
         raise
-    except errors.ConnectionError as exc:
+    except (errors.ConnectionError, errors.TimeoutError) as exc:
         if "SSL" in str(exc) or "certificate" in str(exc).lower():
             raise RedisSetupError(f"[redis] {where}: TLS failed ({exc}); check ssl_ca_certs/ssl_certfile/"
                                   "ssl_keyfile") from None
         log.warning("Redis unreachable at start-up; workers wait for it", extra={
             "event": "redis_unreachable", "redis": where, "error": str(exc)})
-        return
+        return exc
     for finding in findings:
         log.log(logging.WARNING if finding.level == "warning" else logging.INFO, finding.message,
                 extra={"event": f"redis_{finding.code}", "redis": where})
+    return None

@@ -49,10 +49,14 @@ class RedisSpec:
         return redact_url(self.url)
 
 
+MASTER_TIMEOUT = 0.75  # below 1 s with room for the rest of the turn: `status` answers within 1 s
+
+
 def master_client(config: Config) -> Redis:
     """The master's own client: short timeouts and no retries, so a hung Redis holds the loop
     for one timeout at most (redis-py 8 retries 10 times by default; the loop retries itself)."""
-    return RedisSpec.of(config).client(socket_timeout=1, socket_connect_timeout=1, retry=Retry(NoBackoff(), 0))
+    return RedisSpec.of(config).client(socket_timeout=MASTER_TIMEOUT, socket_connect_timeout=MASTER_TIMEOUT,
+                                       retry=Retry(NoBackoff(), 0))
 
 
 def _db_of(url: str) -> int:

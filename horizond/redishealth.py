@@ -6,7 +6,7 @@ socket timeout marks Redis away, so the steps after it in the same turn do not
 each wait out their own timeout (a hung Redis once held the loop for 6 s per
 turn). `probe` then decides when Redis is back: soon (0.25 s) after a refusal,
 as during a restart; only every 2 s after a ping that hung, so a hung Redis
-holds the loop at most one timeout per 2 s.
+holds the loop at most one timeout (0.75 s) per 2 s.
 """
 
 from __future__ import annotations
@@ -18,10 +18,12 @@ from redis import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeout
 
+from .redisconn import MASTER_TIMEOUT
+
 PROBE_EVERY = 10.0
 PROBE_HUNG = 2.0  # while away and a ping waits out its timeout
 PROBE_REFUSED = 0.25  # while away and it refuses at once: cheap to ask often
-STALL = 0.9  # a step this slow waited out the master's 1 s Redis timeout
+STALL = MASTER_TIMEOUT - 0.1  # a step this slow waited out the master's Redis timeout
 
 
 class RedisHealth:
@@ -34,17 +36,21 @@ class RedisHealth:
         """Seconds until the next probe."""
         return self._checked + (PROBE_EVERY if self.error is None else self._again_after) - now
 
-    def probe(self, client: Redis, now: float) -> None:
+    def probe(self, client: Redis, now: float) -> bool:
+        """Ask Redis when due; True when it answers again after being away (wake its waiters)."""
         if self.due_in(now) > 0:
-            return
+            return False
         self._checked = now
         asked = time.monotonic()
+        was_away = self.error is not None
         try:
             client.ping()
             self.error = None
+            return was_away
         except Exception as exc:
             self.error = f"{type(exc).__name__}: {exc}"
             self._again_after = PROBE_REFUSED if time.monotonic() - asked < 0.1 else PROBE_HUNG
+            return False
 
     def failed(self, exc: Exception) -> None:
         """A step met a Redis error: Redis is away until a probe sees it back."""

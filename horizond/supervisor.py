@@ -105,10 +105,11 @@ class Supervisor:
     def owns(self, proc: WorkerProcess) -> bool:
         return proc in self.retiring or any(s.process is proc for s in self.slots())
 
-    def settled(self) -> bool:
-        """Every slot has a registered worker, or has failed trying (READY must not wait forever)."""
-        return all((s.process is not None and s.process.state != "starting") or s.health.failures
-                   for s in self.slots())
+    def settled(self, registered: bool = True) -> bool:
+        """Every slot has a worker, registered in Redis unless `registered` is False (Redis is away
+        and the workers wait for it), or has failed trying (READY must not wait forever)."""
+        return all((s.process is not None and (not registered or s.process.state != "starting"))
+                   or s.health.failures for s in self.slots())
 
     # --- pools and balancing ---------------------------------------------------------
 

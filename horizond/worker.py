@@ -10,7 +10,6 @@ import logging
 import os
 import signal
 import sys
-import time
 import traceback
 from dataclasses import dataclass
 from datetime import datetime
@@ -49,7 +48,7 @@ def child_main(spec: ChildSpec, write_fd: int, close_fds: list[int]) -> None:
     try:
         _detach_from_master(spec, close_fds)
         if spec.kind == "scheduler":
-            code = _run_scheduler(spec)
+            code = _run_scheduler(spec, write_fd)
         else:
             code = _run_worker(spec, StateWriter(write_fd))
     except SystemExit as exc:  # RQ's cold shutdown
@@ -97,8 +96,9 @@ def _run_worker(spec: ChildSpec, reporter: StateWriter) -> int:
         return rqworker.EXIT_IMPORT
     # The name lets the master find this worker's connections (CLIENT UNBLOCK on pause).
     connection = spec.redis.client(client_name=client_name(spec.master_pid, os.getpid()))
-    _wait_for_redis(connection, sup.name)
     dequeue.GATE = dequeue.Gate(reporter.fd, reporter, spec.paused)
+    if not _wait_for_redis(connection, dequeue.GATE, sup.name):
+        return rqworker.EXIT_OK  # told to stop before Redis came back
     worker = worker_class(list(spec.queues or sup.queues), connection=connection,
                           name=rqworker.worker_name(spec.master_pid, sup.name))
     worker.horizon_attach(reporter, sup)
@@ -115,18 +115,24 @@ def _run_worker(spec: ChildSpec, reporter: StateWriter) -> int:
     return rqworker.EXIT_FAILED  # RQ left its loop on its own: an error it logged
 
 
-def _wait_for_redis(connection: Redis, supervisor: str) -> None:
-    """Started while Redis is away: wait here (backing off) instead of crash-looping."""
+def _wait_for_redis(connection: Redis, gate: dequeue.Gate, supervisor: str | None) -> bool:
+    """Started while Redis is away: wait here (backing off) instead of crash-looping.
+
+    The wait is on the master's channel: the master says when its probe sees Redis back,
+    so jobs flow at once rather than after up to 10 s of back-off. False: told to stop."""
     delay = 0.5
-    while True:
+    while not gate.stopping:
         try:
             connection.ping()
-            return
+            return True
         except (redis_errors.ConnectionError, redis_errors.TimeoutError) as exc:
-            log.warning("Redis unreachable; worker waiting", extra={
-                "event": "redis_unreachable", "supervisor": supervisor, "retry_in": delay, "error": str(exc)})
-            time.sleep(delay)
+            extra = {"event": "redis_unreachable", "retry_in": delay, "error": str(exc)}
+            if supervisor:
+                extra["supervisor"] = supervisor
+            log.warning(f"Redis unreachable; {'worker' if supervisor else 'scheduler'} waiting", extra=extra)
+            gate.wait(delay)
             delay = min(delay * 2, 10.0)
+    return False
 
 
 def client_name(master_pid: int, pid: int) -> str:
@@ -134,7 +140,7 @@ def client_name(master_pid: int, pid: int) -> str:
     return f"horizond-{sysutil.hostname()}-{master_pid}-{pid}"
 
 
-def _run_scheduler(spec: ChildSpec) -> int:
+def _run_scheduler(spec: ChildSpec, channel_fd: int) -> int:
     """RQ's scheduler moves delayed jobs and retry back-offs back into their queues."""
     from rq.scheduler import RQScheduler
 
@@ -158,6 +164,8 @@ def _run_scheduler(spec: ChildSpec) -> int:
     logs.set_role("scheduler")
     rq_level = "DEBUG" if spec.log_level <= logging.DEBUG else "WARNING"
     connection = spec.redis.client()
+    if not _wait_for_redis(connection, dequeue.Gate(channel_fd, StateWriter(channel_fd), False), None):
+        return rqworker.EXIT_OK
     scheduler = Scheduler(list(spec.queues), connection=connection, logging_level=rq_level)
     scheduler.acquire_locks()
     scheduler.work()  # returns after SIGTERM, locks released
