@@ -12,9 +12,16 @@ def _redis():
 
 
 def probe(tag):
-    """Record the time limit the worker armed for this job: RQ's alarm(2) is ITIMER_REAL."""
+    """Record the time limit the worker armed for this job (RQ's alarm(2) is ITIMER_REAL), and
+    how far ahead the started registry keeps it (what Redis was asked to keep)."""
+    from rq.registry import StartedJobRegistry
+
     remaining, _ = signal.getitimer(signal.ITIMER_REAL)
+    job = get_current_job()
     _redis().hset("cfg:alarm", tag, remaining)
+    registry = StartedJobRegistry(job.origin, connection=_redis())
+    kept = max(score for _, score in _redis().zrange(registry.key, 0, -1, withscores=True))
+    _redis().hset("cfg:kept", tag, kept - time.time())
     _redis().hincrby("cfg:runs", tag, 1)
 
 

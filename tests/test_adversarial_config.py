@@ -219,6 +219,9 @@ def _jobs_run_as_configured(daemon, redis, sup, probe: Job) -> None:
     assert redis.hget("cfg:runs", "first") == b"1"
     armed = float(redis.hget("cfg:alarm", "first"))
     assert 0 < armed <= sup.timeout and armed > sup.timeout - 5, f"a {armed} s alarm, not {sup.timeout} s"
+    # RQ keeps a running job in its started registry past its timeout (+60 s): not dropped early
+    kept = float(redis.hget("cfg:kept", "first"))
+    assert sup.timeout <= kept < sup.timeout + 120, f"kept as started for {kept} s under timeout {sup.timeout}"
     queue = Queue(QUEUE, connection=redis)
     for func, tag in (("configjobs.fail_once", "failing"), ("configjobs.exit_once", "dying")):
         enqueued_at = time.time()
