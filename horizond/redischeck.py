@@ -74,7 +74,8 @@ def at_startup(redis: Redis, config: Config) -> Exception | None:
     except errors.ResponseError as exc:
         if "NOAUTH" in str(exc) or "WRONGPASS" in str(exc):
             raise RedisSetupError(f"[redis] {where}: authentication failed ({exc})") from None
-        raise
+        # e.g. a db number the check accepts (0-2147483647) above the server's `databases`
+        raise RedisSetupError(f"[redis] {where}: the server refused the connection: {exc}") from None
     except (errors.ConnectionError, errors.TimeoutError) as exc:
         if "SSL" in str(exc) or "certificate" in str(exc).lower():
             raise RedisSetupError(f"[redis] {where}: TLS failed ({exc}); check ssl_ca_certs/ssl_certfile/"

@@ -295,7 +295,6 @@ def test_memory_low_holds_ups_and_lets_downs_happen():
 def test_over_the_cap_after_a_reload_no_pool_grows():
     d = balance(stats({"a": 10, "b": 1}, pending={"a": 1000, "b": 1000}), ISSUE)
     assert d.targets == {"a": 8, "b": 1}
-    assert sum(d.targets.values()) <= 11
 
 
 def test_an_idle_system_is_stable():

@@ -8,6 +8,7 @@ dataclasses the daemon then runs with.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import re
 from pathlib import Path
@@ -250,8 +251,9 @@ def test_the_shipped_example_file_is_valid():
     if not EXAMPLE.exists():
         pytest.skip("etc/horizond.toml not present")
     cfg = parse(EXAMPLE.read_text(), str(EXAMPLE), ROOT)
-    assert cfg.supervisors
-    assert all(s.queues for s in cfg.supervisors)
+    # every supervisor the file shows runs, on the queues written there
+    written = re.findall(r'^\[supervisors\.([\w-]+)\]\nqueues = (\[.*\])$', EXAMPLE.read_text(), re.M)
+    assert [(s.name, list(s.queues)) for s in cfg.supervisors] == [(name, json.loads(q)) for name, q in written]
 
 
 # --- unknown keys ------------------------------------------------------------------

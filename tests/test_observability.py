@@ -98,10 +98,13 @@ def notify_command(tmp_path):
 
 
 class Receiver(BaseHTTPRequestHandler):
-    got: list = []
+    """The webhook's far end. It runs in the server's thread, so it only keeps the raw bodies:
+    the test parses and judges them (a failure in this thread would be lost)."""
+
+    got: list[bytes] = []
 
     def do_POST(self):  # noqa: N802
-        Receiver.got.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+        Receiver.got.append(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
         self.send_response(204)
         self.end_headers()
 
@@ -131,7 +134,7 @@ def test_a_long_wait_notifies_once_by_command_and_webhook(start_daemon, redis, t
         Queue("qa", connection=redis).enqueue("testjobs.record", "waiting")
         wait_until(lambda: out.exists() and out.read_text().strip(), timeout=15, what="the command to run")
         wait_until(lambda: Receiver.got, timeout=10, what="the webhook")
-        event = Receiver.got[0]
+        event = json.loads(Receiver.got[0])
         assert event["event"] == "long_wait" and event["queue"] == "qa" and event["threshold_seconds"] == 1
         assert event["wait_seconds"] > 1 and event["pending"] == 1
         first = out.read_text()
