@@ -56,7 +56,7 @@ def request(path: str, cmd: str, timeout: float = 30.0, **args) -> dict:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(timeout)
     try:
-        sock.connect(path)
+        _connect(sock, path, time.monotonic() + timeout)
     except (FileNotFoundError, ConnectionRefusedError) as exc:
         raise NotRunning(f"horizond is not running (no daemon on {path}: {exc.strerror})") from None
     except PermissionError:
@@ -77,7 +77,20 @@ def request(path: str, cmd: str, timeout: float = 30.0, **args) -> dict:
             data += chunk
     if not data:
         raise NotRunning(f"horizond closed the connection on {path} without answering")
+    if not data.endswith(b"\n"):  # a reply comes in pieces: this one stopped short
+        raise Failed(f"horizond closed the connection on {path} after {len(data)} bytes of its reply")
     return json.loads(data)
+
+
+def _connect(sock: socket.socket, path: str, deadline: float) -> None:
+    """A full backlog (a flood of other clients) is EAGAIN on a Unix socket: wait for room."""
+    while True:
+        try:
+            return sock.connect(path)
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                raise Failed(f"horizond on {path} accepts no connection (its backlog stays full)") from None
+            time.sleep(0.01)
 
 
 def call(path: str, cmd: str, **args):
