@@ -10,6 +10,7 @@ import argparse
 import json
 import os
 import socket
+import struct
 import sys
 import time
 
@@ -56,7 +57,7 @@ def request(path: str, cmd: str, timeout: float = 30.0, **args) -> dict:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(timeout)
     try:
-        _connect(sock, path, time.monotonic() + timeout)
+        _connect(sock, path)
     except (FileNotFoundError, ConnectionRefusedError) as exc:
         raise NotRunning(f"horizond is not running (no daemon on {path}: {exc.strerror})") from None
     except PermissionError:
@@ -82,15 +83,18 @@ def request(path: str, cmd: str, timeout: float = 30.0, **args) -> dict:
     return json.loads(data)
 
 
-def _connect(sock: socket.socket, path: str, deadline: float) -> None:
-    """A full backlog (a flood of other clients) is EAGAIN on a Unix socket: wait for room."""
-    while True:
-        try:
-            return sock.connect(path)
-        except BlockingIOError:
-            if time.monotonic() > deadline:
-                raise Failed(f"horizond on {path} accepts no connection (its backlog stays full)") from None
-            time.sleep(0.01)
+def _connect(sock: socket.socket, path: str) -> None:
+    """Wait in the kernel's queue while the daemon's backlog is full (a flood of other clients):
+    a non-blocking connect would be refused with EAGAIN, and polling loses the race to the flood."""
+    timeout = sock.gettimeout()
+    sock.settimeout(None)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack("ll", int(timeout), int(timeout % 1 * 1e6)))
+    try:
+        sock.connect(path)
+    except BlockingIOError:
+        raise Failed(f"horizond on {path} accepted no connection in {timeout:g} s (its backlog stayed full)") from None
+    finally:
+        sock.settimeout(timeout)
 
 
 def call(path: str, cmd: str, **args):

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 log = logging.getLogger("horizond.loopserver")
 
 BACKLOG = 128  # connections the kernel holds until accepted: a burst waits there rather than being refused
-ACCEPT_BATCH = 32  # connections taken per wake-up: a flood is drained, not queued behind the loop's other work
+ACCEPT_BATCH = BACKLOG  # connections taken per wake-up: a flood is drained, and others find room in the backlog
 
 
 @dataclass(eq=False)
@@ -93,15 +93,22 @@ class LoopServer:
         self.housekeeping(now)
 
     def _accept(self) -> None:
+        """Take a batch of waiting connections, then answer those admitted: a client's slots
+        are counted before any of its requests is served, so one that floods the backlog gets
+        a few requests served per batch, and the others in the batch are not stuck behind it."""
+        admitted = []
         for _ in range(ACCEPT_BATCH):
             try:
                 conn, _ = self.sock.accept()
             except OSError:  # EAGAIN (all taken), or out of fds: the loop goes on, the client retries
-                return
+                break
             conn.setblocking(False)
-            self._take(conn)
+            if self._take(conn):
+                admitted.append(conn)
+        for conn in admitted:  # the request is usually there already: answer now, not a loop turn later
+            self._readable(conn)
 
-    def _take(self, conn: socket.socket) -> None:
+    def _take(self, conn: socket.socket) -> bool:
         try:
             context = self.admit(conn)
         except Exception as exc:  # the peer vanished while being looked at, say
@@ -109,17 +116,17 @@ class LoopServer:
             context = None
         if context is None:
             conn.close()
-            return
+            return False
         refused = self.refusal(context, [c.context for c in self._clients.values()])
         if refused is None and len(self._clients) >= self.max_clients and not self._evict_slowest():
             refused = self.busy_reply()
         if refused is not None:
             send_now(conn, refused)
             conn.close()
-            return
+            return False
         self._clients[conn] = _Client(time.monotonic(), context)
         self.selector.register(conn, selectors.EVENT_READ, lambda: self._readable(conn))
-        self._readable(conn)  # the request is usually there already: answer now, not a loop turn later
+        return True
 
     def _evict_slowest(self) -> bool:
         """Drop the connection that has waited longest for its request; False if all are being answered."""

@@ -257,6 +257,33 @@ def test_one_uid_holding_64_silent_connections_leaves_root_an_answer(start_daemo
     assert len(events(daemon, "control_busy")) <= 3
 
 
+def test_a_flood_of_requests_from_one_uid_leaves_root_prompt_answers(start_daemon, redis, public):
+    """Served a few per batch of accepted connections, the flood's requests cannot queue ahead of root's."""
+    daemon = start(start_daemon, public, extra_control='group = "daemon"\n')
+    job_id = failed_job(redis, ("x" * 500_000,), "boom")  # a few ms of the loop per `failed show`
+    payload = json.dumps({"v": 1, "cmd": "failed_show", "args": {"job_id": job_id}}).encode() + b"\n"
+
+    def flood():
+        sent, end = 0, time.monotonic() + 3
+        while time.monotonic() < end:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+                sock.connect(daemon.socket)
+                try:
+                    sock.sendall(payload)
+                except BrokenPipeError:  # told "busy"
+                    pass
+            sent += 1
+        return {"sent": sent}
+
+    attack = forked_as(flood, USERS_GID, [DAEMON_GID])
+    times = status_times(daemon, 3)
+    sent = attack(timeout=20)["sent"]
+    assert_prompt(times)
+    assert sent > 1000
+    assert daemon.status()["state"] == "running"
+    assert len(events(daemon, "control_busy")) <= 2
+
+
 def test_a_flood_from_a_refused_uid_is_logged_a_line_per_window_with_a_count(start_daemon, public):
     daemon = start(start_daemon, public)
     os.chmod(daemon.socket, 0o777)  # opened up by mistake: SO_PEERCRED still refuses
