@@ -88,7 +88,8 @@ def _connect(sock: socket.socket, path: str) -> None:
     a non-blocking connect would be refused with EAGAIN, and polling loses the race to the flood."""
     timeout = sock.gettimeout()
     sock.settimeout(None)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack("ll", int(timeout), int(timeout % 1 * 1e6)))
+    wait = 0.0 if timeout is None else max(timeout, 0.001)  # 0.0: no limit, like settimeout(None)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack("ll", int(wait), int(wait % 1 * 1e6)))
     try:
         sock.connect(path)
     except BlockingIOError:
