@@ -1,8 +1,9 @@
 """ControlServer: the Unix socket horizonctl talks to, served from the master loop.
 
-Non-blocking accept and reads in the master's selector, one JSON request and one
-JSON response per connection, size and time limits: a slow or hostile client
-never blocks the loop. Peers are checked with SO_PEERCRED.
+Non-blocking accept, reads and writes in the master's selector, one JSON request
+and one JSON response per connection, size and time limits: a slow or hostile client
+never blocks the loop. Peers are checked with SO_PEERCRED, and each uid other than
+root and the daemon's own holds a few connections at most, so those two always get in.
 """
 
 from __future__ import annotations
@@ -12,13 +13,14 @@ import json
 import logging
 import os
 import pwd
+import re
 import selectors
 import socket
 import stat
 import struct
 from collections.abc import Callable
 
-from .loopserver import LoopServer, send
+from .loopserver import BACKLOG, LoopServer, ThrottledLog, send_now
 
 log = logging.getLogger("horizond.control")
 
@@ -26,6 +28,10 @@ PROTOCOL_VERSION = 1
 MAX_REQUEST = 64 * 1024
 CLIENT_TIMEOUT = 5.0
 MAX_CLIENTS = 64
+PER_UID = 8  # open connections of one uid other than root and the daemon's own
+RESERVED = 16  # slots the other uids together leave free for root and the daemon's own user
+MAX_REPLY = 2 * 1024 * 1024
+MAX_DEPTH = 32  # nesting of a request's JSON: deeper is refused before anything reads it
 SOCKET_MODE = 0o660
 DIR_MODE = 0o750
 
@@ -41,6 +47,7 @@ class AlreadyRunning(SocketError):
 class ControlServer(LoopServer):
     max_clients = MAX_CLIENTS
     client_timeout = CLIENT_TIMEOUT
+    max_reply = MAX_REPLY
 
     def __init__(self, path: str, selector: selectors.BaseSelector, handler: Callable[[dict, dict], dict],
                  group: str | None = None, readers: str | None = None):
@@ -50,6 +57,7 @@ class ControlServer(LoopServer):
         self.group, self.readers = group, readers
         self._gids: tuple[int | None, int | None] = (None, None)
         self._inode: int | None = None
+        self._log = ThrottledLog(log, logging.WARNING)  # per (what, uid): a flood costs a line every few seconds
 
     def open(self) -> None:
         self._gids = (_gid(self.group, "group"), _gid(self.readers, "readers"))
@@ -74,7 +82,7 @@ class ControlServer(LoopServer):
         except OSError as exc:
             raise SocketError(f"cannot create the control socket {self.path}: {exc.strerror or exc} "
                               "(set [control] socket or $HORIZOND_SOCKET)") from None
-        sock.listen(16)
+        sock.listen(BACKLOG)
         self._inode = os.stat(self.path).st_ino
         self.listen(sock)
 
@@ -118,14 +126,34 @@ class ControlServer(LoopServer):
 
     def admit(self, conn: socket.socket) -> dict | None:
         peer = _peer(conn)
-        trusted = peer["peer_uid"] in (0, os.getuid()) or self._gids == (None, None)
+        trusted = _privileged(peer) or self._gids == (None, None)
         groups = set() if trusted else _groups_of(peer)
         peer["access"] = access_level(peer["peer_uid"], groups, os.getuid(), *self._gids)
         if peer["access"] is None:
-            log.warning("control connection refused", extra={"event": "control_refused", **peer})
-            send(conn, _encode({"v": PROTOCOL_VERSION, "ok": False, "error": "permission denied"}))
+            self._log(("refused", peer["peer_uid"]), "control connection refused",
+                      {"event": "control_refused", **peer})
+            send_now(conn, _encode({"v": PROTOCOL_VERSION, "ok": False, "error": "permission denied"}))
             return None
         return peer
+
+    def refusal(self, peer: dict, clients: list[dict]) -> bytes | None:
+        """Root and the daemon's own user always find a slot: any other uid holds at most PER_UID
+        connections, and all of those together leave RESERVED slots free."""
+        if _privileged(peer):
+            return None
+        others = [c for c in clients if not _privileged(c)]
+        if sum(1 for c in others if c["peer_uid"] == peer["peer_uid"]) >= PER_UID:
+            error = f"busy: uid {peer['peer_uid']} already holds {PER_UID} open control connections (the limit)"
+        elif len(others) >= MAX_CLIENTS - RESERVED:
+            error = "busy: too many open control connections"
+        else:
+            return None
+        self._log(("busy", peer["peer_uid"]), "control connection refused: " + error,
+                  {"event": "control_busy", **peer})
+        return _encode(_error(error))
+
+    def housekeeping(self, now: float, closing: bool = False) -> None:
+        self._log.flush(now, force=closing)
 
     def reply(self, request: bytes, peer: dict, ended: bool) -> bytes | None:
         line, newline, _ = request.partition(b"\n")
@@ -135,11 +163,28 @@ class ControlServer(LoopServer):
             return _encode(self._dispatch(line, peer))
         return b"" if ended else None  # hung up without a request, or more to come
 
+    def failed_reply(self, request: bytes, peer: dict, exc: Exception) -> bytes:
+        return _encode(self._failed(_command_name(request), peer, exc))
+
+    def too_large(self, size: int, peer: dict) -> bytes:
+        return _encode(_error(f"reply too large ({size} bytes, the limit is {MAX_REPLY}): ask for less "
+                              "(--limit, --queue)"))
+
+    def _failed(self, cmd: str | None, peer: dict, exc: Exception) -> dict:
+        """An exception while answering: logged with the command's name, an error to the client."""
+        self._log(("error", peer["peer_uid"]), f"control command {cmd!r} failed",
+                  {"event": "control_error", "cmd": cmd, **peer}, exc_info=exc)
+        return _error(f"internal error in {cmd!r}: {type(exc).__name__}: {str(exc)[:200]}")
+
     def _dispatch(self, line: bytes, peer: dict) -> dict:
         try:
             request = json.loads(line)
         except ValueError:
             return _error("malformed request: not JSON")
+        except RecursionError:
+            request = None
+        if request is None or not _shallow(request):
+            return _error(f"malformed request: nested deeper than {MAX_DEPTH} levels")
         if not isinstance(request, dict) or not isinstance(request.get("cmd"), str):
             return _error("malformed request: expected an object with a 'cmd' string")
         if request.get("v", PROTOCOL_VERSION) != PROTOCOL_VERSION:
@@ -147,8 +192,7 @@ class ControlServer(LoopServer):
         try:
             result = self.handler(request, peer)
         except Exception as exc:
-            log.exception("control command failed", extra={"event": "control_error", "cmd": request.get("cmd")})
-            return _error(f"internal error: {type(exc).__name__}: {exc}")
+            return self._failed(request["cmd"][:64], peer, exc)
         return {"v": PROTOCOL_VERSION, **result}
 
 
@@ -158,6 +202,28 @@ def _error(message: str) -> dict:
 
 def _encode(response: dict) -> bytes:
     return json.dumps(response, default=str).encode() + b"\n"
+
+
+def _shallow(value: object) -> bool:
+    """No deeper than MAX_DEPTH (walked without recursion: depth is what is being checked)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (dict, list)):
+            if depth > MAX_DEPTH:
+                return False
+            stack.extend((v, depth + 1) for v in (item.values() if isinstance(item, dict) else item))
+    return True
+
+
+def _command_name(request: bytes) -> str | None:
+    """The 'cmd' of a request that may not even parse, for the log."""
+    found = re.search(rb'"cmd"\s*:\s*"([^"\\]{1,64})"', request[:MAX_REQUEST])
+    return found.group(1).decode(errors="replace") if found else None
+
+
+def _privileged(peer: dict) -> bool:
+    return peer["peer_uid"] in (0, os.getuid())
 
 
 def _peer(conn: socket.socket) -> dict:

@@ -10,6 +10,7 @@ import argparse
 import json
 import os
 import socket
+import struct
 import sys
 import time
 
@@ -56,7 +57,7 @@ def request(path: str, cmd: str, timeout: float = 30.0, **args) -> dict:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(timeout)
     try:
-        sock.connect(path)
+        _connect(sock, path)
     except (FileNotFoundError, ConnectionRefusedError) as exc:
         raise NotRunning(f"horizond is not running (no daemon on {path}: {exc.strerror})") from None
     except PermissionError:
@@ -77,7 +78,24 @@ def request(path: str, cmd: str, timeout: float = 30.0, **args) -> dict:
             data += chunk
     if not data:
         raise NotRunning(f"horizond closed the connection on {path} without answering")
+    if not data.endswith(b"\n"):  # a reply comes in pieces: this one stopped short
+        raise Failed(f"horizond closed the connection on {path} after {len(data)} bytes of its reply")
     return json.loads(data)
+
+
+def _connect(sock: socket.socket, path: str) -> None:
+    """Wait in the kernel's queue while the daemon's backlog is full (a flood of other clients):
+    a non-blocking connect would be refused with EAGAIN, and polling loses the race to the flood."""
+    timeout = sock.gettimeout()
+    sock.settimeout(None)
+    wait = 0.0 if timeout is None else max(timeout, 0.001)  # 0.0: no limit, like settimeout(None)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack("ll", int(wait), int(wait % 1 * 1e6)))
+    try:
+        sock.connect(path)
+    except BlockingIOError:
+        raise Failed(f"horizond on {path} accepted no connection in {timeout:g} s (its backlog stayed full)") from None
+    finally:
+        sock.settimeout(timeout)
 
 
 def call(path: str, cmd: str, **args):

@@ -3,6 +3,8 @@
 No thread: the collector reads the master's state in the loop that owns it,
 so a scrape never races a worker report, and nothing extra lives across fork().
 Requests are tiny and bounded (8 KiB, 5 s, 16 at once); anything else gets 404.
+With all 16 slots taken, the client that has waited longest for its request is
+dropped for the newcomer: a slowloris on /metrics does not starve /healthz probes.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from collections.abc import Callable
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
-from .loopserver import LoopServer
+from .loopserver import BACKLOG, LoopServer, ThrottledLog
 from .metrics import BUCKETS
 
 log = logging.getLogger("horizond.exporter")
@@ -23,6 +25,7 @@ log = logging.getLogger("horizond.exporter")
 MAX_REQUEST = 8192
 CLIENT_TIMEOUT = 5.0
 MAX_CLIENTS = 16
+MAX_REPLY = 4 * 1024 * 1024
 
 
 class _Collector:
@@ -62,6 +65,7 @@ class _Collector:
 class MetricsServer(LoopServer):
     max_clients = MAX_CLIENTS
     client_timeout = CLIENT_TIMEOUT
+    max_reply = MAX_REPLY
 
     def __init__(self, listen: str, selector: selectors.BaseSelector, view: Callable[[], dict],
                  healthz: Callable[[], tuple[int, str]]):
@@ -71,13 +75,14 @@ class MetricsServer(LoopServer):
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(_Collector(view))
         self.healthz = healthz
+        self._log = ThrottledLog(log, logging.ERROR)
 
     def open(self) -> None:
         family = socket.AF_INET6 if ":" in self.address[0] else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(self.address)
-        sock.listen(16)
+        sock.listen(BACKLOG)
         self.listen(sock)
 
     def reply(self, request: bytes, context: object, ended: bool) -> bytes | None:
@@ -94,7 +99,23 @@ class MetricsServer(LoopServer):
             body, kind = text.encode(), "application/json"
         else:
             status, body, kind = 404, b"not found: try /metrics or /healthz\n", "text/plain"
-        reason = {200: "OK", 503: "Service Unavailable", 404: "Not Found", 405: "Method Not Allowed"}[status]
-        head = f"HTTP/1.0 {status} {reason}\r\nContent-Type: {kind}\r\nContent-Length: {len(body)}\r\n" \
-               "Connection: close\r\n\r\n"
-        return head.encode() + body
+        return _response(status, body, kind)
+
+    def failed_reply(self, request: bytes, context: object, exc: Exception) -> bytes:
+        path = request.split(b" ", 2)[1][:64].decode(errors="replace") if request.count(b" ") >= 2 else None
+        self._log("error", f"{path} failed", {"event": "metrics_error", "path": path}, exc_info=exc)
+        return _response(500, f"internal error: {type(exc).__name__}\n".encode(), "text/plain")
+
+    def too_large(self, size: int, context: object) -> bytes:
+        return _response(500, f"reply too large: {size} bytes (limit {MAX_REPLY})\n".encode(), "text/plain")
+
+    def housekeeping(self, now: float, closing: bool = False) -> None:
+        self._log.flush(now, force=closing)
+
+
+def _response(status: int, body: bytes, kind: str) -> bytes:
+    reason = {200: "OK", 500: "Internal Server Error", 503: "Service Unavailable", 404: "Not Found",
+              405: "Method Not Allowed"}[status]
+    head = f"HTTP/1.0 {status} {reason}\r\nContent-Type: {kind}\r\nContent-Length: {len(body)}\r\n" \
+           "Connection: close\r\n\r\n"
+    return head.encode() + body

@@ -15,6 +15,7 @@ job failing again, say) are left alone, so a walk always ends and acts once per 
 from __future__ import annotations
 
 import time
+import zlib
 from collections.abc import Callable
 
 from redis import Redis
@@ -22,9 +23,17 @@ from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.job import Job
 from rq.queue import Queue
 from rq.registry import FailedJobRegistry
+from rq.utils import as_text, str_to_date
 
 BUDGET = 0.5  # seconds of loop time per bulk request
 BATCH = 100
+# what `failed` and `failed show` print of a job's fields, in characters: a job with 50 MB of
+# arguments must not make a 50 MB reply (the control socket refuses replies over 2 MiB)
+SHOWN = 10_000  # args, kwargs, description: the start is shown
+SHOWN_TRACEBACK = 50_000  # the end is shown: that is where the exception is
+SHOWN_IN_LIST = 300  # function name and exception line in the listing
+MAX_CALL = 1024 * 1024  # bytes of a job's serialized call (function, arguments) unpacked in the master's loop
+NOT_UNPACKED = f"[not shown: over {MAX_CALL} bytes serialized, too big to unpack in the daemon]"
 
 # what a bulk action did with one registry entry
 DONE, GONE, KEPT = "done", "gone", "kept"
@@ -45,10 +54,58 @@ def _last_line(text: str | None) -> str:
     return lines[-1].strip() if lines else ""
 
 
+def _cut(text: str | None, limit: int, keep_end: bool = False) -> str | None:
+    """At most `limit` characters of `text`, with a note saying what was left out."""
+    if text is None or len(text) <= limit:
+        return text
+    if keep_end:
+        return f"[cut: {len(text)} characters, the last {limit} shown]\n" + text[-limit:]
+    return text[:limit] + f" [cut: {len(text)} characters, the first {limit} shown]"
+
+
+_SUMMARY = ("id", "queue", "func", "failed_at", "exception")
+
+
 def _summary(job: Job, queue: str) -> dict:
     ended = job.ended_at.timestamp() if job.ended_at else None
-    return {"id": job.id, "queue": queue, "func": job.func_name, "failed_at": ended,
-            "exception": _last_line(job.exc_info)}
+    return {"id": job.id, "queue": queue, "func": _cut(job.func_name, SHOWN_IN_LIST), "failed_at": ended,
+            "exception": _cut(_last_line(job.exc_info), SHOWN_IN_LIST)}
+
+
+def _oversized(redis: Redis, ids: list[str]) -> set[str]:
+    """Jobs whose call is over MAX_CALL bytes: never fetched whole nor unpacked in the master's
+    loop (50 MB of arguments held it 0.3 s per request; a zip bomb, any time). At most MAX_CALL
+    stored bytes are read, and at most MAX_CALL + 1 unpacked, to tell."""
+    with redis.pipeline(transaction=False) as pipe:
+        for job_id in ids:
+            pipe.hstrlen(Job.key_for(job_id), "data")
+        sizes = dict(zip(ids, pipe.execute(), strict=True))
+    big = {job_id for job_id, size in sizes.items() if size > MAX_CALL}
+    small = [job_id for job_id, size in sizes.items() if 0 < size <= MAX_CALL]
+    with redis.pipeline(transaction=False) as pipe:
+        for job_id in small:
+            pipe.hget(Job.key_for(job_id), "data")
+        for job_id, raw in zip(small, pipe.execute(), strict=True):
+            try:
+                unpacked = len(zlib.decompressobj().decompress(raw or b"", MAX_CALL + 1))
+            except zlib.error:  # stored uncompressed
+                unpacked = len(raw or b"")
+            if unpacked > MAX_CALL:
+                big.add(job_id)
+    return big
+
+
+def _bare(redis: Redis, job_id: str, queue: str) -> dict:
+    """What `show` says of a job whose call is too big to unpack: its hash and result without it."""
+    fields = redis.hmget(Job.key_for(job_id), "description", "enqueued_at", "ended_at")
+    description, enqueued, ended = (as_text(v) if v else None for v in fields)
+    traceback = Job(job_id, connection=redis).exc_info or ""  # from its result; the job itself is not fetched
+    return {"id": job_id, "queue": queue, "func": _cut((description or "?").partition("(")[0], SHOWN_IN_LIST),
+            "failed_at": str_to_date(ended).timestamp() if ended else None,
+            "exception": _cut(_last_line(traceback), SHOWN_IN_LIST),
+            "traceback": _cut(traceback, SHOWN_TRACEBACK, keep_end=True), "args": NOT_UNPACKED,
+            "kwargs": NOT_UNPACKED, "description": _cut(description, SHOWN),
+            "enqueued_at": str(str_to_date(enqueued) if enqueued else None)}
 
 
 def listing(redis: Redis, queues: tuple[str, ...], only: str | None, limit: int) -> list[dict]:
@@ -56,7 +113,10 @@ def listing(redis: Redis, queues: tuple[str, ...], only: str | None, limit: int)
     out = []
     for registry in _registries(redis, queues, only):
         ids = registry.get_job_ids(0, limit - 1, desc=True, cleanup=False)  # newest `limit` of each queue
-        for job in Job.fetch_many(ids, connection=redis) if ids else []:
+        big = _oversized(redis, ids) if ids else set()
+        out += [{k: v for k, v in _bare(redis, job_id, registry.name).items() if k in _SUMMARY} for job_id in big]
+        fetched = [job_id for job_id in ids if job_id not in big]
+        for job in Job.fetch_many(fetched, connection=redis) if fetched else []:
             if job is not None:
                 out.append(_summary(job, registry.name))
     out.sort(key=lambda j: j["failed_at"] or 0, reverse=True)
@@ -88,9 +148,12 @@ def _locate(redis: Redis, queues: tuple[str, ...], ids: list[str]) -> dict[str, 
 
 def show(redis: Redis, queues: tuple[str, ...], job_id: str) -> dict:
     registry = _locate(redis, queues, [job_id])[job_id]
+    if _oversized(redis, [job_id]):
+        return _bare(redis, job_id, registry.name)
     job = Job.fetch(job_id, connection=redis)
-    return dict(_summary(job, registry.name), traceback=job.exc_info or "", args=repr(job.args),
-                kwargs=repr(job.kwargs), description=job.description, enqueued_at=str(job.enqueued_at))
+    return dict(_summary(job, registry.name), traceback=_cut(job.exc_info or "", SHOWN_TRACEBACK, keep_end=True),
+                args=_cut(repr(job.args), SHOWN), kwargs=_cut(repr(job.kwargs), SHOWN),
+                description=_cut(job.description, SHOWN), enqueued_at=str(job.enqueued_at))
 
 
 def retry(redis: Redis, queues: tuple[str, ...], ids: list[str]) -> list[str]:
