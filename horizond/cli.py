@@ -9,7 +9,7 @@ import sys
 from dataclasses import replace
 
 from . import __version__, logs
-from .config import Config, ConfigError, ConfigIssue, Env, embedded_default, parse
+from .config import Config, ConfigError, ConfigIssue, Env, embedded_default, parse, parse_control
 
 SYSTEM_CONFIG = "/etc/horizond/horizond.toml"
 log = logging.getLogger("horizond")
@@ -48,6 +48,18 @@ def load(explicit: str | None, environ=os.environ) -> Config:
     return replace(config, app_paths=paths, redis_password=redis_password(config, environ),
                    sentinel_password=redis_password(config, environ, "sentinel_password_file",
                                                     "REDIS_SENTINEL_PASSWORD"))
+
+
+def load_control(explicit: str | None, environ=os.environ) -> dict:
+    """The [control] settings as horizonctl needs them: the rest of the file, and any secret
+    it names, is never read. Raises ConfigError or OSError."""
+    path, required = config_path(explicit, environ)
+    env = env_from(environ)
+    if not os.path.exists(path) and not required:
+        default = embedded_default(env)
+        return {"socket_path": default.socket_path, "control_user": None}
+    with open(path, "rb") as handle:
+        return parse_control(handle.read(), path, env)
 
 
 def redis_password(config: Config, environ, key: str = "password_file", variable: str = "REDIS_PASSWORD"):
