@@ -17,12 +17,14 @@ import socket
 import subprocess
 import sys
 import tempfile
+import textwrap
 import traceback
 
 import pytest
+from rq import Queue
 from test_redis_connection import SecuredRedis
 
-from conftest import ROOT, Daemon, child_env
+from conftest import ROOT, Daemon, child_env, wait_until
 from horizond import ctl
 
 needs_root = pytest.mark.skipif(os.getuid() != 0, reason="switching to other uids needs root")
@@ -111,6 +113,40 @@ def test_horizonctl_finds_the_daemon_without_its_password_file(tmp_path, public_
     finally:
         daemon.cleanup()
         server.stop()
+
+
+# --- 15: readers never see job data ----------------------------------------------------------
+
+
+@needs_root
+def test_a_reader_gets_failed_lists_without_arguments_or_tracebacks(start_daemon, redis, public_dir):
+    daemon = start_daemon(textwrap.dedent("""
+        [notify]
+        webhook_url = "https://hooks.example.com/services/T0/B0/hook-token-123"
+
+        [supervisors.alpha]
+        queues = ["qa"]
+        """), socket_path=os.path.join(public_dir, "ctl.sock"), extra_control='readers = "nogroup"\n')
+    daemon.wait_ready({"alpha": 1})
+    job = Queue("qa", connection=redis).enqueue("testjobs.fail", "card-4111-1111")
+    wait_until(lambda: job.get_status(refresh=True) == "failed", what="the job to fail")
+    env = operator_env()
+    where = ["--socket", daemon.socket]
+
+    code, out, err = ctl_as([*where, "failed", "show", job.id], env)
+    assert code == ctl.EXIT_ERROR and "needs full access" in err and "card-4111" not in out + err
+    code, out, err = ctl_as([*where, "failed", "--json"], env)
+    assert code == 0, err
+    (listed,) = json.loads(out)
+    assert listed["id"] == job.id and listed["exception"] == "RuntimeError"
+    assert "card-4111" not in out
+    code, out, err = ctl_as([*where, "config", "show"], env)
+    assert code == 0, err
+    assert "hook-token-123" not in out and "hooks.example.com" in out
+    # full access (root) still sees everything
+    full = cli(*where, "failed", "show", job.id)
+    assert full.returncode == 0 and "card-4111-1111" in full.stdout and "RuntimeError" in full.stdout
+    assert "hook-token-123" in cli(*where, "config", "show").stdout
 
 
 # --- 16: socket impersonation ---------------------------------------------------------------
