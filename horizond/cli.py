@@ -9,9 +9,12 @@ import sys
 from dataclasses import replace
 
 from . import __version__, logs
-from .config import Config, ConfigError, ConfigIssue, Env, embedded_default, parse, parse_control
+from .config import Config, ConfigError, ConfigIssue, Env, embedded_default, parse, parse_control, redact_url
 
 SYSTEM_CONFIG = "/etc/horizond/horizond.toml"
+# Read once at start (and kept for reloads and re-exec), never passed on: workers, job code and
+# the [notify] command get an environment without them.
+SECRET_VARIABLES = ("REDIS_PASSWORD", "REDIS_SENTINEL_PASSWORD")
 log = logging.getLogger("horizond")
 
 
@@ -60,6 +63,16 @@ def load_control(explicit: str | None, environ=os.environ) -> dict:
         return {"socket_path": default.socket_path, "control_user": None}
     with open(path, "rb") as handle:
         return parse_control(handle.read(), path, env)
+
+
+def scrub_secrets(environ) -> None:
+    """Drop the secrets horizond read from `environ` (os.environ: then from what children inherit).
+
+    $REDIS_URL goes too when it carries a password; job code has RQ's connection anyway."""
+    for name in SECRET_VARIABLES:
+        environ.pop(name, None)
+    if redact_url(environ.get("REDIS_URL", "")) != environ.get("REDIS_URL", ""):
+        environ.pop("REDIS_URL")
 
 
 def redis_password(config: Config, environ, key: str = "password_file", variable: str = "REDIS_PASSWORD"):
@@ -126,8 +139,10 @@ def main(argv: list[str] | None = None) -> int:
     from .master import Master
     from .redischeck import RedisSetupError
 
+    environ = dict(os.environ)  # reloads and re-exec still see the secrets; children do not
+    scrub_secrets(os.environ)
     try:
-        master = Master(config, lambda: load(args.config), level, environ=dict(os.environ))
+        master = Master(config, lambda: load(args.config, environ), level, environ=environ)
         return master.run()
     except SocketError as exc:
         log.error(str(exc), extra={"event": "control_socket_failed"})

@@ -21,7 +21,8 @@ import textwrap
 import traceback
 
 import pytest
-from rq import Queue
+from redis import Redis
+from rq import Queue, get_current_job
 from test_redis_connection import SecuredRedis
 
 from conftest import ROOT, Daemon, child_env, wait_until
@@ -34,6 +35,15 @@ NOGROUP = grp.getgrnam("nogroup").gr_gid
 SECRET = "s3cret-p4ss"
 SENTINEL_SECRET = "sentinel-s3cret"
 BODY = '[supervisors.alpha]\nqueues = ["qa"]\n'
+
+
+def report_env(tag):
+    """Job code: which secret variables it, and a process it starts, can see."""
+    names = ("REDIS_PASSWORD", "REDIS_SENTINEL_PASSWORD", "REDIS_URL")
+    child = subprocess.run(["env"], capture_output=True, text=True).stdout
+    seen = [n for n in names if n in os.environ] + [f"child:{line.split('=')[0]}" for line in child.splitlines()
+                                                     if line.startswith(names)]
+    get_current_job().connection.hset("test:env", tag, ",".join(seen) or "-")
 
 
 def ctl_as(argv: list[str], env: dict, uid: int = NOBODY, gid: int = NOGROUP) -> tuple[int, str, str]:
@@ -262,3 +272,40 @@ def test_a_non_root_client_sends_nothing_to_a_socket_served_by_a_third_user(publ
     code, _, err = ctl_as(["--socket", impostor.path, "status"], operator_env(), uid=1, gid=daemon_group)
     assert code == ctl.EXIT_ERROR and "refusing to talk" in err, err
     assert impostor.received() == ""
+
+
+# --- 17: no secrets in children's environments ----------------------------------------------
+
+
+@needs_root
+def test_job_code_and_the_notify_command_inherit_no_redis_secret(tmp_path):
+    server = SecuredRedis(tmp_path, "--requirepass", SECRET)
+    notified = tmp_path / "notify-env"
+    script = tmp_path / "notify.sh"
+    script.write_text(f"#!/bin/sh\ncat >/dev/null; env > {notified}.tmp; mv {notified}.tmp {notified}\n")
+    script.chmod(0o755)
+    url_with_secret = server.url.replace("redis://", f"redis://:{SECRET}@")
+    body = f'[waits]\nqb = 1\n\n[notify]\ncommand = ["{script}"]\n\n{BODY}\n[supervisors.beta]\nqueues = ["qb"]\n'
+    env = child_env(REDIS_PASSWORD=SECRET, REDIS_SENTINEL_PASSWORD=SENTINEL_SECRET, REDIS_URL=url_with_secret)
+    daemon = Daemon(tmp_path, server.url, body, env=env)
+    try:
+        daemon.wait_ready({"alpha": 1, "beta": 1})
+        client = Redis.from_url(server.url, password=SECRET)
+        Queue("qa", connection=client).enqueue(report_env, "job")
+        wait_until(lambda: client.hget("test:env", "job"), what="the job to report its environment")
+        assert client.hget("test:env", "job") == b"-"
+        # the [notify] command: a job left waiting on a paused queue past its 1 s threshold
+        assert cli("--socket", daemon.socket, "pause", "beta").returncode == 0
+        Queue("qb", connection=client).enqueue("testjobs.record", "waits")
+        wait_until(notified.exists, timeout=20, what="the notify command to run")
+        seen = notified.read_text()
+        assert "HORIZOND_QUEUE=qb" in seen
+        assert SECRET not in seen and SENTINEL_SECRET not in seen and "REDIS_PASSWORD" not in seen
+        # the master itself still has them: a reload reconnects with the password
+        reloaded = cli("--socket", daemon.socket, "reload")
+        assert reloaded.returncode == 0, reloaded.stderr
+        Queue("qa", connection=client).enqueue("testjobs.record", "after-reload")
+        wait_until(lambda: client.hget("test:runs", "after-reload") == b"1", what="a job after the reload")
+    finally:
+        daemon.cleanup()
+        server.stop()
