@@ -20,6 +20,7 @@ import tempfile
 import textwrap
 import traceback
 
+import psutil
 import pytest
 from redis import Redis
 from rq import Queue, get_current_job
@@ -88,7 +89,7 @@ def cli(*args) -> subprocess.CompletedProcess:
 
 @pytest.fixture
 def public_dir():
-    """A root-owned directory others can traverse (pytest's own tmp dirs are private to root)."""
+    """A directory of ours others can traverse (pytest's own tmp dirs are private)."""
     path = tempfile.mkdtemp(prefix="horizond-access-")
     os.chmod(path, 0o755)
     yield path
@@ -98,8 +99,9 @@ def public_dir():
 # --- 14: horizonctl needs none of the daemon's secrets -------------------------------------
 
 
-@needs_root
-def test_horizonctl_finds_the_daemon_without_its_password_file(tmp_path, public_dir):
+@pytest.fixture
+def credentialed_daemon(tmp_path, public_dir):
+    """A daemon whose Redis password is a systemd-style credential only the service can read."""
     server = SecuredRedis(tmp_path, "--requirepass", SECRET)
     credentials = tmp_path / "credentials"
     credentials.mkdir(mode=0o700)
@@ -109,20 +111,27 @@ def test_horizonctl_finds_the_daemon_without_its_password_file(tmp_path, public_
                     extra_control='readers = "nogroup"\n', env=child_env(CREDENTIALS_DIRECTORY=str(credentials)))
     try:
         daemon.wait_ready({"alpha": 1})
-        # root's shell, outside the service: no $CREDENTIALS_DIRECTORY
-        shown = cli("--config", str(daemon.config), "status")
-        assert shown.returncode == 0, shown.stderr
-        assert "alpha" in shown.stdout
-        # a monitoring user who can read the config but not the credential
-        readable = os.path.join(public_dir, "horizond.toml")
-        shutil.copy(daemon.config, readable)
-        os.chmod(readable, 0o644)
-        code, out, err = ctl_as(["--config", readable, "status"], operator_env())
-        assert code == 0, err
-        assert "alpha" in out and SECRET not in out + err
+        yield daemon
     finally:
         daemon.cleanup()
         server.stop()
+
+
+def test_horizonctl_finds_the_daemon_without_its_password_file(credentialed_daemon):
+    # the operator's shell, outside the service: no $CREDENTIALS_DIRECTORY
+    shown = cli("--config", str(credentialed_daemon.config), "status")
+    assert shown.returncode == 0, shown.stderr
+    assert "alpha" in shown.stdout
+
+
+@needs_root
+def test_a_monitoring_user_who_cannot_read_the_credential_still_gets_status(credentialed_daemon, public_dir):
+    readable = os.path.join(public_dir, "horizond.toml")
+    shutil.copy(credentialed_daemon.config, readable)
+    os.chmod(readable, 0o644)
+    code, out, err = ctl_as(["--config", readable, "status"], operator_env())
+    assert code == 0, err
+    assert "alpha" in out and SECRET not in out + err
 
 
 # --- 15: readers never see job data ----------------------------------------------------------
@@ -162,8 +171,7 @@ def test_a_reader_gets_failed_lists_without_arguments_or_tracebacks(start_daemon
 # --- 16: socket impersonation ---------------------------------------------------------------
 
 
-@needs_root
-@pytest.mark.parametrize("make_unsafe", ["owned by nobody", "world-writable"])
+@pytest.mark.parametrize("make_unsafe", [pytest.param("owned by nobody", marks=needs_root), "world-writable"])
 def test_the_daemon_refuses_a_socket_directory_another_user_controls(start_daemon, public_dir, make_unsafe):
     directory = os.path.join(public_dir, "run")
     os.mkdir(directory)
@@ -274,10 +282,50 @@ def test_a_non_root_client_sends_nothing_to_a_socket_served_by_a_third_user(publ
     assert impostor.received() == ""
 
 
+@needs_root
+def test_root_talks_to_a_daemon_running_as_another_user_once_config_names_it(redis_url, public_dir, tmp_path):
+    """The service layout: the daemon runs as its own user, root operates it with horizonctl."""
+    try:
+        probe = subprocess.run([sys.executable, "-c", "import horizond, redis, rq"], user=NOBODY, group=NOGROUP,
+                               extra_groups=[], env=child_env(), cwd=public_dir, capture_output=True, text=True)
+        problem = probe.stderr.strip()[-120:] if probe.returncode else None
+    except PermissionError as exc:
+        problem = str(exc)
+    if problem:
+        pytest.skip(f"nobody cannot run this interpreter ({sys.executable}): {problem}")
+    directory = os.path.join(public_dir, "svc")  # under /tmp: anyone could have made such a directory
+    os.mkdir(directory)
+    os.chown(directory, NOBODY, NOGROUP)
+    path = os.path.join(directory, "ctl.sock")
+    control = f'[redis]\nurl = "{redis_url}"\n[control]\nsocket = "{path}"\n'
+    unnamed, named = os.path.join(public_dir, "unnamed.toml"), os.path.join(public_dir, "named.toml")
+    with open(unnamed, "w") as handle:
+        handle.write(control + BODY)
+    with open(named, "w") as handle:
+        handle.write(control + 'user = "nobody"\n' + BODY)
+    for config in (unnamed, named):
+        os.chmod(config, 0o644)
+    with open(tmp_path / "daemon.log", "wb") as log:
+        daemon = subprocess.Popen([sys.executable, "-m", "horizond", "--config", unnamed], user=NOBODY, group=NOGROUP,
+                                  extra_groups=[], env=child_env(), cwd=public_dir, stdout=log,
+                                  stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        answered = wait_until(lambda: (r := cli("--config", named, "status")).returncode == 0 and r,
+                              what="the daemon running as nobody to answer root")
+        assert "alpha" in answered.stdout
+        refused = cli("--config", unnamed, "pause")
+        assert refused.returncode == ctl.EXIT_ERROR and "refusing to talk" in refused.stderr
+        assert "running" in cli("--config", named, "status").stdout  # the refused pause never arrived
+    finally:
+        for child in psutil.Process(daemon.pid).children(recursive=True):
+            child.kill()
+        daemon.kill()
+        daemon.wait(10)
+
+
 # --- 17: no secrets in children's environments ----------------------------------------------
 
 
-@needs_root
 def test_job_code_and_the_notify_command_inherit_no_redis_secret(tmp_path):
     server = SecuredRedis(tmp_path, "--requirepass", SECRET)
     notified = tmp_path / "notify-env"
