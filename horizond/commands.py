@@ -298,8 +298,12 @@ def _exception_class(line: str) -> str:
 
 
 def _config_for_readers(shown: dict) -> dict:
-    """A webhook URL often is its own secret (a token in the path): readers see its host only."""
+    """A webhook URL often is its own secret (a token in the path): readers see its host only;
+    of the [notify] command (arguments may hold a token too), the program only."""
     data = tomllib.loads(shown["toml"])
+    command = data.get("notify", {}).get("command")
+    if command:
+        data["notify"]["command"] = [command[0], *(["***"] if len(command) > 1 else [])]
     hook = data.get("notify", {}).get("webhook_url")
     if hook:
         scheme, _, rest = hook.partition("://")

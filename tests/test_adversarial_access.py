@@ -142,6 +142,7 @@ def test_a_reader_gets_failed_lists_without_arguments_or_tracebacks(start_daemon
     daemon = start_daemon(textwrap.dedent("""
         [notify]
         webhook_url = "https://hooks.example.com/services/T0/B0/hook-token-123"
+        command = ["/usr/bin/true", "--token", "cmd-token-456"]
 
         [supervisors.alpha]
         queues = ["qa"]
@@ -162,10 +163,11 @@ def test_a_reader_gets_failed_lists_without_arguments_or_tracebacks(start_daemon
     code, out, err = ctl_as([*where, "config", "show"], env)
     assert code == 0, err
     assert "hook-token-123" not in out and "hooks.example.com" in out
+    assert "cmd-token-456" not in out and "/usr/bin/true" in out
     # full access (root) still sees everything
     full = cli(*where, "failed", "show", job.id)
     assert full.returncode == 0 and "card-4111-1111" in full.stdout and "RuntimeError" in full.stdout
-    assert "hook-token-123" in cli(*where, "config", "show").stdout
+    assert "hook-token-123" in (shown := cli(*where, "config", "show").stdout) and "cmd-token-456" in shown
 
 
 # --- 16: socket impersonation ---------------------------------------------------------------
