@@ -9,9 +9,12 @@ import sys
 from dataclasses import replace
 
 from . import __version__, logs
-from .config import Config, ConfigError, ConfigIssue, Env, embedded_default, parse
+from .config import Config, ConfigError, ConfigIssue, Env, embedded_default, parse, parse_control
 
 SYSTEM_CONFIG = "/etc/horizond/horizond.toml"
+# Read once at start (and kept for reloads and re-exec), never passed on: workers, job code and
+# the [notify] command get an environment without them.
+SECRET_VARIABLES = ("REDIS_PASSWORD", "REDIS_SENTINEL_PASSWORD")
 log = logging.getLogger("horizond")
 
 
@@ -48,6 +51,27 @@ def load(explicit: str | None, environ=os.environ) -> Config:
     return replace(config, app_paths=paths, redis_password=redis_password(config, environ),
                    sentinel_password=redis_password(config, environ, "sentinel_password_file",
                                                     "REDIS_SENTINEL_PASSWORD"))
+
+
+def load_control(explicit: str | None, environ=os.environ) -> dict:
+    """The [control] settings as horizonctl needs them: the rest of the file, and any secret
+    it names, is never read. Raises ConfigError or OSError."""
+    path, required = config_path(explicit, environ)
+    env = env_from(environ)
+    if not os.path.exists(path) and not required:
+        default = embedded_default(env)
+        return {"socket_path": default.socket_path, "control_user": None}
+    with open(path, "rb") as handle:
+        return parse_control(handle.read(), path, env)
+
+
+def scrub_secrets(environ) -> None:
+    """Drop the secrets horizond read from `environ` (os.environ: then from what children inherit).
+
+    $REDIS_URL stays as the operator set it: job code commonly connects with it, and a password
+    meant for horizond alone belongs in $REDIS_PASSWORD or [redis] password_file."""
+    for name in SECRET_VARIABLES:
+        environ.pop(name, None)
 
 
 def redis_password(config: Config, environ, key: str = "password_file", variable: str = "REDIS_PASSWORD"):
@@ -114,8 +138,10 @@ def main(argv: list[str] | None = None) -> int:
     from .master import Master
     from .redischeck import RedisSetupError
 
+    environ = dict(os.environ)  # reloads and re-exec still see the secrets; children do not
+    scrub_secrets(os.environ)
     try:
-        master = Master(config, lambda: load(args.config), level, environ=dict(os.environ))
+        master = Master(config, lambda: load(args.config, environ), level, environ=environ)
         return master.run()
     except SocketError as exc:
         log.error(str(exc), extra={"event": "control_socket_failed"})

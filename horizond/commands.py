@@ -9,6 +9,7 @@ from __future__ import annotations
 import inspect
 import json
 import time
+import tomllib
 from typing import TYPE_CHECKING
 
 import tomli_w
@@ -23,7 +24,9 @@ from .redisconn import RedisSpec
 if TYPE_CHECKING:
     from .master import Master
 
-READ_ONLY = frozenset({"ping", "status", "config", "supervisors", "workers", "health", "failed", "failed_show",
+# Open to [control] readers: lists and counts, never job data (arguments, results, tracebacks),
+# so `failed_show` is not here and a reader's `failed` list and `config` are cut (READER_VIEWS).
+READ_ONLY = frozenset({"ping", "status", "config", "supervisors", "workers", "health", "failed",
                        "stats", "queues", "trends"})
 
 
@@ -58,12 +61,15 @@ class Commands:
         except TypeError as exc:
             return {"ok": False, "error": f"bad arguments for {name!r}: {exc}"}
         try:
-            return {"ok": True, "result": command(**args)}
+            result = command(**args)
         except (CommandError, failed.FailedError) as exc:
             return {"ok": False, "error": str(exc)}
         except (RedisConnectionError, RedisTimeout) as exc:  # the loop learns it too: no one else waits for it
             self.master.redis_failed(exc)
             return {"ok": False, "error": f"Redis unreachable ({type(exc).__name__}: {exc}); try again once it is back"}
+        if peer.get("access") != "full" and name in READER_VIEWS:
+            result = READER_VIEWS[name](result)
+        return {"ok": True, "result": result}
 
     def _redis(self) -> Redis:
         """The master's client, unless Redis is known to be away: then the command fails at once
@@ -302,6 +308,33 @@ class Commands:
                 if worst is None or share > worst:
                     worst, who = share, f"worst: pid {proc.pid} of {sup.name}, {proc.rss // 1048576} MB"
         return health.grade("worker_memory", worst, limits, who)
+
+
+def _failed_for_readers(jobs: list[dict]) -> list[dict]:
+    """The exception's class only: its message may quote the job's arguments."""
+    return [dict(job, exception=_exception_class(job["exception"])) for job in jobs]
+
+
+def _exception_class(line: str) -> str:
+    name = line.partition(":")[0].strip()
+    return name if name.replace(".", "").replace("_", "").isalnum() else ""
+
+
+def _config_for_readers(shown: dict) -> dict:
+    """A webhook URL often is its own secret (a token in the path): readers see its host only;
+    of the [notify] command (arguments may hold a token too), the program only."""
+    data = tomllib.loads(shown["toml"])
+    command = data.get("notify", {}).get("command")
+    if command:
+        data["notify"]["command"] = [command[0], *(["***"] if len(command) > 1 else [])]
+    hook = data.get("notify", {}).get("webhook_url")
+    if hook:
+        scheme, _, rest = hook.partition("://")
+        data["notify"]["webhook_url"] = f"{scheme}://{rest.split('/', 1)[0].rpartition('@')[2]}/***"
+    return dict(shown, toml=tomli_w.dumps(data))
+
+
+READER_VIEWS = {"failed": _failed_for_readers, "config": _config_for_readers}
 
 
 def _verdict(checks: list) -> dict:

@@ -117,6 +117,7 @@ class Config:
     waits: tuple[tuple[str, int], ...] = ()  # [waits]: queue or pattern -> seconds (0 = never)
     control_group: str | None = None  # full control for its members
     control_readers: str | None = None  # read-only commands for its members
+    control_user: str | None = None  # the daemon's user when not root: the only other uid horizonctl trusts
     source: str = "<embedded default>"
     embedded: bool = False
 
@@ -178,7 +179,7 @@ _SUPERVISOR_KEYS = {f.name for f in fields(SupervisorConfig)} - {"name"}
 _TABLES: dict[str, set[str]] = {
     "redis": {"url", "prefix", "password_file", "ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "sentinels",
               "master_name", "sentinel_password_file"},
-    "control": {"socket", "group", "readers"},
+    "control": {"socket", "group", "readers", "user"},
     "app": {"paths", "preload"},
     "master": {"shutdown_grace", "memory_limit", "hard_timeout_grace"},
     "health": {"failed_jobs", "queue_size", "oldest_job_age", "worker_memory"},
@@ -382,10 +383,27 @@ def _control(check: _Checker, t: Mapping[str, Any], env: Env) -> dict:
     socket_path = env.socket_path or check.get("control", t, "socket", "str", None) or default_socket_path(env)
     group = check.get("control", t, "group", "str", None)
     readers = check.get("control", t, "readers", "str", None)
-    for key, value in (("group", group), ("readers", readers)):
+    user = check.get("control", t, "user", "str", None)
+    for key, value in (("group", group), ("readers", readers), ("user", user)):
         if value is not None and not value.strip():
-            check.add("control", key, "expected a group name, got an empty string")
-    return {"socket_path": socket_path, "control_group": group, "control_readers": readers}
+            check.add("control", key, f"expected a {'user' if key == 'user' else 'group'} name, got an empty string")
+    return {"socket_path": socket_path, "control_group": group, "control_readers": readers, "control_user": user}
+
+
+def parse_control(text: bytes, source: str, env: Env = Env()) -> dict:
+    """[control] alone, for horizonctl: finding the daemon must not depend on (or read) the
+    rest of the file, such as a password_file only the service can open."""
+    try:
+        data = tomllib.loads(text.decode("utf-8"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError, RecursionError) as exc:
+        raise ConfigError([ConfigIssue(source, "", None, f"not a readable TOML file: {exc}")]) from None
+    check = _Checker(source)
+    table = check.table("", data, "control")
+    check.unknown_keys("control", table, _TABLES["control"])
+    fields_ = _control(check, table, env)
+    if check.issues:
+        raise ConfigError(_unique(check.issues))
+    return fields_
 
 
 def _bounded(check: _Checker, table: str, t: Mapping[str, Any], key: str, kind: str, default: Any) -> Any:
@@ -487,7 +505,8 @@ def to_toml_dict(config: Config) -> dict[str, Any]:
                   **({"sentinels": list(config.redis_sentinels), "master_name": config.redis_master_name}
                      if config.redis_sentinels else {})},
         "control": {k: v for k, v in (("socket", config.socket_path), ("group", config.control_group),
-                                       ("readers", config.control_readers)) if v is not None},
+                                       ("readers", config.control_readers),
+                                       ("user", config.control_user)) if v is not None},
         "app": {"paths": list(config.app_paths), "preload": list(config.preload)},
         "master": {"shutdown_grace": config.shutdown_grace, "hard_timeout_grace": config.hard_timeout_grace,
                    "memory_limit": config.memory_limit},

@@ -20,6 +20,7 @@ import stat
 import struct
 from collections.abc import Callable
 
+from . import sockdir
 from .loopserver import BACKLOG, LoopServer, ThrottledLog, send_now
 
 log = logging.getLogger("horizond.control")
@@ -70,6 +71,9 @@ class ControlServer(LoopServer):
                 os.makedirs(directory, mode=dir_mode, exist_ok=True)
                 if self._gids[0] is not None:
                     os.chown(directory, -1, self._gids[0])
+            problem = sockdir.unsafe_directory(directory)
+            if problem:
+                raise SocketError(problem)
             self._remove_stale()
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             old_umask = os.umask(0o777 & ~sock_mode)  # the file is born with its final mode

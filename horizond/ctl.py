@@ -14,8 +14,8 @@ import struct
 import sys
 import time
 
-from . import health
-from .cli import load
+from . import health, sockdir
+from .cli import load_control
 from .config import ConfigError
 
 EXIT_RUNNING, EXIT_PAUSED, EXIT_NOT_RUNNING = 0, 1, 2
@@ -31,26 +31,43 @@ class Failed(Exception):
     pass
 
 
-def find_socket(args) -> str:
+class Endpoint(str):
+    """A socket path, and the one uid besides root and our own that may serve it ([control] user)."""
+
+    daemon_user: str | None = None
+
+    def __new__(cls, path: str, daemon_user: str | None = None):
+        endpoint = super().__new__(cls, path)
+        endpoint.daemon_user = daemon_user
+        return endpoint
+
+
+def find_socket(args) -> Endpoint:
     """--socket, else --config's socket, else $HORIZOND_SOCKET, else the default config's.
 
     Only in the last case is the service's socket tried as well (an operator's
     default path differs from the service's); a named config is never second-guessed.
+    Only [control] is read: no secret of the daemon's is needed to talk to it.
     """
-    if args.socket:
-        return args.socket
     environ = dict(os.environ)
     if args.config:
         environ.pop("HORIZOND_SOCKET", None)
-    elif environ.get("HORIZOND_SOCKET"):
-        return environ["HORIZOND_SOCKET"]
     try:
-        configured = load(args.config, environ).socket_path
+        control = load_control(args.config, environ)
     except (ConfigError, OSError) as exc:
-        raise Failed(f"cannot find the control socket: {exc}") from None
+        if args.socket or (environ.get("HORIZOND_SOCKET") and not args.config):
+            control = {"socket_path": None, "control_user": None}  # the file is not needed to find it
+        else:
+            raise Failed(f"cannot find the control socket: {exc}") from None
+    user = control["control_user"]
+    if args.socket:
+        return Endpoint(args.socket, user)
+    if not args.config and environ.get("HORIZOND_SOCKET"):
+        return Endpoint(environ["HORIZOND_SOCKET"], user)
+    configured = control["socket_path"]
     if args.config or os.environ.get("HORIZOND_CONFIG") or os.path.exists(configured):
-        return configured
-    return SERVICE_SOCKET if os.path.exists(SERVICE_SOCKET) else configured
+        return Endpoint(configured, user)
+    return Endpoint(SERVICE_SOCKET if os.path.exists(SERVICE_SOCKET) else configured, user)
 
 
 def request(path: str, cmd: str, timeout: float = 30.0, **args) -> dict:
@@ -59,10 +76,15 @@ def request(path: str, cmd: str, timeout: float = 30.0, **args) -> dict:
     try:
         _connect(sock, path)
     except (FileNotFoundError, ConnectionRefusedError) as exc:
+        sock.close()
         raise NotRunning(f"horizond is not running (no daemon on {path}: {exc.strerror})") from None
     except PermissionError:
+        sock.close()
         raise Failed(f"permission denied on {path}") from None
     with sock:
+        problem = sockdir.untrusted_server(sock, path, getattr(path, "daemon_user", None))
+        if problem:
+            raise Failed(problem)
         try:
             sock.sendall(json.dumps({"v": 1, "cmd": cmd, "args": args}).encode() + b"\n")
         except OSError:
