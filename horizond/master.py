@@ -30,6 +30,7 @@ from .observe import Observer
 from .process import WorkerProcess, spawn
 from .redisconn import RedisSpec, master_client
 from .redishealth import RedisHealth
+from .reports import BadReport
 from .scaling import Scaler
 from .supervisor import Slot, Supervisor, describe_exit
 from .sysutil import kill_group
@@ -310,11 +311,17 @@ class Master:
 
     def _read_channel(self, proc: WorkerProcess) -> None:
         now = time.monotonic()
-        for message in proc.reader.read():
-            finished = proc.apply(message, now)
-            if finished:
-                self.scaler.job_finished(finished["queue"], finished["runtime"])
-                self.metrics.record(supervisor=proc.spec.supervisor.name, now=time.time(), **finished)
+        try:
+            for message in proc.reader.read():
+                finished = proc.apply(message, now)
+                if finished:
+                    self.scaler.job_finished(finished["queue"], finished["runtime"])
+                    self.metrics.record(supervisor=proc.spec.supervisor.name, now=time.time(), **finished)
+            if proc.reader.fault:
+                raise BadReport(proc.reader.fault)
+        except BadReport as exc:  # job code wrote to the channel: the worker is killed, the master lives on
+            proc.reject(str(exc), now)
+            self._close_channel(proc)
         if proc.reader.closed:
             self._close_channel(proc)
 

@@ -1,0 +1,79 @@
+"""Adversarial processes (issue 13, items 4, 5, 6, 13): what a job writes to its worker's channel,
+the signals an operator or a tool sends, failed forks and imports, helpers the master starts, and
+a dead master's pid reused by a stranger. None of it may take the master down or hide a lost job.
+
+Each test here failed on the code before its fix. They are bounded in time.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+from rq import Queue
+from rq.job import Job
+from rq.registry import FailedJobRegistry
+
+from conftest import alive, wait_until
+
+ONE = """
+[supervisors.a]
+queues = ["qa"]
+min_processes = 1
+max_processes = 1
+tries = 1
+"""
+
+
+def events(daemon, name: str) -> list[dict]:
+    return [e for e in daemon.log_events() if e.get("event") == name]
+
+
+# --- item 4: worker messages are not trusted ---------------------------------------------------
+
+BAD_REPORTS = {
+    "rss not a number": b'{"rss":"x"}\n',
+    "rss negative": b'{"s":"idle","rss":-5}\n',
+    "unknown state": b'{"s":["busy"]}\n',
+    "timeout a string": b'{"s":"busy","job":"j","q":"qa","t":1,"timeout":"soon"}\n',
+    "runtime not finite": b'{"s":"idle","rss":1,"ok":true,"runtime":1e999}\n',
+    "a queue it does not serve": b'{"s":"busy","job":"j","q":"someone-elses","t":1,"timeout":5}\n',
+    "not JSON": b"\xff\xfe garbage\n",
+    "a JSON list": b"[1, 2]\n",
+    "nested 100,000 deep": b'{"a":' + b"[" * 100_000 + b"]" * 100_000 + b"}\n",
+    "a line of 2 MB": b"x" * (2 << 20),
+}
+
+
+@pytest.mark.parametrize("data", BAD_REPORTS.values(), ids=BAD_REPORTS.keys())
+def test_a_bad_state_report_kills_its_worker_not_the_master(start_daemon, redis, data):
+    daemon = start_daemon(ONE)
+    [old] = daemon.wait_ready({"a": 1})["supervisors"][0]["workers"]
+    job = Queue("qa", connection=redis).enqueue("hostilejobs.write_to_channel", data, "bad")
+    bad = wait_until(lambda: events(daemon, "worker_misbehaving"), timeout=15, what="the bad report to be refused")
+    assert bad[0]["pid"] == old["pid"] and bad[0]["job_id"] == job.id
+    assert daemon.proc.poll() is None
+    wait_until(lambda: job.id in FailedJobRegistry("qa", connection=redis), what="the job to be failed")
+    assert "bad state report" in Job.fetch(job.id, connection=redis).latest_result().exc_string
+    [new] = daemon.wait_ready({"a": 1})["supervisors"][0]["workers"]
+    assert new["pid"] != old["pid"] and not alive(old["pid"])
+    Queue("qa", connection=redis).enqueue("testjobs.record", "after")
+    wait_until(lambda: redis.hget("test:runs", "after") == b"1", what="the next job to run")
+
+
+def test_a_horse_pid_that_is_not_the_workers_child_is_refused(start_daemon, redis):
+    """Else the master would SIGKILL the named process group when the worker exits."""
+    victim = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    try:
+        daemon = start_daemon(ONE)
+        daemon.wait_ready({"a": 1})
+        report = json.dumps({"s": "horse", "pid": victim.pid}).encode() + b"\n"
+        Queue("qa", connection=redis).enqueue("hostilejobs.write_to_channel", report, "horse")
+        bad = wait_until(lambda: events(daemon, "worker_misbehaving"), timeout=15, what="the horse to be refused")
+        assert "not a child" in bad[0]["error"]
+        daemon.wait_ready({"a": 1})
+        assert victim.poll() is None
+    finally:
+        victim.kill()
+        victim.wait()
