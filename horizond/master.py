@@ -18,7 +18,7 @@ from collections.abc import Callable
 
 from redis import Redis
 
-from . import appload, redischeck, reexec, reloading, restarts
+from . import appload, redischeck, reexec, reloading, restarts, signals
 from .commands import Commands
 from .config import Config, SupervisorConfig
 from .control import ControlServer, SocketError
@@ -38,7 +38,6 @@ from .worker import ChildSpec, client_name
 
 log = logging.getLogger("horizond.master")
 
-HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGCHLD)
 TICK = 1.0
 UNBLOCK_EVERY = 0.1
 MEMORY_CHECK_EVERY = 10.0
@@ -110,8 +109,7 @@ class Master:
         self._wakeup = (read_fd, write_fd)
         self.selector.register(read_fd, selectors.EVENT_READ, self._drain_wakeup)
         signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
-        for sig in HANDLED_SIGNALS:
-            signal.signal(sig, self._record_signal)
+        signals.install(self._record_signal)
         redischeck.at_startup(self.redis, self.config)  # a wrong password stops us here, before any fork
         self.control.open()
         if self.exporter:
@@ -171,6 +169,20 @@ class Master:
                 self.stop(force=True, reason="SIGQUIT")
             elif sig == signal.SIGHUP:
                 reloading.reload(self)
+            elif sig == signal.SIGUSR1:
+                self._status_dump()
+            elif sig != signal.SIGCHLD:
+                signals.ignored(sig)
+
+    def _status_dump(self) -> None:
+        """SIGUSR1: what `horizonctl status` would say, as one log line (no Redis call)."""
+        now = time.monotonic()
+        log.info(self._status_line(), extra={
+            "event": "status_dump", "uptime": round(time.time() - self.started, 1), "redis_error": self.redis_error,
+            "scheduler_pid": self.scheduler.process.pid if self.scheduler.process else None,
+            "unsettled_jobs": [u.job_id for u in self.guard.unsettled if u.job_id],
+            "supervisors": [{k: v for k, v in sup.status(now, {}).items() if k != "queues"}
+                            for sup in [*self.supervisors.values(), *self.removed]]})
 
     def _timeout(self, now: float) -> float:
         waits = [TICK]

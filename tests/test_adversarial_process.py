@@ -8,14 +8,18 @@ Each test here failed on the code before its fix. They are bounded in time.
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
+import sys
 
+import psutil
 import pytest
 from rq import Queue
 from rq.job import Job
 from rq.registry import FailedJobRegistry
 
-from conftest import alive, wait_until
+from conftest import alive, child_env, wait_until
+from horizond.ctl import request
 
 ONE = """
 [supervisors.a]
@@ -77,3 +81,60 @@ def test_a_horse_pid_that_is_not_the_workers_child_is_refused(start_daemon, redi
     finally:
         victim.kill()
         victim.wait()
+
+
+# --- item 5: every signal an operator or a tool sends has a defined behaviour ------------------
+
+LOGGED_AND_IGNORED = ("SIGUSR2", "SIGALRM", "SIGIO", "SIGPWR", "SIGPROF", "SIGVTALRM")
+SILENT = ("SIGPIPE", "SIGWINCH", "SIGURG", "SIGCONT")  # already harmless defaults, kept that way
+
+
+@pytest.mark.parametrize("name", ("SIGUSR1", *LOGGED_AND_IGNORED, *SILENT))
+def test_a_stray_signal_leaves_the_master_and_its_jobs_alone(start_daemon, redis, name):
+    daemon = start_daemon(ONE)
+    [worker] = daemon.wait_ready({"a": 1})["supervisors"][0]["workers"]
+    job = Queue("qa", connection=redis).enqueue("testjobs.sleep_then_record", 1.5, "through")
+    wait_until(lambda: redis.hget("test:started", "through"), what="the job to start")
+    daemon.signal(getattr(signal, name))
+    assert request(daemon.socket, "ping", timeout=5)["ok"]  # the master ran after the signal reached it
+    if name == "SIGUSR1":
+        [dump] = wait_until(lambda: events(daemon, "status_dump"), what="the status dump")
+        [sup] = dump["supervisors"]
+        assert sup["name"] == "a" and sup["workers"][0]["pid"] == worker["pid"]
+        assert sup["workers"][0]["job_id"] == job.id and "1/1 workers busy" in dump["message"]
+    elif name in LOGGED_AND_IGNORED:
+        [line] = wait_until(lambda: events(daemon, "signal_ignored"), what="the signal to be logged")
+        assert line["signal"] == name
+    wait_until(lambda: redis.hget("test:runs", "through") == b"1", what="the running job to finish")
+    assert daemon.proc.poll() is None
+    assert daemon.worker_pids() == {worker["pid"]}
+    assert not events(daemon, "stop_requested") and not events(daemon, "reload_applied")
+
+
+@pytest.mark.parametrize("name", ("SIGTTIN", "SIGTTOU"))
+def test_terminal_stop_signals_do_not_stop_a_master_started_in_the_background(start_daemon, name):
+    """`horizond &` in a shell: its own process group in the shell's session, which the kernel
+    stops on SIGTTIN/SIGTTOU (a background write to a `stty tostop` terminal sends SIGTTOU)."""
+    daemon = start_daemon(ONE)
+    daemon.wait_ready({"a": 1})
+    daemon.signal(signal.SIGTERM)
+    assert daemon.wait_exit() == 0
+    daemon.proc = subprocess.Popen(  # not a new session: a process group the kernel may stop
+        [sys.executable, "-m", "horizond", "--config", str(daemon.config)], stdout=daemon._log,
+        stderr=subprocess.STDOUT, env=child_env(), process_group=0)
+    [worker] = daemon.wait_ready({"a": 1})["supervisors"][0]["workers"]
+    daemon.signal(getattr(signal, name))
+    assert request(daemon.socket, "ping", timeout=5)["ok"]
+    assert psutil.Process(daemon.proc.pid).status() != psutil.STATUS_STOPPED
+    assert daemon.worker_pids() == {worker["pid"]}
+
+
+def test_a_signal_flood_is_logged_once(start_daemon):
+    daemon = start_daemon(ONE)
+    daemon.wait_ready({"a": 1})
+    for _ in range(200):
+        daemon.signal(signal.SIGUSR2)
+    wait_until(lambda: events(daemon, "signal_ignored"), what="the first signal to be logged")
+    daemon.signal(signal.SIGUSR2)
+    assert request(daemon.socket, "ping", timeout=5)["ok"] and request(daemon.socket, "ping", timeout=5)["ok"]
+    assert len(events(daemon, "signal_ignored")) == 1
