@@ -301,7 +301,15 @@ class Master:
         slot = self.scheduler
         if slot.process is None and slot.health.ready(now):
             spec = ChildSpec("scheduler", RedisSpec.of(self.config), self.pid, self.log_level, queues=self.queues())
-            slot.process = self._fork(spec, 0)
+            try:
+                slot.process = self._fork(spec, 0)
+            except OSError as exc:  # out of processes or fds: back off as a worker slot does
+                slot.health = restarts.after_exit(slot.health, failed=True, lived=0.0, now=now,
+                                                  how=f"fork failed: {exc}")
+                log.error("cannot start the scheduler", extra={
+                    "event": "spawn_failed", "child": "scheduler", "error": str(exc),
+                    "restart_in": round(max(0.0, slot.health.not_before - now), 1)})
+                return
             log.info("scheduler started", extra={"event": "scheduler_started", "pid": slot.process.pid})
 
     def _spawn_worker(self, sup: SupervisorConfig, generation: int, paused: bool,

@@ -8,9 +8,11 @@ Each test here failed on the code before its fix. They are bounded in time.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
+from datetime import timedelta
 
 import psutil
 import pytest
@@ -138,3 +140,76 @@ def test_a_signal_flood_is_logged_once(start_daemon):
     daemon.signal(signal.SIGUSR2)
     assert request(daemon.socket, "ping", timeout=5)["ok"] and request(daemon.socket, "ping", timeout=5)["ok"]
     assert len(events(daemon, "signal_ignored")) == 1
+
+
+# --- item 6: forks and imports -----------------------------------------------------------------
+
+STRANGER = 64123  # a uid no other process uses: RLIMIT_NPROC counts exactly the daemon's processes
+# CAP_DAC_READ_SEARCH only to reach an interpreter under a private /root; RLIMIT_NPROC still holds
+# (only CAP_SYS_RESOURCE and CAP_SYS_ADMIN lift it).
+AS_STRANGER = ("setpriv", f"--reuid={STRANGER}", f"--regid={STRANGER}", "--clear-groups",
+               "--inh-caps=+dac_read_search", "--ambient-caps=+dac_read_search")
+
+
+def relaunch(daemon, tmp_path, *wrapper: str) -> None:
+    """Stop the fixture's daemon and start it again on a copy of its config in a directory the
+    wrapped (unprivileged) command can read, with its control socket there."""
+    daemon.signal(signal.SIGTERM)
+    assert daemon.wait_exit() == 0
+    home = tmp_path / "stranger"
+    home.mkdir(mode=0o700)
+    os.chown(home, STRANGER, STRANGER)
+    os.chmod(tmp_path, 0o755)
+    for parent in tmp_path.parents:  # pytest's base directory is private to root
+        if str(parent).startswith("/tmp/"):
+            os.chmod(parent, os.stat(parent).st_mode | 0o011)
+    daemon.socket = str(home / "ctl.sock")
+    text = daemon.config.read_text().replace(str(tmp_path / "ctl.sock"), daemon.socket)
+    daemon.config = home / "horizond.toml"
+    daemon.config.write_text(text)
+    daemon.proc = subprocess.Popen(
+        [*wrapper, sys.executable, "-m", "horizond", "--config", str(daemon.config)], stdout=daemon._log,
+        stderr=subprocess.STDOUT, env=child_env(), start_new_session=True)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run the daemon as an unused uid under RLIMIT_NPROC")
+def test_a_scheduler_that_cannot_fork_backs_off_and_the_master_lives(start_daemon, tmp_path, redis):
+    """RLIMIT_NPROC = 1: the master alone; every fork fails with EAGAIN until the limit is raised."""
+    daemon = start_daemon(ONE, socket_path=str(tmp_path / "ctl.sock"))
+    daemon.wait_ready({"a": 1})
+    relaunch(daemon, tmp_path, *AS_STRANGER, "prlimit", "--nproc=1:64", "--")
+
+    def scheduler_failures():
+        found = [e for e in events(daemon, "spawn_failed") if e.get("child") == "scheduler"]
+        return len(found) >= 3 and found
+
+    failed = wait_until(scheduler_failures, timeout=20, what="three failed scheduler starts")
+    assert all("Resource temporarily unavailable" in e["error"] for e in failed)
+    assert [e["restart_in"] for e in failed[:3]] == [0.0, 1.0, 2.0]  # the workers' back-off
+    status = daemon.status()
+    assert status["scheduler"]["pid"] is None and status["scheduler"]["failures"] >= 3
+    subprocess.run([*AS_STRANGER, "prlimit", f"--pid={daemon.proc.pid}", "--nproc=64"], check=True)
+    wait_until(lambda: daemon.status()["scheduler"]["pid"], timeout=20, what="the scheduler to start")
+    Queue("qa", connection=redis).enqueue_in(timedelta(seconds=1), "testjobs.record", "scheduled")
+    wait_until(lambda: redis.hget("test:runs", "scheduled") == b"1", timeout=20, what="a scheduled job to run")
+    assert daemon.proc.poll() is None
+
+
+PRELOAD_ENDINGS = {"sys.exit(0)": "import sys\nsys.exit(0)\n", "sys.exit(3)": "import sys\nsys.exit(3)\n",
+                   "KeyboardInterrupt": "raise KeyboardInterrupt\n"}
+
+
+@pytest.mark.parametrize("body", PRELOAD_ENDINGS.values(), ids=PRELOAD_ENDINGS.keys())
+def test_a_preload_module_that_ends_the_process_stops_the_start_visibly(tmp_path, redis_url, body):
+    (tmp_path / "app_that_exits.py").write_text(body)
+    config = tmp_path / "horizond.toml"
+    config.write_text(f'[redis]\nurl = "{redis_url}"\n[control]\nsocket = "{tmp_path / "ctl.sock"}"\n'
+                      f'[app]\npaths = ["{tmp_path}"]\npreload = ["json", "app_that_exits"]\n' + ONE)
+    result = subprocess.run([sys.executable, "-m", "horizond", "--config", str(config)], capture_output=True,
+                            text=True, env=child_env(), timeout=30)
+    assert result.returncode not in (0, None), result.stderr  # systemd's Restart=on-failure starts it again
+    assert "Traceback" not in result.stderr, result.stderr
+    lines = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
+    [failed] = [e for e in lines if e.get("event") == "preload_failed"]
+    assert failed["preload"] == "app_that_exits" and failed["level"] == "ERROR"
+    assert not (tmp_path / "ctl.sock").exists()
