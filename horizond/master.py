@@ -59,6 +59,7 @@ class Master:
         self.scheduler = Slot(0)
         self.children: dict[int, WorkerProcess] = {}
         self.signals: deque[int] = deque()
+        self._child_exited = False  # a SIGCHLD came: _reap looks at each child
         self.selector = selectors.DefaultSelector()
         self.stopping = False
         self.paused = False  # `horizonctl pause` without a name: new supervisors start paused too
@@ -169,9 +170,11 @@ class Master:
                 self.stop(force=True, reason="SIGQUIT")
             elif sig == signal.SIGHUP:
                 reloading.reload(self)
+            elif sig == signal.SIGCHLD:
+                self._child_exited = True
             elif sig == signal.SIGUSR1:
                 self._status_dump()
-            elif sig != signal.SIGCHLD:
+            else:
                 signals.ignored(sig)
 
     def _status_dump(self) -> None:
@@ -351,21 +354,28 @@ class Master:
             proc.reader.close()
 
     def _reap(self) -> None:
-        while True:
+        """Wait for the children this master forked, by pid, after a SIGCHLD; never for any child
+        (waitid(P_ALL)), which would take a [notify] helper's exit status from its Popen."""
+        self.observer.helpers.reap(time.monotonic())
+        if not self._child_exited:
+            return
+        self._child_exited = False
+        for pid, proc in list(self.children.items()):
             try:  # peek first: while the child is a zombie its pid cannot be reused
-                info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
-            except ChildProcessError:
-                return
-            if info is None:
-                return
-            proc = self.children.get(info.si_pid)
-            if proc is not None:  # anything its jobs left behind in its group (and its horse's)
-                kill_group(proc.pid, signal.SIGKILL)
+                info = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+            except ChildProcessError:  # reaped by someone else: its status is lost, not its job
+                log.error("a worker's exit status was taken by another wait", extra={
+                    "event": "child_lost", "child_pid": pid})
+                status = int(signal.SIGKILL)
+            else:
+                if info is None:
+                    continue
+                kill_group(pid, signal.SIGKILL)  # anything its jobs left behind in its group (and its horse's)
                 if proc.horse_pid:
                     kill_group(proc.horse_pid, signal.SIGKILL)
-            pid, status = os.waitpid(info.si_pid, 0)
-            if self.children.pop(pid, None) is not None:
-                self._on_child_exit(proc, status)
+                _, status = os.waitpid(pid, 0)
+            del self.children[pid]
+            self._on_child_exit(proc, status)
 
     def _on_child_exit(self, proc: WorkerProcess, status: int) -> None:
         now = time.monotonic()

@@ -7,20 +7,24 @@ Each test here failed on the code before its fix. They are bounded in time.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
 from datetime import timedelta
 
 import psutil
 import pytest
 from rq import Queue
 from rq.job import Job
-from rq.registry import FailedJobRegistry
+from rq.registry import FailedJobRegistry, StartedJobRegistry
 
-from conftest import alive, child_env, wait_until
+from conftest import alive, child_env, horizonctl, wait_until
 from horizond.ctl import request
 
 ONE = """
@@ -144,6 +148,7 @@ def test_a_signal_flood_is_logged_once(start_daemon):
 
 # --- item 6: forks and imports -----------------------------------------------------------------
 
+PR_SET_CHILD_SUBREAPER = 36
 STRANGER = 64123  # a uid no other process uses: RLIMIT_NPROC counts exactly the daemon's processes
 # CAP_DAC_READ_SEARCH only to reach an interpreter under a private /root; RLIMIT_NPROC still holds
 # (only CAP_SYS_RESOURCE and CAP_SYS_ADMIN lift it).
@@ -213,3 +218,149 @@ def test_a_preload_module_that_ends_the_process_stops_the_start_visibly(tmp_path
     [failed] = [e for e in lines if e.get("event") == "preload_failed"]
     assert failed["preload"] == "app_that_exits" and failed["level"] == "ERROR"
     assert not (tmp_path / "ctl.sock").exists()
+
+
+# --- item 13: fork safety and reaping ----------------------------------------------------------
+
+class HeldRequests:
+    """An HTTP endpoint that takes a POST and answers only when told to: a slow webhook."""
+
+    def __init__(self):
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.bodies: list[bytes] = []
+        self.release = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self):
+        conn, _ = self.sock.accept()
+        with conn:
+            data = b""
+            while b"\r\n\r\n" not in data:
+                data += conn.recv(65536)
+            head, body = data.split(b"\r\n\r\n", 1)
+            length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
+                              if line.lower().startswith(b"content-length")))
+            while len(body) < length:
+                body += conn.recv(65536)
+            self.bodies.append(body)
+            self.release.wait(20)
+            conn.sendall(b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n")
+
+    def close(self):
+        self.release.set()
+        self.sock.close()
+
+
+def long_wait_daemon(start_daemon, notify: str):
+    daemon = start_daemon(f"""
+    [waits]
+    qa = 1
+
+    [notify]
+    {notify}
+
+    [supervisors.a]
+    queues = ["qa"]
+    """)
+    daemon.wait_ready({"a": 1})
+    assert horizonctl("pause", socket_path=daemon.socket).returncode == 0
+    return daemon
+
+
+def helpers_of(daemon) -> list[psutil.Process]:
+    """The master's children that are neither workers nor its scheduler (zombies included)."""
+    status = daemon.status()
+    known = {w["pid"] for sup in status["supervisors"] for w in sup["workers"]} | {status["scheduler"]["pid"]}
+    return [c for c in psutil.Process(daemon.proc.pid).children() if c.pid not in known]
+
+
+def test_the_master_runs_no_thread_while_a_webhook_is_posted(start_daemon, redis):
+    hook = HeldRequests()
+    try:
+        daemon = long_wait_daemon(start_daemon, f'webhook_url = "http://127.0.0.1:{hook.port}/hook"')
+        Queue("qa", connection=redis).enqueue("testjobs.record", "waiting")
+        wait_until(lambda: hook.bodies, timeout=15, what="the webhook POST")
+        assert json.loads(hook.bodies[0])["event"] == "long_wait"
+        assert os.listdir(f"/proc/{daemon.proc.pid}/task") == [str(daemon.proc.pid)]  # no thread: forks are safe
+        hook.release.set()
+        wait_until(lambda: not helpers_of(daemon), what="the webhook helper to exit")  # reaped: no zombie
+        assert not events(daemon, "notify_failed")
+    finally:
+        hook.close()
+
+
+def test_a_failing_notify_command_and_webhook_are_logged_with_their_status(start_daemon, redis, tmp_path):
+    """Each helper's exit status reaches the master's handle on it: a wait for any child would
+    take it first (the command then looked successful, whatever it returned)."""
+    script = tmp_path / "notify.sh"
+    script.write_text("#!/bin/sh\ncat > /dev/null\nexit 3\n")
+    script.chmod(0o755)
+    closed = socket.create_server(("127.0.0.1", 0))
+    port = closed.getsockname()[1]
+    closed.close()
+    daemon = long_wait_daemon(start_daemon, f'command = ["{script}"]\n    webhook_url = "http://127.0.0.1:{port}/"')
+    Queue("qa", connection=redis).enqueue("testjobs.record", "waiting")
+    failed = wait_until(lambda: len(events(daemon, "notify_failed")) >= 2 and events(daemon, "notify_failed"),
+                        timeout=15, what="both failures to be logged")
+    by_kind = {("command" if "command" in e else "url"): e for e in failed}
+    assert by_kind["command"]["command"] == str(script) and by_kind["command"]["exit_code"] == 3
+    assert by_kind["url"]["url"] == f"http://127.0.0.1:{port}/" and "refused" in by_kind["url"]["error"]
+    assert not helpers_of(daemon)
+
+
+@contextlib.contextmanager
+def reaping_orphans():
+    """This process adopts the orphans of its children (PR_SET_CHILD_SUBREAPER) meanwhile."""
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    assert prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+    try:
+        yield
+    finally:
+        prctl(PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0)
+
+
+def process_at(pid: int, argv: list[str]) -> subprocess.Popen | None:
+    """Start argv with exactly this pid, as a crashed master's pid is reused (root only)."""
+    for _ in range(500):
+        try:
+            with open("/proc/sys/kernel/ns_last_pid", "w") as handle:
+                handle.write(str(pid - 1))
+        except OSError:
+            return None
+        proc = subprocess.Popen(argv, start_new_session=True)
+        if proc.pid == pid:
+            return proc
+        proc.kill()
+        proc.wait()
+    return None
+
+
+def test_the_jobs_of_a_dead_master_are_recovered_when_a_stranger_has_its_pid(start_daemon, redis):
+    """The new process at the dead master's pid has "horizond" in its command line, like a
+    `journalctl -u horizond`: only the pid's start time tells it from the master."""
+    daemon = start_daemon(ONE)
+    status = daemon.wait_ready({"a": 1})
+    job = Queue("qa", connection=redis).enqueue("testjobs.block", 60, "held")
+    wait_until(lambda: redis.hget("test:started", "held"), what="the job to start")
+    dead = daemon.proc.pid
+    with reaping_orphans():  # as init does: until the master's orphans are reaped, its pid stays taken
+        daemon.signal(signal.SIGKILL)
+        daemon.wait_exit()
+        for pid in [w["pid"] for w in status["supervisors"][0]["workers"]] + [status["scheduler"]["pid"]]:
+            os.waitpid(pid, 0)  # they die with their master (PDEATHSIG)
+    assert job.id in StartedJobRegistry("qa", connection=redis)
+    stranger = process_at(dead, [sys.executable, "-c", "import time; time.sleep(60)", "journalctl", "-u", "horizond"])
+    if stranger is None:
+        pytest.skip("cannot choose the next pid here (/proc/sys/kernel/ns_last_pid needs root)")
+    try:
+        daemon = start_daemon(ONE)
+        recovered = wait_until(lambda: events(daemon, "startup_recovery"), timeout=15, what="start-up recovery")
+        assert recovered[0]["jobs"] == [job.id]
+        wait_until(lambda: job.id in FailedJobRegistry("qa", connection=redis), what="the job to be settled")
+        assert "its master died" in Job.fetch(job.id, connection=redis).latest_result().exc_string
+        assert stranger.poll() is None
+    finally:
+        stranger.kill()
+        stranger.wait()
