@@ -18,6 +18,8 @@ import sys
 import time
 from dataclasses import dataclass, field
 
+import psutil
+
 log = logging.getLogger("horizond.observe")
 
 WEBHOOK_TIMEOUT = 5.0
@@ -47,6 +49,12 @@ class Helper:
 class Helpers:
     def __init__(self):
         self.running: list[Helper] = []
+        self.adopted: set[int] = set()  # helpers a previous image of this master left (re-exec)
+
+    def adopt_leftovers(self) -> None:
+        """At start, before any fork: any child already there was started by the image this
+        master re-executed from (a helper still running); it is reaped here by its pid."""
+        self.adopted = {child.pid for child in psutil.Process().children()}
 
     def notify(self, event: dict, command: tuple[str, ...], webhook: str | None) -> None:
         """Hand the event to the operator's command and/or webhook, never blocking the loop."""
@@ -94,3 +102,10 @@ class Helpers:
             if helper.proc.stderr:
                 helper.proc.stderr.close()
         self.running = still
+        for pid in list(self.adopted):
+            try:
+                done = os.waitpid(pid, os.WNOHANG)[0] == pid
+            except ChildProcessError:
+                done = True
+            if done:
+                self.adopted.discard(pid)

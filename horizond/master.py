@@ -104,6 +104,7 @@ class Master:
         appload.extend_sys_path(self.config.app_paths)
         appload.preload(self.config.preload)
         gc.freeze()  # what is loaded now stays out of the children's GC passes: their pages stay shared
+        self.observer.helpers.adopt_leftovers()
         read_fd, write_fd = os.pipe()
         os.set_blocking(read_fd, False)
         os.set_blocking(write_fd, False)
@@ -173,7 +174,8 @@ class Master:
             elif sig == signal.SIGCHLD:
                 self._child_exited = True
             elif sig == signal.SIGUSR1:
-                self._status_dump()
+                if signals.dump_due():  # a kill loop gets one dump a second
+                    self._status_dump()
             else:
                 signals.ignored(sig)
 

@@ -5,7 +5,8 @@ kills the master by its default action except SIGKILL (and SIGABRT, which is how
 systemd's watchdog ends a hung master). README "Signals" lists the same table.
 
 - TERM, INT: graceful stop; QUIT: stop now; HUP: reload; CHLD: reap (master.py).
-- USR1: one `status_dump` log line (logrotate scripts send USR1 out of habit).
+- USR1: one `status_dump` log line (logrotate scripts send USR1 out of habit),
+  at most one per DUMP_EVERY seconds.
 - USR2, ALRM, IO, PWR, PROF, VTALRM: ignored, with a `signal_ignored` line at
   most once per LOG_EVERY seconds per signal (a kill loop cannot flood the log).
 - PIPE, TTIN, TTOU: ignored by the kernel (SIG_IGN): a write to a closed pipe is
@@ -24,12 +25,14 @@ from collections.abc import Callable
 log = logging.getLogger("horizond.master")
 
 LOG_EVERY = 10.0
+DUMP_EVERY = 1.0
 STOP = (signal.SIGTERM, signal.SIGINT)
 IGNORED_WITH_LOG = (signal.SIGUSR2, signal.SIGALRM, signal.SIGIO, signal.SIGPWR, signal.SIGPROF, signal.SIGVTALRM)
 RECORDED = (*STOP, signal.SIGQUIT, signal.SIGHUP, signal.SIGCHLD, signal.SIGUSR1, *IGNORED_WITH_LOG)
 KERNEL_IGNORED = (signal.SIGPIPE, signal.SIGTTIN, signal.SIGTTOU)
 
 _ignored: dict[int, tuple[float, int]] = {}  # signal -> (when last logged, how many since)
+_last_dump = -DUMP_EVERY
 
 
 def install(record: Callable) -> None:
@@ -58,3 +61,13 @@ def ignored(sig: int, now: float | None = None) -> None:
     _ignored[sig] = (now, 0)
     log.warning(f"{signal.Signals(sig).name} received: ignored", extra={
         "event": "signal_ignored", "signal": signal.Signals(sig).name, "also_since_last_line": count})
+
+
+def dump_due(now: float | None = None) -> bool:
+    """May SIGUSR1 log a status dump now? (A kill loop gets one line a second, not one per signal.)"""
+    global _last_dump
+    now = time.monotonic() if now is None else now
+    if now - _last_dump < DUMP_EVERY:
+        return False
+    _last_dump = now
+    return True

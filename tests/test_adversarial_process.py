@@ -140,10 +140,12 @@ def test_a_signal_flood_is_logged_once(start_daemon):
     daemon.wait_ready({"a": 1})
     for _ in range(200):
         daemon.signal(signal.SIGUSR2)
+        daemon.signal(signal.SIGUSR1)
     wait_until(lambda: events(daemon, "signal_ignored"), what="the first signal to be logged")
     daemon.signal(signal.SIGUSR2)
     assert request(daemon.socket, "ping", timeout=5)["ok"] and request(daemon.socket, "ping", timeout=5)["ok"]
     assert len(events(daemon, "signal_ignored")) == 1
+    assert 1 <= len(events(daemon, "status_dump")) <= 2  # one a second at most (the flood takes well under 1 s)
 
 
 # --- item 6: forks and imports -----------------------------------------------------------------
@@ -271,7 +273,7 @@ def long_wait_daemon(start_daemon, notify: str):
 
 def helpers_of(daemon) -> list[psutil.Process]:
     """The master's children that are neither workers nor its scheduler (zombies included)."""
-    status = daemon.status()
+    status = wait_until(daemon.try_status, what="status")  # a re-exec may be under way
     known = {w["pid"] for sup in status["supervisors"] for w in sup["workers"]} | {status["scheduler"]["pid"]}
     return [c for c in psutil.Process(daemon.proc.pid).children() if c.pid not in known]
 
@@ -364,3 +366,31 @@ def test_the_jobs_of_a_dead_master_are_recovered_when_a_stranger_has_its_pid(sta
     finally:
         stranger.kill()
         stranger.wait()
+
+
+def test_a_notify_command_running_across_a_re_exec_is_still_reaped(start_daemon, redis, tmp_path):
+    """The re-executed image has no handle on it: it adopts it by pid (no zombie is left)."""
+    marks = tmp_path / "marks"
+    script = tmp_path / "notify.sh"
+    script.write_text(f"#!/bin/sh\ncat > /dev/null\n[ -e {marks}.start ] && exit 0\n"
+                      f"touch {marks}.start\nsleep 12\ntouch {marks}.end\n")
+    script.chmod(0o755)
+    daemon = start_daemon(f"""
+    [waits]
+    qa = 1
+
+    [notify]
+    command = ["{script}"]
+
+    [supervisors.a]
+    queues = ["qa"]
+    """, extra_master="memory_limit = 1\n")  # any real master is over 1 MB: it re-executes at 10 s
+    daemon.wait_ready({"a": 1})
+    assert horizonctl("pause", socket_path=daemon.socket).returncode == 0
+    Queue("qa", connection=redis).enqueue("testjobs.record", "waiting")
+    wait_until(lambda: os.path.exists(f"{marks}.start"), timeout=15, what="the command to start")
+    wait_until(lambda: events(daemon, "master_reexec"), timeout=20, what="the re-exec")
+    assert not os.path.exists(f"{marks}.end")  # still running when the image changed
+    daemon.wait_ready({"a": 1}, timeout=20)
+    wait_until(lambda: os.path.exists(f"{marks}.end"), timeout=20, what="the command to end")
+    wait_until(lambda: not helpers_of(daemon), what="the command to be reaped")
