@@ -11,6 +11,9 @@ from __future__ import annotations
 import json
 import os
 
+MAX_LINE = 1 << 20  # a report is under 1 KB; job ids and names are bounded in reports.py
+READ_CHUNKS = 16
+
 
 class StateWriter:
     """Worker side. Writes are tiny and blocking: a stuck master stalls, never corrupts."""
@@ -32,6 +35,7 @@ class StateReader:
     def __init__(self, fd: int):
         self.fd = fd
         self.closed = False
+        self.fault: str | None = None  # why the worker's words are not believed any more
         self._buffer = b""
         os.set_blocking(fd, False)
 
@@ -46,8 +50,14 @@ class StateReader:
             return False
 
     def read(self) -> list[dict]:
-        messages = []
-        while True:
+        """The complete messages received so far. A line that is not a JSON object, or
+        one longer than MAX_LINE, sets `fault` and ends the reading: the worker is not
+        to be believed any more (job code can write to this socket). At most READ_CHUNKS
+        reads per call, so a flood cannot hold the loop; the selector calls again."""
+        messages: list[dict] = []
+        for _ in range(READ_CHUNKS):
+            if self.fault is not None:
+                break
             try:
                 chunk = os.read(self.fd, 65536)
             except BlockingIOError:
@@ -58,15 +68,29 @@ class StateReader:
                 self.closed = True
                 break
             self._buffer += chunk
-        *lines, self._buffer = self._buffer.split(b"\n")
+            *lines, self._buffer = self._buffer.split(b"\n")
+            messages += self._parse(lines)
+            if len(self._buffer) > MAX_LINE:
+                self._fail(f"a line longer than {MAX_LINE} bytes")
+        return messages
+
+    def _parse(self, lines: list[bytes]) -> list[dict]:
+        messages = []
         for line in lines:
             try:
                 message = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(message, dict):
-                messages.append(message)
+            except (ValueError, RecursionError):  # RecursionError: nested too deeply
+                message = None
+            if not isinstance(message, dict):
+                self._fail(f"not a JSON object: {line[:60]!r}")
+                break
+            messages.append(message)
         return messages
+
+    def _fail(self, reason: str) -> None:
+        if self.fault is None:
+            self.fault = reason
+        self._buffer = b""
 
     def close(self) -> None:
         self.closed = True

@@ -134,6 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     if config.embedded:
         log.warning("no config file found: running the embedded default (supervisor 'default' on queue 'default')",
                     extra={"event": "embedded_config", "looked_for": SYSTEM_CONFIG})
+    from .appload import PreloadAborted
     from .control import SocketError
     from .master import Master
     from .redischeck import RedisSetupError
@@ -149,6 +150,8 @@ def main(argv: list[str] | None = None) -> int:
     except RedisSetupError as exc:
         log.error(str(exc), extra={"event": "redis_setup_failed"})
         return 2
+    except PreloadAborted:
+        return 1  # logged as preload_failed, naming the module
 
 
 if __name__ == "__main__":

@@ -143,10 +143,10 @@ class Guard:
         """Settle what workers of a crashed master on this host were running.
 
         `try_now` False: Redis is known to be away, so do not wait out its timeout again."""
-        me = os.getpid()  # a restarted container may give the new master the old one's pid
+        me = os.getpid()  # this master has no workers yet: its pid in a name is a previous image's (re-exec)
 
-        def previous_master_alive(pid: int) -> bool:
-            return pid != me and recovery.horizond_alive(pid)
+        def previous_master_alive(pid: int, start: str | None) -> bool:
+            return pid != me and recovery.horizond_alive(pid, start)
 
         try:
             if not try_now:

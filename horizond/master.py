@@ -18,7 +18,7 @@ from collections.abc import Callable
 
 from redis import Redis
 
-from . import appload, redischeck, reexec, reloading, restarts
+from . import appload, redischeck, reexec, reloading, restarts, signals
 from .commands import Commands
 from .config import Config, SupervisorConfig
 from .control import ControlServer, SocketError
@@ -30,6 +30,7 @@ from .observe import Observer
 from .process import WorkerProcess, spawn
 from .redisconn import RedisSpec, master_client
 from .redishealth import RedisHealth
+from .reports import BadReport
 from .scaling import Scaler
 from .supervisor import Slot, Supervisor, describe_exit
 from .sysutil import kill_group
@@ -37,7 +38,6 @@ from .worker import ChildSpec, client_name
 
 log = logging.getLogger("horizond.master")
 
-HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGCHLD)
 TICK = 1.0
 UNBLOCK_EVERY = 0.1
 MEMORY_CHECK_EVERY = 10.0
@@ -59,6 +59,7 @@ class Master:
         self.scheduler = Slot(0)
         self.children: dict[int, WorkerProcess] = {}
         self.signals: deque[int] = deque()
+        self._child_exited = False  # a SIGCHLD came: _reap looks at each child
         self.selector = selectors.DefaultSelector()
         self.stopping = False
         self.paused = False  # `horizonctl pause` without a name: new supervisors start paused too
@@ -103,14 +104,14 @@ class Master:
         appload.extend_sys_path(self.config.app_paths)
         appload.preload(self.config.preload)
         gc.freeze()  # what is loaded now stays out of the children's GC passes: their pages stay shared
+        self.observer.helpers.adopt_leftovers()
         read_fd, write_fd = os.pipe()
         os.set_blocking(read_fd, False)
         os.set_blocking(write_fd, False)
         self._wakeup = (read_fd, write_fd)
         self.selector.register(read_fd, selectors.EVENT_READ, self._drain_wakeup)
         signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
-        for sig in HANDLED_SIGNALS:
-            signal.signal(sig, self._record_signal)
+        signals.install(self._record_signal)
         away = redischeck.at_startup(self.redis, self.config)  # a wrong password stops us here, before any fork
         if away is not None:
             self.redis_health.failed(away)  # known from the start: no step waits for it, READY does not either
@@ -172,6 +173,23 @@ class Master:
                 self.stop(force=True, reason="SIGQUIT")
             elif sig == signal.SIGHUP:
                 reloading.reload(self)
+            elif sig == signal.SIGCHLD:
+                self._child_exited = True
+            elif sig == signal.SIGUSR1:
+                if signals.dump_due():  # a kill loop gets one dump a second
+                    self._status_dump()
+            else:
+                signals.ignored(sig)
+
+    def _status_dump(self) -> None:
+        """SIGUSR1: what `horizonctl status` would say, as one log line (no Redis call)."""
+        now = time.monotonic()
+        log.info(self._status_line(), extra={
+            "event": "status_dump", "uptime": round(time.time() - self.started, 1), "redis_error": self.redis_error,
+            "scheduler_pid": self.scheduler.process.pid if self.scheduler.process else None,
+            "unsettled_jobs": [u.job_id for u in self.guard.unsettled if u.job_id],
+            "supervisors": [{k: v for k, v in sup.status(now, {}).items() if k != "queues"}
+                            for sup in [*self.supervisors.values(), *self.removed]]})
 
     def _timeout(self, now: float) -> float:
         waits = [TICK]
@@ -302,7 +320,15 @@ class Master:
         slot = self.scheduler
         if slot.process is None and slot.health.ready(now):
             spec = ChildSpec("scheduler", RedisSpec.of(self.config), self.pid, self.log_level, queues=self.queues())
-            slot.process = self._fork(spec, 0)
+            try:
+                slot.process = self._fork(spec, 0)
+            except OSError as exc:  # out of processes or fds: back off as a worker slot does
+                slot.health = restarts.after_exit(slot.health, failed=True, lived=0.0, now=now,
+                                                  how=f"fork failed: {exc}")
+                log.error("cannot start the scheduler", extra={
+                    "event": "spawn_failed", "child": "scheduler", "error": str(exc),
+                    "restart_in": round(max(0.0, slot.health.not_before - now), 1)})
+                return
             log.info("scheduler started", extra={"event": "scheduler_started", "pid": slot.process.pid})
 
     def _spawn_worker(self, sup: SupervisorConfig, generation: int, paused: bool,
@@ -324,11 +350,17 @@ class Master:
 
     def _read_channel(self, proc: WorkerProcess) -> None:
         now = time.monotonic()
-        for message in proc.reader.read():
-            finished = proc.apply(message, now)
-            if finished:
-                self.scaler.job_finished(finished["queue"], finished["runtime"])
-                self.metrics.record(supervisor=proc.spec.supervisor.name, now=time.time(), **finished)
+        try:
+            for message in proc.reader.read():
+                finished = proc.apply(message, now)
+                if finished:
+                    self.scaler.job_finished(finished["queue"], finished["runtime"])
+                    self.metrics.record(supervisor=proc.spec.supervisor.name, now=time.time(), **finished)
+            if proc.reader.fault:
+                raise BadReport(proc.reader.fault)
+        except BadReport as exc:  # job code wrote to the channel: the worker is killed, the master lives on
+            proc.reject(str(exc), now)
+            self._close_channel(proc)
         if proc.reader.closed:
             self._close_channel(proc)
 
@@ -338,21 +370,28 @@ class Master:
             proc.reader.close()
 
     def _reap(self) -> None:
-        while True:
+        """Wait for the children this master forked, by pid, after a SIGCHLD; never for any child
+        (waitid(P_ALL)), which would take a [notify] helper's exit status from its Popen."""
+        self.observer.helpers.reap(time.monotonic())
+        if not self._child_exited:
+            return
+        self._child_exited = False
+        for pid, proc in list(self.children.items()):
             try:  # peek first: while the child is a zombie its pid cannot be reused
-                info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
-            except ChildProcessError:
-                return
-            if info is None:
-                return
-            proc = self.children.get(info.si_pid)
-            if proc is not None:  # anything its jobs left behind in its group (and its horse's)
-                kill_group(proc.pid, signal.SIGKILL)
+                info = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+            except ChildProcessError:  # reaped by someone else: its status is lost, not its job
+                log.error("a worker's exit status was taken by another wait", extra={
+                    "event": "child_lost", "child_pid": pid})
+                status = int(signal.SIGKILL)
+            else:
+                if info is None:
+                    continue
+                kill_group(pid, signal.SIGKILL)  # anything its jobs left behind in its group (and its horse's)
                 if proc.horse_pid:
                     kill_group(proc.horse_pid, signal.SIGKILL)
-            pid, status = os.waitpid(info.si_pid, 0)
-            if self.children.pop(pid, None) is not None:
-                self._on_child_exit(proc, status)
+                _, status = os.waitpid(pid, 0)
+            del self.children[pid]
+            self._on_child_exit(proc, status)
 
     def _on_child_exit(self, proc: WorkerProcess, status: int) -> None:
         now = time.monotonic()

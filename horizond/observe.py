@@ -15,14 +15,12 @@ from __future__ import annotations
 import json
 import logging
 import os
-import subprocess
-import threading
 import time
-import urllib.request
 
 from redis import Redis
 from rq.utils import utcparse
 
+from .helpers import Helpers
 from .metricstore import MetricStore, metrics_key
 
 log = logging.getLogger("horizond.observe")
@@ -62,6 +60,7 @@ class Observer:
         self.snapshot_at = time.monotonic()
         self._notified: dict[str, float] = {}
         self.store: MetricStore | None = None
+        self.helpers = Helpers()  # [notify] command and webhook processes
 
     def step(self, master, now: float) -> None:
         if self.store is None:
@@ -84,7 +83,7 @@ class Observer:
                      "supervisor": master.metrics.supervisor_of.get(queue, _owner(master, queue)),
                      "host": os.uname().nodename, "time": time.time()}
             log.warning("long wait on a queue", extra=dict(event, event="long_wait", message_queue=queue))
-            notify(event, master.config.notify_command, master.config.webhook_url)
+            self.helpers.notify(event, master.config.notify_command, master.config.webhook_url)
 
     def write_snapshots(self, master) -> None:
         """One JSON entry per queue per interval, newest first; bounded by count and by TTL,
@@ -150,28 +149,3 @@ def _finite(value):
 
 def _owner(master, queue: str) -> str:
     return next((s.name for s in master.supervisors.values() for p in s.pools.values() if queue in p.queues), "")
-
-
-def notify(event: dict, command: tuple[str, ...], webhook: str | None) -> None:
-    """Hand the event to the operator's command and/or webhook, never blocking the loop."""
-    payload = json.dumps(event).encode()
-    if command:
-        env = dict(os.environ, HORIZOND_EVENT=event["event"], HORIZOND_QUEUE=event["queue"],
-                   HORIZOND_WAIT=str(event["wait_seconds"]), HORIZOND_THRESHOLD=str(event["threshold_seconds"]))
-        try:
-            proc = subprocess.Popen(list(command), stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                                    stderr=subprocess.DEVNULL, env=env, start_new_session=True)
-            proc.stdin.write(payload)
-            proc.stdin.close()
-        except OSError as exc:
-            log.error("notify command failed", extra={"event": "notify_failed", "error": str(exc)})
-    if webhook:
-        threading.Thread(target=_post, args=(webhook, payload), daemon=True).start()
-
-
-def _post(url: str, payload: bytes) -> None:
-    request = urllib.request.Request(url, data=payload, headers={"Content-Type": "application/json"})
-    try:
-        urllib.request.urlopen(request, timeout=5).close()
-    except Exception as exc:
-        log.error("notify webhook failed", extra={"event": "notify_failed", "url": url, "error": str(exc)})

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import socket
 import time
 from dataclasses import dataclass, field
 
-from . import sysutil
+from . import reports, sysutil
 from .channel import StateReader
 from .worker import ChildSpec, child_main
+
+log = logging.getLogger("horizond.master")
 
 
 @dataclass(eq=False)
@@ -37,7 +40,11 @@ class WorkerProcess:
     horse_pid: int | None = None  # fork-per-job workers: the child running the current job
 
     def apply(self, message: dict, now: float) -> dict | None:
-        """Take in a state report; returns the finished job's facts when it ends one."""
+        """Take in a state report; returns the finished job's facts when it ends one.
+
+        Raises BadReport, changing nothing, for a message no horizond worker sends.
+        """
+        reports.check(message, self.spec.queues, self.pid)
         state = message.get("s")
         finished = None
         if "name" in message:
@@ -64,8 +71,19 @@ class WorkerProcess:
             self.job_id = self.job_queue = self.job_started_wall = self.job_started = self.job_timeout = None
             self.horse_pid = None
         elif state == "horse":
-            self.horse_pid = message.get("pid")
+            self.horse_pid = message["pid"] if reports.parent_of(message["pid"]) == self.pid else None
         return finished
+
+    def reject(self, reason: str, now: float) -> None:
+        """It sent what no horizond worker sends (job code wrote to its channel): kill it.
+
+        Its job, if any, is settled with this cause; its slot starts a new worker.
+        """
+        log.error("worker sent a bad state report; killing it", extra={
+            "event": "worker_misbehaving", "pid": self.pid, "job_id": self.job_id, "error": reason,
+            "supervisor": self.spec.supervisor.name if self.spec.supervisor else self.spec.kind})
+        self.kill_cause = f"its worker sent a bad state report ({reason})"
+        self.kill(now)
 
     def terminate(self, now: float) -> None:
         """Warm stop: the job in hand finishes; an idle worker leaves at its next safe point.

@@ -20,7 +20,7 @@ from rq.utils import now as utcnow
 from rq.utils import utcformat
 from rq.worker_registration import REDIS_WORKER_KEYS, WORKERS_BY_QUEUE_KEY
 
-from . import policy
+from . import policy, sysutil
 from .config import SupervisorConfig
 from .rqworker import parse_worker_name
 
@@ -98,8 +98,15 @@ def forget_worker(connection: Redis, worker_name: str, queues: tuple[str, ...]) 
         pipe.execute()
 
 
-def horizond_alive(pid: int) -> bool:
-    """Is `pid` a live horizond master (not a stranger that reused the pid)?"""
+def horizond_alive(pid: int, start: str | None) -> bool:
+    """Is the master that started at `start` (sysutil.start_token) with this pid still running?
+
+    The pid alone is not enough: after a crash it may belong to anything, a
+    `journalctl -u horizond` as well as a new horizond. A worker name without a
+    start (written before start tokens) falls back to "horizond" in the command line.
+    """
+    if start is not None:
+        return sysutil.start_token(pid) == start
     try:
         return any("horizond" in part for part in psutil.Process(pid).cmdline())
     except (psutil.Error, OSError):
@@ -118,7 +125,7 @@ def orphans_at_startup(connection: Redis, queues: tuple[str, ...], hostname: str
         ids = StartedJobRegistry(name, connection=connection).get_job_ids(cleanup=False)
         for job in Job.fetch_many(ids, connection=connection) if ids else []:
             owner = parse_worker_name(job.worker_name or "") if job else None
-            if owner and owner[0] == hostname and not master_alive(owner[1]):
+            if owner and owner.host == hostname and not master_alive(owner.master_pid, owner.master_start):
                 found.append((job.id, job.worker_name))
     return found
 
@@ -129,7 +136,7 @@ def stale_workers(connection: Redis, hostname: str, master_alive=horizond_alive)
     for key in connection.smembers(REDIS_WORKER_KEYS):
         name = key.decode().removeprefix(WORKER_KEY_PREFIX)
         owner = parse_worker_name(name)
-        if owner and owner[0] == hostname and not master_alive(owner[1]):
+        if owner and owner.host == hostname and not master_alive(owner.master_pid, owner.master_start):
             names.append(name)
     return names
 

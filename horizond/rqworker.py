@@ -11,6 +11,7 @@ import importlib
 import logging
 import os
 import time
+from typing import NamedTuple
 
 import psutil
 from rq.job import Job
@@ -163,15 +164,29 @@ class HorizonLeanWorker(HorizonWorkerMixin, LeanWorker):
     pass
 
 
+class WorkerOwner(NamedTuple):
+    host: str
+    master_pid: int
+    master_start: str | None  # sysutil.start_token of the master; None in older names
+    pid: int
+    supervisor: str
+
+
 def worker_name(master_pid: int, supervisor: str) -> str:
-    """horizond:HOST:MASTER_PID:PID:SUPERVISOR - enough for a later master to tell
-    whether the worker that holds a job can still be alive (recovery.py)."""
-    return f"horizond:{sysutil.hostname()}:{master_pid}:{os.getpid()}:{supervisor}"
+    """horizond:HOST:MASTER_PID.MASTER_START:PID:SUPERVISOR - enough for a later master to tell
+    whether the worker that holds a job can still be alive (recovery.py): the master's pid and
+    start (sysutil.start_token) name that master and no later process with its pid."""
+    start = sysutil.start_token(master_pid)
+    master = f"{master_pid}.{start}" if start else str(master_pid)
+    return f"horizond:{sysutil.hostname()}:{master}:{os.getpid()}:{supervisor}"
 
 
-def parse_worker_name(name: str) -> tuple[str, int, int, str] | None:
-    """(host, master_pid, pid, supervisor) of a horizond worker name, else None."""
+def parse_worker_name(name: str) -> WorkerOwner | None:
+    """What a horizond worker name says of its worker and master, else None."""
     parts = name.split(":", 4)
-    if len(parts) != 5 or parts[0] != "horizond" or not (parts[2].isdigit() and parts[3].isdigit()):
+    if len(parts) != 5 or parts[0] != "horizond":
         return None
-    return parts[1], int(parts[2]), int(parts[3]), parts[4]
+    master_pid, _, start = parts[2].partition(".")
+    if not (master_pid.isdigit() and parts[3].isdigit()):
+        return None
+    return WorkerOwner(parts[1], int(master_pid), start or None, int(parts[3]), parts[4])

@@ -53,3 +53,20 @@ def kill_group(pid: int, sig: int) -> None:
             target()
         except (ProcessLookupError, PermissionError):
             pass
+
+
+def start_token(pid: int) -> str | None:
+    """When `pid` started, as "TICKS.BOOT": clock ticks since boot and the boot's id.
+
+    With the pid it names one process for good: a process that reuses the pid
+    (after a crash, in a restarted container, after a reboot) has another token.
+    None when /proc cannot tell (no such process).
+    """
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            ticks = int(handle.read().rsplit(b")", 1)[1].split()[19])  # field 22, starttime
+        with open("/proc/sys/kernel/random/boot_id") as handle:
+            boot = handle.read().strip().replace("-", "")[:8]
+    except (OSError, ValueError, IndexError):
+        return None
+    return f"{ticks}.{boot}"

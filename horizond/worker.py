@@ -17,7 +17,7 @@ from datetime import datetime
 from redis import Redis
 from redis import exceptions as redis_errors
 
-from . import dequeue, logs, rqworker, sysutil
+from . import dequeue, logs, rqworker, signals, sysutil
 from .channel import StateWriter
 from .config import SupervisorConfig
 from .redisconn import RedisSpec
@@ -25,8 +25,6 @@ from .redisconn import RedisSpec
 log = logging.getLogger("horizond.worker")
 
 SCHEDULER_LOCK_RETRY = 5.0
-_MASTER_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD, signal.SIGQUIT,
-                   signal.SIGUSR1, signal.SIGUSR2, signal.SIGTTIN, signal.SIGTTOU)
 
 
 @dataclass(frozen=True)
@@ -67,8 +65,7 @@ def child_main(spec: ChildSpec, write_fd: int, close_fds: list[int]) -> None:
 
 def _detach_from_master(spec: ChildSpec, close_fds: list[int]) -> None:
     signal.set_wakeup_fd(-1)
-    for sig in _MASTER_SIGNALS:
-        signal.signal(sig, signal.SIG_DFL)
+    signals.reset_in_child()
     # Own process group: a terminal's Ctrl+C reaches only the master, which then
     # stops workers in order; and the master can kill a worker with all it started.
     os.setpgid(0, 0)

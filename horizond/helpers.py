@@ -1,0 +1,111 @@
+"""The [notify] command and webhook: child processes of the master, each reaped by its own handle.
+
+The master forks workers, so it runs no threads (a fork copies only the forking
+thread, and any lock another thread held stays locked in the child). A webhook
+is therefore POSTed by a short-lived `python -I -c` process, not a thread. The
+master reaps only the pids it knows (master.py); these helpers are waited for
+here, by pid, through their Popen objects, so each exit status reaches the one
+who asked for it and a failed command or POST is logged.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+
+import psutil
+
+log = logging.getLogger("horizond.observe")
+
+WEBHOOK_TIMEOUT = 5.0
+WEBHOOK_DEADLINE = 30.0  # killed past this (a DNS lookup may hang longer than the HTTP timeout)
+_NAMES = {"command": "command", "url": "webhook"}
+SECRETS = ("REDIS_PASSWORD", "REDIS_SENTINEL_PASSWORD")
+_POST = f"""
+import sys, urllib.request
+request = urllib.request.Request(sys.argv[1], data=sys.stdin.buffer.read(),
+                                 headers={{"Content-Type": "application/json"}})
+try:
+    urllib.request.urlopen(request, timeout={WEBHOOK_TIMEOUT}).close()
+except Exception as exc:
+    sys.stderr.write(f"{{type(exc).__name__}}: {{exc}}"[:500])
+    sys.exit(1)
+"""
+
+
+@dataclass
+class Helper:
+    proc: subprocess.Popen
+    what: str  # "command" | "url" (a webhook)
+    target: str  # argv[0] or URL, for the log
+    started: float = field(default_factory=time.monotonic)
+
+
+class Helpers:
+    def __init__(self):
+        self.running: list[Helper] = []
+        self.adopted: set[int] = set()  # helpers a previous image of this master left (re-exec)
+
+    def adopt_leftovers(self) -> None:
+        """At start, before any fork: any child already there was started by the image this
+        master re-executed from (a helper still running); it is reaped here by its pid."""
+        self.adopted = {child.pid for child in psutil.Process().children()}
+
+    def notify(self, event: dict, command: tuple[str, ...], webhook: str | None) -> None:
+        """Hand the event to the operator's command and/or webhook, never blocking the loop."""
+        payload = json.dumps(event).encode()
+        env = {k: v for k, v in os.environ.items() if k not in SECRETS}
+        if command:
+            extra = {"HORIZOND_EVENT": event["event"], "HORIZOND_QUEUE": event["queue"],
+                     "HORIZOND_WAIT": str(event["wait_seconds"]), "HORIZOND_THRESHOLD": str(event["threshold_seconds"])}
+            self._start("command", command[0], list(command), dict(env, **extra), payload, subprocess.DEVNULL)
+        if webhook:
+            self._start("url", webhook, [sys.executable, "-I", "-c", _POST, webhook], env, payload,
+                        subprocess.PIPE)
+
+    def _start(self, what: str, target: str, argv: list[str], env: dict, payload: bytes, stderr) -> None:
+        try:
+            proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=stderr,
+                                    env=env, start_new_session=True)
+        except OSError as exc:
+            log.error(f"notify {_NAMES[what]} failed", extra={"event": "notify_failed", what: target,
+                                                              "error": str(exc)})
+            return
+        try:
+            proc.stdin.write(payload)  # under 1 KB: fits the pipe, never blocks
+            proc.stdin.close()
+        except OSError:
+            pass  # it exited without reading: its exit status says why
+        self.running.append(Helper(proc, what, target))
+
+    def reap(self, now: float) -> None:
+        """Collect helpers that exited (by their own pid), log failures, kill a webhook past its deadline."""
+        still = []
+        for helper in self.running:
+            code = helper.proc.poll()
+            if code is None:
+                if helper.what == "url" and now - helper.started > WEBHOOK_DEADLINE:
+                    helper.proc.kill()
+                still.append(helper)
+                continue
+            if code != 0:
+                error = helper.proc.stderr.read().decode(errors="replace") if helper.proc.stderr else ""
+                if not error:
+                    error = f"exited with status {code}" if code > 0 else f"killed by signal {-code}"
+                log.error(f"notify {_NAMES[helper.what]} failed", extra={
+                    "event": "notify_failed", helper.what: helper.target, "exit_code": code, "error": error})
+            if helper.proc.stderr:
+                helper.proc.stderr.close()
+        self.running = still
+        for pid in list(self.adopted):
+            try:
+                done = os.waitpid(pid, os.WNOHANG)[0] == pid
+            except ChildProcessError:
+                done = True
+            if done:
+                self.adopted.discard(pid)
