@@ -8,9 +8,10 @@ end state of those writes, so this worker writes the same end state in fewer
 commands:
 
   dequeue      BLMOVE, HGETALL                         (RQ's own, unchanged)
-  start        one MULTI: execution record, started registry (rq:wip), job
-               status/started_at/worker_name, PERSIST, worker busy +
-               current_job, intermediate-list LREM
+  start        one MULTI: execution record and indexes, started registry
+               (rq:wip), job status/started_at/worker_name, PERSIST, worker
+               busy + heartbeat, intermediate-list LREM (RQ 3: two round trips,
+               prepare_execution and prepare_job_execution)
   success      one MULTI: job status/ended_at, result stream, finished
                registry, job TTL, execution cleanup, worker idle + counters,
                and the job's dependents read in the same transaction
@@ -30,14 +31,15 @@ from __future__ import annotations
 import math
 import sys
 import time
-import traceback
 from datetime import timedelta
 
 import redis
+from rq.callbacks import execute_success_callback
 from rq.exceptions import DequeueTimeout
 from rq.executions import Execution
-from rq.job import Job, JobStatus, Retry, _job_stack
+from rq.job import Job, JobStatus, Retry
 from rq.queue import Queue
+from rq.rate_limit import release_slot
 from rq.results import Result
 from rq.timeouts import JobTimeoutException
 from rq.utils import now, utcformat
@@ -110,7 +112,7 @@ class LeanWorker(SimpleWorker):
                     idle_time_left = math.ceil(max_idle_time - (now() - idle_since).total_seconds())
                     if idle_time_left <= 0:
                         return None
-            except redis.exceptions.ConnectionError as exc:
+            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
                 self.log.error("Worker %s: could not connect to Redis instance: %s retrying in %d seconds...",
                                self.name, exc, connection_wait_time)
                 time.sleep(connection_wait_time)
@@ -119,62 +121,62 @@ class LeanWorker(SimpleWorker):
 
     # --- one job ----------------------------------------------------------------------
 
-    def prepare_execution(self, job: Job) -> Execution:
-        """Deferred: the execution record is written with the rest of the start (perform_job)."""
-        self.execution = None
+    def execute_job(self, job: Job, queue: Queue):
+        """SimpleWorker's, with the execution record written in the start transaction."""
+        self.perform_job(job, queue, None)
+        self.set_state(WorkerStatus.IDLE)
+
+    def prepare_execution(self, job: Job) -> Execution | None:
+        """Deferred: the execution record is written with the rest of the start."""
         return None
 
     def prepare_job_execution(self, job: Job, remove_from_intermediate_queue: bool = False) -> None:
-        """Every start-of-job write RQ makes in three round trips, in one transaction."""
+        """Every start-of-job write RQ makes in two transactions (prepare_execution and
+        prepare_job_execution), in one."""
         ttl = self.get_heartbeat_ttl(job)
         stamp = now()
         with self.connection.pipeline() as pipe:
             self.execution = Execution.create(job, ttl, pipeline=pipe, worker_name=self.name)
             self._state = WorkerStatus.BUSY
             self._lean_heartbeat_at = time.monotonic()
-            pipe.hset(self.key, mapping={"state": WorkerStatus.BUSY, "current_job": job.id,
-                                         "current_job_working_time": 0, "last_heartbeat": utcformat(stamp)})
-            pipe.expire(self.key, ttl)
+            self.last_heartbeat = stamp
+            pipe.hset(self.key, mapping={"state": WorkerStatus.BUSY, "last_heartbeat": utcformat(stamp)})
+            pipe.expire(self.key, ttl)  # Execution.create sets the TTL of the worker's execution index
             job.worker_name, job.last_heartbeat, job.started_at = self.name, stamp, stamp
             job._status = JobStatus.STARTED
             pipe.hset(job.key, mapping=dict(_policy_fields(job), status=JobStatus.STARTED,
                                             started_at=utcformat(stamp), last_heartbeat=utcformat(stamp),
                                             worker_name=self.name))
-            pipe.persist(job.key)  # RQ's job.perform() does this as its first step
+            pipe.persist(job.key)
             pipe.lrem(f"{Queue.redis_queue_namespace_prefix}{job.origin}:intermediate", 1, job.id)
             pipe.execute()
         self.procline(f"Processing {job.func_name} from {job.origin} since {time.time()}")
 
-    def perform_job(self, job: Job, queue: Queue) -> bool:
-        """RQ's perform_job with the lean start and success; failure, Retry results and
-        repeats take RQ's own path."""
+    def perform_job(self, job: Job, queue: Queue, execution: Execution | None = None) -> bool:
+        """RQ's perform_job with the lean start and success; failure, Retry results,
+        repeats, result_ttl=0 and jobs with dependents take RQ's own path."""
         try:
             self.prepare_job_execution(job, remove_from_intermediate_queue=True)
+            execution = self.execution
             with self.death_penalty_class(job.timeout or self.queue_class.DEFAULT_TIMEOUT, JobTimeoutException,
                                           job_id=job.id):
-                _job_stack.push(job)
-                try:
-                    return_value = job._result = job._execute()
-                finally:
-                    _job_stack.pop()
-            job.ended_at = now()
-            if isinstance(return_value, Retry):
-                job.heartbeat(job.ended_at, job.success_callback_timeout)
-                self.handle_job_retry(job=job, queue=queue, retry=return_value,
-                                      started_job_registry=queue.started_job_registry, execution=self.execution)
+                return_value = job.perform()
+            if isinstance(return_value, Retry) or job.repeats_left or \
+                    job.get_result_ttl(self.default_result_ttl) == 0:
+                self._finalize_success(job, queue, execution, return_value)
                 return True
+            job.ended_at = now()
+            job._result = return_value
             job._status = JobStatus.FINISHED
-            job.execute_success_callback(self.death_penalty_class, return_value)
-            if job.repeats_left or job.get_result_ttl(self.default_result_ttl) == 0:
-                self.handle_job_success(job=job, queue=queue, started_job_registry=queue.started_job_registry)
-            else:
-                self._lean_success(job, queue)
+            execute_success_callback(job, self.death_penalty_class, return_value)
+            self._lean_success(job, queue, execution)
             job.send_webhooks(JobStatus.FINISHED)
-            return True
         except:  # noqa: E722 - as RQ's perform_job: whatever the job raised fails it, SystemExit included
-            return self._lean_failure(job, queue)
+            self._finalize_failure(job, queue, self.execution, sys.exc_info())
+            return False
+        return True
 
-    def _lean_success(self, job: Job, queue: Queue) -> None:
+    def _lean_success(self, job: Job, queue: Queue, execution: Execution) -> None:
         result_ttl = job.get_result_ttl(self.default_result_ttl)
         ended = job.ended_at
         with self.connection.pipeline() as pipe:  # MULTI ... EXEC
@@ -183,45 +185,29 @@ class LeanWorker(SimpleWorker):
             pipe.smembers(job.dependents_key)  # reply [1]; in the transaction, so a dependent added later
             # sees "finished" and enqueues itself, and one added earlier is in this reply
             Result.create(job, Result.Type.SUCCESSFUL, ttl=result_ttl, return_value=job._result,
-                          worker_name=self.name, pipeline=pipe, execution_id=self.execution.id,
-                          execution_started_at=self.execution.created_at, execution_ended_at=ended)
+                          worker_name=self.name, pipeline=pipe, execution_id=execution.id,
+                          execution_started_at=execution.created_at, execution_ended_at=ended)
             job.finished_job_registry.add(job, result_ttl, pipe)
             if result_ttl > 0:
                 pipe.expire(job.key, result_ttl)
                 if job._dependency_ids:
                     pipe.expire(job.dependencies_key, result_ttl)
-            self.execution.delete(job=job, pipeline=pipe)
-            self.execution = None
+            self.cleanup_execution(job, pipeline=pipe, execution=execution)
             self._state = WorkerStatus.IDLE
             self._lean_heartbeat_at = time.monotonic()
+            self.last_heartbeat = ended
             self.successful_job_count += 1
             self.total_working_time += (ended - job.started_at).total_seconds()
             pipe.hset(self.key, mapping={"state": WorkerStatus.IDLE, "last_heartbeat": utcformat(ended),
                                          "successful_job_count": self.successful_job_count,
                                          "total_working_time": self.total_working_time})
-            pipe.hdel(self.key, "current_job")
-            pipe.expire(self.key, self.worker_ttl + 60)
+            pipe.expire(self.key, self.worker_ttl + 60)  # the execution index is empty now: Redis dropped it
             dependents = pipe.execute()[1]
         if dependents:
             if result_ttl > 0:
                 self.connection.expire(job.dependents_key, result_ttl)
             queue.enqueue_dependents(job)
-
-    def _lean_failure(self, job: Job, queue: Queue) -> bool:
-        job._status = JobStatus.FAILED
-        self.handle_execution_ended(job, queue, job.failure_callback_timeout)
-        exc_info = sys.exc_info()
-        exc_string = "".join(traceback.format_exception(*exc_info))
-        try:
-            job.execute_failure_callback(self.death_penalty_class, *exc_info)
-        except Exception:  # noqa: BLE001 - as RQ: the callback's error replaces the job's
-            exc_info = sys.exc_info()
-            exc_string = "".join(traceback.format_exception(*exc_info))
-        self.handle_exception(job, *exc_info)
-        self.handle_job_failure(job=job, exc_string=exc_string, queue=queue,
-                                started_job_registry=queue.started_job_registry)
-        return False
-
+        release_slot(job)
 
 
 def _policy_fields(job: Job) -> dict:
