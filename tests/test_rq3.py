@@ -7,14 +7,17 @@ master settles a dead worker's job itself, so it must release the slot as RQ's w
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import time
+import urllib.request
 
 from rq import Queue
 from rq.job import JobStatus
 from rq.rate_limit import RateLimit, RateLimitRegistry
 
-from conftest import wait_until
+from conftest import free_port, horizonctl, wait_until
 
 ONE_WORKER = """
 [supervisors.alpha]
@@ -70,3 +73,41 @@ def test_a_killed_job_that_is_retried_keeps_its_place_and_runs_again(start_daemo
     assert victim.get_status(refresh=True) == JobStatus.FINISHED
     wait_until(lambda: RateLimitRegistry("partner-api", connection=redis).get_allowed_job_count() == 0,
                what="the slot to be released after the retry finished")
+
+
+def test_rate_limits_are_shown_and_their_waiting_jobs_are_no_backlog(start_daemon, redis):
+    port = free_port()
+    daemon = start_daemon(f"""
+    [metrics]
+    listen = "127.0.0.1:{port}"
+    [supervisors.alpha]
+    queues = ["qa"]
+    min_processes = 1
+    max_processes = 4
+    balance = "auto"
+    balance_cooldown = 0.2
+    """)
+    daemon.wait_ready({"alpha": 1})
+    queue = Queue("qa", connection=redis)
+    limit = RateLimit("partner-api", concurrency=1)
+    queue.enqueue("testjobs.sleep_then_record", 30, "holder", rate_limit=limit)
+    waiting = [queue.enqueue("testjobs.record", f"w{i}", rate_limit=limit) for i in range(5)]
+    wait_until(lambda: _started_pid(redis, "holder"), what="the rate-limited job to start")
+    assert all(j.get_status(refresh=True) == JobStatus.RATE_LIMITED for j in waiting)
+
+    row = {"key": "partner-api", "concurrency": 1, "slots_used": 1, "waiting": 5}
+    stats = wait_until(lambda: (s := json.loads(horizonctl("--socket", daemon.socket, "stats", "--json").stdout))
+                       ["rate_limits"] == [row] and s, what="stats to show the rate limit")
+    assert stats["rate_limit_keys"] == 1
+    shown = horizonctl("--socket", daemon.socket, "stats").stdout
+    assert "partner-api" in shown and "WAITING" in shown
+    assert daemon.status()["rate_limits"] == [row]
+    body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    assert 'horizon_rate_limit_waiting{key="partner-api"} 5.0' in body
+    assert 'horizon_rate_limit_concurrency{key="partner-api"} 1.0' in body
+    # five jobs wait, but more workers cannot run them: the balancer sees no backlog. Over ten
+    # cooldowns (and the observer's samples) the supervisor stays at one process.
+    deadline = time.monotonic() + 2.5
+    while time.monotonic() < deadline:
+        assert daemon.supervisor("alpha")["target"] == 1
+        time.sleep(0.1)
