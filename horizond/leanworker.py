@@ -12,18 +12,23 @@ state of those writes, so this worker writes the same end state in fewer command
                busy, intermediate-list LREM; refused while `rq suspend` is in
                force (the job goes back to the head of its queue)
   success      one script call: job status/ended_at, result stream, finished
-               registry, job TTL, execution cleanup, worker idle + counters;
-               applied only if the job is still ours and has no dependents
+               registry, job TTL (or, for result_ttl=0, the job's deletion),
+               execution cleanup, worker idle + counters; applied only if the
+               job is still ours and has no dependents
+  failure      one script call, guarded the same way: RQ's failure writes (failed
+               registry, failure result, job) or its retry (queue or scheduled
+               registry), execution cleanup, worker counters
 
 The writes are built by RQ's own helpers and sent as guarded batches
-(leanbatch.py). Whatever the lean path does not cover takes RQ's own code: a
-failure, a returned Retry, repeats, result_ttl=0, a job with dependents (RQ moves
-them to ready in the success transaction), a job canceled or deleted while it ran,
-and job classes that override how a job succeeds. What changes is *when* the
-worker's liveness fields are refreshed: the idle heartbeat is written at most
-every HEARTBEAT_EVERY seconds (its TTL is minutes; the master watches its workers
-over their channel anyway), and the blocking `rq suspend` wait is entered at most
-every SUSPENSION_EVERY seconds (the start script refuses jobs in between).
+(leanbatch.py). Whatever the lean paths do not cover takes RQ's own code: a
+returned Retry, repeats, a job with dependents (RQ moves them to ready in the same
+transaction), a job canceled, deleted or stopped while it ran, group members,
+retries of rate-limited jobs, and job classes that override how a job ends. What
+changes is *when* the worker's liveness fields are refreshed: the idle heartbeat
+is written at most every HEARTBEAT_EVERY seconds (its TTL is minutes; the master
+watches its workers over their channel anyway), and the blocking `rq suspend`
+wait is entered at most every SUSPENSION_EVERY seconds (the start script refuses
+jobs in between).
 """
 
 from __future__ import annotations
@@ -35,12 +40,13 @@ import time
 from datetime import timedelta
 
 import redis
-from rq.callbacks import execute_success_callback
+from rq.callbacks import execute_failure_callback, execute_success_callback
 from rq.exceptions import DequeueTimeout
 from rq.executions import Execution
 from rq.job import Job, JobStatus, Retry
+from rq.job_lifecycle import format_exc_info
 from rq.queue import Queue
-from rq.rate_limit import release_slot
+from rq.rate_limit import RateLimitRegistry, release_slot
 from rq.results import Result
 from rq.suspension import WORKERS_SUSPENDED
 from rq.timeouts import JobTimeoutException
@@ -51,8 +57,8 @@ from .leanbatch import Batches
 
 HEARTBEAT_EVERY = 15.0  # worker key TTL is worker_ttl + 60 s (480 s by default)
 SUSPENSION_EVERY = 1.0
-# What a job class may override that the lean success would bypass: such classes take RQ's path.
-SUCCESS_HOOKS = ("_handle_success", "cleanup", "set_status", "save")
+# What a job class may override that the lean paths would bypass: such classes take RQ's paths.
+JOB_HOOKS = ("_handle_success", "_handle_failure", "cleanup", "set_status", "save", "retry", "delete")
 
 
 class LeanWorker(SimpleWorker):
@@ -63,7 +69,7 @@ class LeanWorker(SimpleWorker):
         self._lean_suspension_at = float("-inf")  # ... and of the last `rq suspend` check
         self._lean_burst = False
         self._lean_batches = Batches(self.connection)
-        self._lean_success_ok = _lean_success_possible(self.job_class, self.log)
+        self._lean_ok = _lean_possible(self.job_class, self.log)
 
     def work(self, burst: bool = False, *args, **kwargs) -> bool:
         self._lean_burst = burst
@@ -100,6 +106,11 @@ class LeanWorker(SimpleWorker):
         self.successful_job_count += 1
         (pipeline if pipeline is not None else self.connection).hset(
             self.key, "successful_job_count", self.successful_job_count)
+
+    def increment_failed_job_count(self, pipeline=None):
+        self.failed_job_count += 1  # as the successful count: the lean failure writes the absolute value
+        (pipeline if pipeline is not None else self.connection).hset(
+            self.key, "failed_job_count", self.failed_job_count)
 
     def increment_total_working_time(self, job_execution_time: timedelta, pipeline):
         self.total_working_time += job_execution_time.total_seconds()
@@ -191,8 +202,7 @@ class LeanWorker(SimpleWorker):
             with self.death_penalty_class(job.timeout or self.queue_class.DEFAULT_TIMEOUT, JobTimeoutException,
                                           job_id=job.id):
                 return_value = job.perform()
-            if isinstance(return_value, Retry) or job.repeats_left or not self._lean_success_ok or \
-                    job.get_result_ttl(self.default_result_ttl) == 0:
+            if isinstance(return_value, Retry) or job.repeats_left or not self._lean_ok or job.group_id:
                 self._finalize_success(job, queue, execution, return_value)
                 return True
             job.ended_at = now()
@@ -200,7 +210,7 @@ class LeanWorker(SimpleWorker):
             job._status = JobStatus.FINISHED
             execute_success_callback(job, self.death_penalty_class, return_value)
         except:  # noqa: E722 - as RQ's perform_job: whatever the job raised fails it, SystemExit included
-            self._finalize_failure(job, queue, execution, sys.exc_info())
+            self._fail(job, queue, execution, sys.exc_info())
             return False
         lean = self._lean_success(job, queue, execution)
         if not lean:  # canceled, deleted or given dependents while it ran: RQ's own path, as RQ would
@@ -215,29 +225,95 @@ class LeanWorker(SimpleWorker):
         result_ttl = job.get_result_ttl(self.default_result_ttl)
         ended = job.ended_at
         pipe = self._lean_batches.recorder()
-        pipe.hset(job.key, mapping={"status": JobStatus.FINISHED, "ended_at": utcformat(ended),
-                                    "last_heartbeat": utcformat(ended)})
-        Result.create(job, Result.Type.SUCCESSFUL, ttl=result_ttl, return_value=job._result,
-                      worker_name=self.name, pipeline=pipe, execution_id=execution.id,
-                      execution_started_at=execution.created_at, execution_ended_at=ended)
-        job.finished_job_registry.add(job, result_ttl, pipe)
-        if result_ttl > 0:
-            pipe.expire(job.key, result_ttl)
-            if job._dependency_ids:
-                pipe.expire(job.dependencies_key, result_ttl)
         execution.delete(job=job, pipeline=pipe)
+        if result_ttl == 0:  # RQ's job.cleanup(0), without its reads: the job was ours, started, alone
+            pipe.delete(job.key, job.dependents_key, job.dependencies_key, Result.get_key(job.id),
+                        job.execution_registry.key)
+            if job.has_rate_limit:
+                pipe.zrem(RateLimitRegistry.from_job(job).rate_limited_key, job.id)
+        else:
+            pipe.hset(job.key, mapping={"status": JobStatus.FINISHED, "ended_at": utcformat(ended),
+                                        "last_heartbeat": utcformat(ended)})
+            Result.create(job, Result.Type.SUCCESSFUL, ttl=result_ttl, return_value=job._result,
+                          worker_name=self.name, pipeline=pipe, execution_id=execution.id,
+                          execution_started_at=execution.created_at, execution_ended_at=ended)
+            job.finished_job_registry.add(job, result_ttl, pipe)
+            if result_ttl > 0:
+                pipe.expire(job.key, result_ttl)
+                if job._dependency_ids:
+                    pipe.expire(job.dependencies_key, result_ttl)
         counts = {"successful_job_count": self.successful_job_count + 1,
                   "total_working_time": self.total_working_time + (ended - job.started_at).total_seconds()}
         pipe.hset(self.key, mapping={"state": WorkerStatus.IDLE, "last_heartbeat": utcformat(ended), **counts})
         pipe.expire(self.key, self.worker_ttl + 60)  # the execution index is empty now: Redis dropped it
         if not self._lean_batches.success([job.key, job.dependents_key], pipe):
             return False
-        self.executions.pop(execution.id, None)
+        self._lean_ended(execution, ended)
         self.successful_job_count, self.total_working_time = counts.values()
-        self._state, self._lean_idle_ttl, self.last_heartbeat = WorkerStatus.IDLE, True, ended
-        self._lean_heartbeat_at = time.monotonic()
         release_slot(job)
         return True
+
+    def _fail(self, job: Job, queue: Queue, execution: Execution, exc_info) -> None:
+        """RQ's _finalize_failure, with the failure's writes in one guarded call where possible."""
+        job._status = JobStatus.FAILED
+        job.ended_at = now()
+        if job.failure_callback is not None:  # it may take a while: RQ extends the job's heartbeat first
+            job.heartbeat(job.ended_at, job.failure_callback_timeout)
+        try:
+            execute_failure_callback(job, self.death_penalty_class, *exc_info)
+        except:  # noqa: E722 - as RQ: a failing callback replaces the job's exception
+            exc_info = sys.exc_info()
+        self.handle_exception(job, *exc_info)
+        exc_string = format_exc_info(exc_info)
+        if not (self._lean_ok and self._lean_failure(job, queue, execution, exc_string)):
+            self.handle_job_failure(job=job, exc_string=exc_string, queue=queue,
+                                    started_job_registry=queue.started_job_registry, execution=execution)
+
+    def _lean_failure(self, job: Job, queue: Queue, execution: Execution, exc_string: str) -> bool:
+        """RQ's handle_job_failure, recorded and sent as one call guarded like the success.
+        False (nothing written, the job as it was) where RQ's own path must run: a stopped job,
+        a group member, a rate-limited job to retry, dependents, or a job no longer ours."""
+        retry = job.should_retry
+        if self._stopped_job_id == job.id or job.group_id or (retry and job.has_rate_limit):
+            return False
+        saved = dict(job.__dict__)
+        ended = job.ended_at
+        pipe = self._lean_batches.recorder()
+        job.last_heartbeat = ended
+        if retry:  # Job.retry, whose status write would not go through the pipeline
+            interval = job.get_retry_interval()
+            job.retries_left -= 1
+            if interval:
+                job._status = JobStatus.SCHEDULED
+                queue.schedule_job(job, ended + timedelta(seconds=interval), pipeline=pipe)
+            else:
+                queue._enqueue_job(job, pipeline=pipe, at_front=job.enqueue_at_front_on_retry)
+        else:
+            job.set_status(JobStatus.FAILED, pipeline=pipe)
+            if not self.disable_default_exception_handler:
+                job._handle_failure(exc_string, pipe, worker_name=self.name, execution_id=execution.id,
+                                    execution_started_at=execution.created_at, execution_ended_at=ended)
+        execution.delete(job=job, pipeline=pipe)
+        counts = {"failed_job_count": self.failed_job_count + 1,
+                  "total_working_time": self.total_working_time + (ended - job.started_at).total_seconds()}
+        pipe.hset(self.key, mapping={"state": WorkerStatus.IDLE, "last_heartbeat": utcformat(ended), **counts})
+        pipe.expire(self.key, self.worker_ttl + 60)
+        if not self._lean_batches.success([job.key, job.dependents_key], pipe):
+            job.__dict__.clear()
+            job.__dict__.update(saved)
+            return False
+        self._lean_ended(execution, ended)
+        self.failed_job_count, self.total_working_time = counts.values()
+        if not retry:
+            job.send_webhooks(JobStatus.FAILED, exc_string=exc_string)
+        release_slot(job)
+        return True
+
+    def _lean_ended(self, execution: Execution, ended) -> None:
+        """What the worker knows once a job's end is committed: idle, with the idle TTL."""
+        self.executions.pop(execution.id, None)
+        self._state, self._lean_idle_ttl, self.last_heartbeat = WorkerStatus.IDLE, True, ended
+        self._lean_heartbeat_at = time.monotonic()
 
     def _log_success(self, job: Job, completed: bool) -> None:
         """RQ's INFO lines for a finished job (handle_job_success logs "completed" on its path),
@@ -263,11 +339,11 @@ class _Suspended(Exception):
     """`rq suspend` was in force when the job was about to start."""
 
 
-def _lean_success_possible(job_class: type, log: logging.Logger) -> bool:
-    """A job class that overrides how a job succeeds gets RQ's success path, said once."""
-    overridden = [name for name in SUCCESS_HOOKS if getattr(job_class, name) is not getattr(Job, name)]
+def _lean_possible(job_class: type, log: logging.Logger) -> bool:
+    """A job class that overrides how a job ends gets RQ's own paths, said once."""
+    overridden = [name for name in JOB_HOOKS if getattr(job_class, name) is not getattr(Job, name)]
     if overridden:
-        log.info("job class %s overrides %s: its jobs take RQ's own success path", job_class.__name__,
+        log.info("job class %s overrides %s: its jobs take RQ's own paths", job_class.__name__,
                  ", ".join(overridden))
     return not overridden
 

@@ -15,8 +15,9 @@ import time
 
 import pytest
 from redis import Redis
-from rq import Queue, Repeat
+from rq import Queue, Repeat, Retry
 from rq.job import Job, JobStatus
+from rq.rate_limit import RateLimit, RateLimitRegistry
 from rq.suspension import resume, suspend
 from rq.utils import now
 
@@ -158,7 +159,7 @@ def test_a_job_class_that_overrides_success_is_honoured_and_said(redis, caplog):
         LeanWorker([queue], connection=redis, job_class=RecordingJob).work(burst=True)
     assert job.get_status(refresh=True) == JobStatus.FINISHED and job.return_value() == 4
     assert redis.get("lean:custom_success") == b"1"
-    assert "RecordingJob overrides _handle_success: its jobs take RQ's own success path" in caplog.text
+    assert "RecordingJob overrides _handle_success: its jobs take RQ's own paths" in caplog.text
 
 
 @pytest.mark.parametrize("kind", ["stock", "lean"])
@@ -176,3 +177,29 @@ def test_rq_s_info_lines_and_logging_options(redis, caplog, kind, describe):
         f"Successfully completed job {job.id} in" in caplog.text
     assert f"Job OK ({job.id})" in caplog.text
     assert f"job {job.id} result is kept for 500 seconds" in caplog.text
+
+
+def test_failures_scheduled_retries_and_rate_limits_end_as_under_rq(redis, redis_url):
+    """The lean failure and result_ttl=0 paths, next to RQ's own."""
+    def enqueue(q):
+        limit = RateLimit("lean-key", concurrency=1)
+        return {
+            "scheduled": q.enqueue("leanjobs.boom", "s", retry=Retry(max=1, interval=600)),
+            "failed": q.enqueue("leanjobs.boom", "f", failure_ttl=300),
+            "limited_fails": q.enqueue("leanjobs.boom", "l", rate_limit=limit),
+            "limited_ttl0": q.enqueue("leanjobs.count", "t", rate_limit=limit, result_ttl=0),
+            "limited_last": q.enqueue("leanjobs.count", "z", rate_limit=limit),
+        }
+    got = both(redis, redis_url, enqueue)
+    jobs = got["jobs"]
+    assert jobs["scheduled"]["status"] == JobStatus.SCHEDULED and jobs["scheduled"]["registries"] == ["scheduled"]
+    assert jobs["scheduled"]["retries_left"] == 0
+    assert jobs["failed"]["status"] == JobStatus.FAILED and jobs["failed"]["registries"] == ["failed"]
+    # each rate-limited job freed its one slot for the next, whatever its end
+    assert jobs["limited_fails"]["status"] == JobStatus.FAILED
+    assert jobs["limited_ttl0"] == {"exists": False, "registries": []}
+    assert jobs["limited_last"]["status"] == JobStatus.FINISHED
+    assert got["runs"] == {"lean:runs:f": 1, "lean:runs:l": 1, "lean:runs:s": 1, "lean:runs:t": 1,
+                           "lean:runs:z": 1}
+    assert RateLimitRegistry("lean-key", connection=redis).get_allowed_job_count() == 0
+    assert got["worker"]["failed"] == 3 and got["worker"]["successful"] == 2
