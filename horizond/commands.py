@@ -116,6 +116,7 @@ class Commands:
             "redis": {"url": RedisSpec.of(master.config).where(), "ok": redis_error is None, "error": redis_error},
             "scheduler": {"pid": scheduler.pid if scheduler else None, "failures": master.scheduler.health.failures},
             "supervisors": sups,
+            "rate_limits": master.observer.rate_limits,
         }
 
     def supervisors(self) -> list[dict]:
@@ -198,7 +199,8 @@ class Commands:
                 "failed_last_hour": sum(r["failed_last_hour"] for r in queues),
                 "processed": sum(r["processed"] for r in queues), "failed": sum(r["failed"] for r in queues),
                 "processes": sum(len(s.live()) for s in master.supervisors.values()),
-                "queues": queues, "jobs": master.metrics.job_rows(time.time())}
+                "queues": queues, "jobs": master.metrics.job_rows(time.time()),
+                "rate_limits": master.observer.rate_limits, "rate_limit_keys": master.observer.rate_limit_keys}
 
     def trends(self, queue: str, limit: int = 60) -> list[dict]:
         """The queue's metric snapshots, newest first (kept in Redis for [metrics] snapshot_keep_hours)."""
@@ -219,7 +221,7 @@ class Commands:
                 memory[sup.name] = memory.get(sup.name, 0) + proc.rss
         return {"queues": master.metrics.queues, "supervisor_of": master.metrics.supervisor_of,
                 "pending": master.observer.pending, "workers": workers, "memory": memory,
-                "long_waits": master.metrics.long_waits}
+                "long_waits": master.metrics.long_waits, "rate_limits": master.observer.rate_limits}
 
     def healthz(self) -> tuple[int, str]:
         result = self.health()

@@ -135,6 +135,8 @@ def print_status(status: dict) -> None:
     print(f"horizond {status['state']} (pid {status['pid']}, up {status['uptime']:.0f}s, config {status['config']})")
     print(f"redis {redis['url']}: {'ok' if redis['ok'] else 'UNREACHABLE ' + str(redis['error'])}")
     print_supervisors(status["supervisors"])
+    if status.get("rate_limits"):
+        _print_rate_limits(status["rate_limits"], len(status["rate_limits"]))
 
 
 def print_supervisors(sups: list[dict]) -> None:
@@ -253,7 +255,18 @@ def cmd_stats(path, args) -> int:
         for j in result["jobs"]:
             print(f"{j['queue']:<24} {str(j['func'])[:40]:<40} {j['processed']:>7} {j['failed']:>7} "
                   f"{_seconds(j['runtime']):>8}")
+    if args.command == "stats" and result.get("rate_limits"):
+        _print_rate_limits(result["rate_limits"], result.get("rate_limit_keys", 0))
     return 0
+
+
+def _print_rate_limits(rows: list[dict], total: int) -> None:
+    """RQ 3 rate limits: waiting jobs are not in any queue, so they show only here."""
+    print(f"\n{'RATE LIMIT':<32} {'CONCURRENCY':>11} {'IN USE':>6} {'WAITING':>7}")
+    for r in rows:
+        print(f"{r['key'][:32]:<32} {r['concurrency']:>11} {r['slots_used']:>6} {r['waiting']:>7}")
+    if total > len(rows):
+        print(f"... and {total - len(rows)} more keys (the busiest are shown)")
 
 
 def cmd_trends(path, args) -> int:

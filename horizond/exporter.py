@@ -59,7 +59,14 @@ class _Collector:
         waits = CounterMetricFamily("horizon_long_waits", "Long-wait notifications", labels=["queue"])
         for queue, n in v["long_waits"].items():
             waits.add_metric([queue], n)
-        yield from (processed, failed, duration, wait, size, workers, memory, waits)
+        limits = [GaugeMetricFamily(f"horizon_rate_limit_{name}", text, labels=["key"]) for name, text in (
+            ("concurrency", "RQ rate limit: jobs allowed queued or running at once"),
+            ("slots_used", "RQ rate limit: jobs queued or running under the limit"),
+            ("waiting", "RQ rate limit: jobs waiting as rate_limited"))]
+        for row in v["rate_limits"]:
+            for family, field in zip(limits, ("concurrency", "slots_used", "waiting"), strict=True):
+                family.add_metric([row["key"]], row[field])
+        yield from (processed, failed, duration, wait, size, workers, memory, waits, *limits)
 
 
 class MetricsServer(LoopServer):

@@ -1,65 +1,93 @@
 """The lean worker: RQ's SimpleWorker with its per-job Redis bookkeeping batched.
 
-Stock SimpleWorker spends about 52 Redis commands in 12 round trips on a no-op
-job: the worker heartbeat is written five times per job, the worker state three
-times, the job hash is rewritten whole (data included) to change its status,
-and the counters are incremented one by one. Every other RQ tool reads only the
-end state of those writes, so this worker writes the same end state in fewer
-commands:
+Stock SimpleWorker (RQ 3) spends about 57 Redis commands in 12 round trips on a no-op
+job: the worker heartbeat is written several times per job, the worker state three
+times, the job hash is rewritten whole (data included) to change its status, and
+the counters are incremented one by one. Every other RQ tool reads only the end
+state of those writes, so this worker writes the same end state in fewer commands:
 
   dequeue      BLMOVE, HGETALL                         (RQ's own, unchanged)
-  start        one MULTI: execution record, started registry (rq:wip), job
-               status/started_at/worker_name, PERSIST, worker busy +
-               current_job, intermediate-list LREM
-  success      one MULTI: job status/ended_at, result stream, finished
-               registry, job TTL, execution cleanup, worker idle + counters,
-               and the job's dependents read in the same transaction
+  start        one script call: execution record and indexes, started registry
+               (rq:wip), job status/started_at/worker_name, PERSIST, worker
+               busy, intermediate-list LREM; refused while `rq suspend` is in
+               force (the job goes back to the head of its queue)
+  success      one script call: job status/ended_at, result stream, finished
+               registry, job TTL (or, for result_ttl=0, the job's deletion),
+               execution cleanup, worker idle + counters; applied only if the
+               job is still ours and has no dependents
+  failure      one script call, guarded the same way: RQ's failure writes (failed
+               registry, failure result, job) or its retry (queue or scheduled
+               registry), execution cleanup, worker counters
 
-Nothing RQ promises is skipped: job status, started/finished/failed
-registries, executions, results when result_ttl != 0, retries (RQ's failure
-path runs unchanged), success/failure callbacks, webhooks, dependents, repeats
-(RQ's success path) and worker registration. What changes is *when* the worker
-liveness fields are refreshed: the heartbeat is written at most every
-HEARTBEAT_EVERY seconds (its TTL is minutes; the master watches its workers
-over their channel anyway), and `rq suspend` is looked at every
-SUSPENSION_EVERY seconds instead of before every job.
+The writes are built by RQ's own helpers and sent as guarded batches
+(leanbatch.py). Whatever the lean paths do not cover takes RQ's own code: a
+returned Retry, repeats, a job with dependents (RQ moves them to ready in the same
+transaction), a job canceled, deleted or stopped while it ran, group members,
+retries of rate-limited jobs, and job classes that override how a job ends. What
+changes is *when* the worker's liveness fields are refreshed: the idle heartbeat
+is written at most every HEARTBEAT_EVERY seconds (its TTL is minutes; the master
+watches its workers over their channel anyway), and the blocking `rq suspend`
+wait is entered at most every SUSPENSION_EVERY seconds (the start script refuses
+jobs in between).
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import sys
 import time
-import traceback
 from datetime import timedelta
 
 import redis
+from rq.callbacks import execute_failure_callback, execute_success_callback
 from rq.exceptions import DequeueTimeout
 from rq.executions import Execution
-from rq.job import Job, JobStatus, Retry, _job_stack
+from rq.job import Job, JobStatus, Retry
+from rq.job_lifecycle import format_exc_info
 from rq.queue import Queue
+from rq.rate_limit import RateLimitRegistry, release_slot
 from rq.results import Result
+from rq.suspension import WORKERS_SUSPENDED
 from rq.timeouts import JobTimeoutException
 from rq.utils import now, utcformat
 from rq.worker import SimpleWorker, WorkerStatus
 
+from .leanbatch import Batches
+
 HEARTBEAT_EVERY = 15.0  # worker key TTL is worker_ttl + 60 s (480 s by default)
 SUSPENSION_EVERY = 1.0
+# What a job class may override that the lean paths would bypass: such classes take RQ's paths.
+JOB_HOOKS = ("_handle_success", "_handle_failure", "cleanup", "set_status", "save", "retry", "delete")
 
 
 class LeanWorker(SimpleWorker):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self._lean_heartbeat_at = float("-inf")  # monotonic time of the last liveness write
+        self._lean_heartbeat_at = float("-inf")  # monotonic time of the last idle-TTL liveness write
+        self._lean_idle_ttl = False  # does the worker key carry the idle TTL (not a job's)?
         self._lean_suspension_at = float("-inf")  # ... and of the last `rq suspend` check
+        self._lean_burst = False
+        self._lean_batches = Batches(self.connection)
+        self._lean_ok = _lean_possible(self.job_class, self.log)
+
+    def work(self, burst: bool = False, *args, **kwargs) -> bool:
+        self._lean_burst = burst
+        return super().work(burst, *args, **kwargs)
 
     # --- liveness: written when it changes, or when it would grow stale ----------------
 
     def heartbeat(self, timeout: int | None = None, pipeline=None):
-        if pipeline is None and timeout is None and time.monotonic() - self._lean_heartbeat_at < HEARTBEAT_EVERY:
+        """Skipped only while the key already has the idle TTL from a recent write: after any
+        path that left a job's TTL on it (failure, retry, repeat ...) the next call writes."""
+        idle = timeout is None
+        if pipeline is None and idle and self._lean_idle_ttl and \
+                time.monotonic() - self._lean_heartbeat_at < HEARTBEAT_EVERY:
             return
-        self._lean_heartbeat_at = time.monotonic()
         super().heartbeat(timeout, pipeline)
+        self._lean_idle_ttl = idle
+        if idle:
+            self._lean_heartbeat_at = time.monotonic()
 
     def set_state(self, state: str, pipeline=None):
         if pipeline is None and state == getattr(self, "_state", None):
@@ -79,12 +107,17 @@ class LeanWorker(SimpleWorker):
         (pipeline if pipeline is not None else self.connection).hset(
             self.key, "successful_job_count", self.successful_job_count)
 
+    def increment_failed_job_count(self, pipeline=None):
+        self.failed_job_count += 1  # as the successful count: the lean failure writes the absolute value
+        (pipeline if pipeline is not None else self.connection).hset(
+            self.key, "failed_job_count", self.failed_job_count)
+
     def increment_total_working_time(self, job_execution_time: timedelta, pipeline):
         self.total_working_time += job_execution_time.total_seconds()
         pipeline.hset(self.key, "total_working_time", self.total_working_time)
 
     def dequeue_job_and_maintain_ttl(self, timeout: int | None, max_idle_time: int | None = None):
-        """RQ's dequeue loop without its per-job heartbeats, state write and INFO log line."""
+        """RQ's dequeue loop without its per-job heartbeats and state write."""
         self.set_state(WorkerStatus.IDLE)
         connection_wait_time = 1.0
         idle_since = now()
@@ -103,14 +136,16 @@ class LeanWorker(SimpleWorker):
                     job, queue = result
                     self.reorder_queues(reference_queue=queue)
                     job.redis_server_version = self.get_redis_server_version()
-                    self.log.debug("Worker %s: %s: %s", self.name, queue.name, job.id)
+                    if self.log.isEnabledFor(logging.INFO):  # RQ's line, free when INFO is off
+                        self.log.info("Worker %s: %s: %s", self.name, queue.name,
+                                      f"{job.description} ({job.id})" if self.log_job_description else job.id)
                 return result
             except DequeueTimeout:
                 if max_idle_time is not None:
                     idle_time_left = math.ceil(max_idle_time - (now() - idle_since).total_seconds())
                     if idle_time_left <= 0:
                         return None
-            except redis.exceptions.ConnectionError as exc:
+            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
                 self.log.error("Worker %s: could not connect to Redis instance: %s retrying in %d seconds...",
                                self.name, exc, connection_wait_time)
                 time.sleep(connection_wait_time)
@@ -119,109 +154,198 @@ class LeanWorker(SimpleWorker):
 
     # --- one job ----------------------------------------------------------------------
 
-    def prepare_execution(self, job: Job) -> Execution:
-        """Deferred: the execution record is written with the rest of the start (perform_job)."""
-        self.execution = None
+    def execute_job(self, job: Job, queue: Queue):
+        """SimpleWorker's, with the execution record written in the start's one call."""
+        self.lean_put_back = False
+        self.perform_job(job, queue, None)
+        self.set_state(WorkerStatus.IDLE)
+
+    def prepare_execution(self, job: Job) -> Execution | None:
+        """Deferred: the execution record is written with the rest of the start."""
         return None
 
     def prepare_job_execution(self, job: Job, remove_from_intermediate_queue: bool = False) -> None:
-        """Every start-of-job write RQ makes in three round trips, in one transaction."""
+        """Every start-of-job write RQ makes in two transactions (prepare_execution and
+        prepare_job_execution), in one guarded call; raises _Suspended if `rq suspend` holds."""
         ttl = self.get_heartbeat_ttl(job)
         stamp = now()
-        with self.connection.pipeline() as pipe:
-            self.execution = Execution.create(job, ttl, pipeline=pipe, worker_name=self.name)
-            self._state = WorkerStatus.BUSY
-            self._lean_heartbeat_at = time.monotonic()
-            pipe.hset(self.key, mapping={"state": WorkerStatus.BUSY, "current_job": job.id,
-                                         "current_job_working_time": 0, "last_heartbeat": utcformat(stamp)})
-            pipe.expire(self.key, ttl)
-            job.worker_name, job.last_heartbeat, job.started_at = self.name, stamp, stamp
-            job._status = JobStatus.STARTED
-            pipe.hset(job.key, mapping=dict(_policy_fields(job), status=JobStatus.STARTED,
-                                            started_at=utcformat(stamp), last_heartbeat=utcformat(stamp),
-                                            worker_name=self.name))
-            pipe.persist(job.key)  # RQ's job.perform() does this as its first step
-            pipe.lrem(f"{Queue.redis_queue_namespace_prefix}{job.origin}:intermediate", 1, job.id)
-            pipe.execute()
+        pipe = self._lean_batches.recorder()
+        execution = Execution.create(job, ttl, pipeline=pipe, worker_name=self.name)
+        pipe.hset(self.key, mapping={"state": WorkerStatus.BUSY, "last_heartbeat": utcformat(stamp)})
+        pipe.expire(self.key, ttl)  # Execution.create sets the TTL of the worker's execution index
+        pipe.hset(job.key, mapping=dict(_policy_fields(job), status=JobStatus.STARTED, started_at=utcformat(stamp),
+                                        last_heartbeat=utcformat(stamp), worker_name=self.name))
+        pipe.persist(job.key)
+        intermediate = f"{Queue.redis_queue_namespace_prefix}{job.origin}:intermediate"
+        pipe.lrem(intermediate, 1, job.id)
+        keys = [WORKERS_SUSPENDED, intermediate, f"{Queue.redis_queue_namespace_prefix}{job.origin}"]
+        if not self._lean_batches.start(keys, job.id, pipe):
+            raise _Suspended
+        self.execution = execution
+        self._state, self._lean_idle_ttl, self.last_heartbeat = WorkerStatus.BUSY, False, stamp
+        job.worker_name, job.last_heartbeat, job.started_at = self.name, stamp, stamp
+        job._status = JobStatus.STARTED
         self.procline(f"Processing {job.func_name} from {job.origin} since {time.time()}")
 
-    def perform_job(self, job: Job, queue: Queue) -> bool:
-        """RQ's perform_job with the lean start and success; failure, Retry results and
-        repeats take RQ's own path."""
+    def perform_job(self, job: Job, queue: Queue, execution: Execution | None = None) -> bool:
+        """RQ's perform_job with the lean start and success; see the module's docstring
+        for what takes RQ's own path."""
         try:
             self.prepare_job_execution(job, remove_from_intermediate_queue=True)
+        except _Suspended:
+            self.lean_put_back = True  # never started: the job waits at the head of its queue
+            self._lean_suspension_at = float("-inf")
+            self.check_for_suspension(self._lean_burst)  # RQ's wait (or exit, in burst mode)
+            return False
+        execution = self.execution
+        try:
             with self.death_penalty_class(job.timeout or self.queue_class.DEFAULT_TIMEOUT, JobTimeoutException,
                                           job_id=job.id):
-                _job_stack.push(job)
-                try:
-                    return_value = job._result = job._execute()
-                finally:
-                    _job_stack.pop()
-            job.ended_at = now()
-            if isinstance(return_value, Retry):
-                job.heartbeat(job.ended_at, job.success_callback_timeout)
-                self.handle_job_retry(job=job, queue=queue, retry=return_value,
-                                      started_job_registry=queue.started_job_registry, execution=self.execution)
+                return_value = job.perform()
+            if isinstance(return_value, Retry) or job.repeats_left or not self._lean_ok or job.group_id:
+                self._finalize_success(job, queue, execution, return_value)
                 return True
+            job.ended_at = now()
+            job._result = return_value
             job._status = JobStatus.FINISHED
-            job.execute_success_callback(self.death_penalty_class, return_value)
-            if job.repeats_left or job.get_result_ttl(self.default_result_ttl) == 0:
-                self.handle_job_success(job=job, queue=queue, started_job_registry=queue.started_job_registry)
-            else:
-                self._lean_success(job, queue)
-            job.send_webhooks(JobStatus.FINISHED)
-            return True
+            execute_success_callback(job, self.death_penalty_class, return_value)
         except:  # noqa: E722 - as RQ's perform_job: whatever the job raised fails it, SystemExit included
-            return self._lean_failure(job, queue)
+            self._fail(job, queue, execution, sys.exc_info())
+            return False
+        lean = self._lean_success(job, queue, execution)
+        if not lean:  # canceled, deleted or given dependents while it ran: RQ's own path, as RQ would
+            job.heartbeat(job.ended_at, job.success_callback_timeout)
+            self.handle_job_success(job=job, queue=queue, started_job_registry=queue.started_job_registry,
+                                    execution=execution)
+        job.send_webhooks(JobStatus.FINISHED)
+        self._log_success(job, completed=lean)
+        return True
 
-    def _lean_success(self, job: Job, queue: Queue) -> None:
+    def _lean_success(self, job: Job, queue: Queue, execution: Execution) -> bool:
         result_ttl = job.get_result_ttl(self.default_result_ttl)
         ended = job.ended_at
-        with self.connection.pipeline() as pipe:  # MULTI ... EXEC
+        pipe = self._lean_batches.recorder()
+        execution.delete(job=job, pipeline=pipe)
+        if result_ttl == 0:  # RQ's job.cleanup(0), without its reads: the job was ours, started, alone
+            pipe.delete(job.key, job.dependents_key, job.dependencies_key, Result.get_key(job.id),
+                        job.execution_registry.key)
+            if job.has_rate_limit:
+                pipe.zrem(RateLimitRegistry.from_job(job).rate_limited_key, job.id)
+        else:
             pipe.hset(job.key, mapping={"status": JobStatus.FINISHED, "ended_at": utcformat(ended),
                                         "last_heartbeat": utcformat(ended)})
-            pipe.smembers(job.dependents_key)  # reply [1]; in the transaction, so a dependent added later
-            # sees "finished" and enqueues itself, and one added earlier is in this reply
             Result.create(job, Result.Type.SUCCESSFUL, ttl=result_ttl, return_value=job._result,
-                          worker_name=self.name, pipeline=pipe, execution_id=self.execution.id,
-                          execution_started_at=self.execution.created_at, execution_ended_at=ended)
+                          worker_name=self.name, pipeline=pipe, execution_id=execution.id,
+                          execution_started_at=execution.created_at, execution_ended_at=ended)
             job.finished_job_registry.add(job, result_ttl, pipe)
             if result_ttl > 0:
                 pipe.expire(job.key, result_ttl)
                 if job._dependency_ids:
                     pipe.expire(job.dependencies_key, result_ttl)
-            self.execution.delete(job=job, pipeline=pipe)
-            self.execution = None
-            self._state = WorkerStatus.IDLE
-            self._lean_heartbeat_at = time.monotonic()
-            self.successful_job_count += 1
-            self.total_working_time += (ended - job.started_at).total_seconds()
-            pipe.hset(self.key, mapping={"state": WorkerStatus.IDLE, "last_heartbeat": utcformat(ended),
-                                         "successful_job_count": self.successful_job_count,
-                                         "total_working_time": self.total_working_time})
-            pipe.hdel(self.key, "current_job")
-            pipe.expire(self.key, self.worker_ttl + 60)
-            dependents = pipe.execute()[1]
-        if dependents:
-            if result_ttl > 0:
-                self.connection.expire(job.dependents_key, result_ttl)
-            queue.enqueue_dependents(job)
+        counts = {"successful_job_count": self.successful_job_count + 1,
+                  "total_working_time": self.total_working_time + (ended - job.started_at).total_seconds()}
+        pipe.hset(self.key, mapping={"state": WorkerStatus.IDLE, "last_heartbeat": utcformat(ended), **counts})
+        pipe.expire(self.key, self.worker_ttl + 60)  # the execution index is empty now: Redis dropped it
+        if not self._lean_batches.success([job.key, job.dependents_key], pipe):
+            return False
+        self._lean_ended(execution, ended)
+        self.successful_job_count, self.total_working_time = counts.values()
+        release_slot(job)
+        return True
 
-    def _lean_failure(self, job: Job, queue: Queue) -> bool:
+    def _fail(self, job: Job, queue: Queue, execution: Execution, exc_info) -> None:
+        """RQ's _finalize_failure, with the failure's writes in one guarded call where possible."""
         job._status = JobStatus.FAILED
-        self.handle_execution_ended(job, queue, job.failure_callback_timeout)
-        exc_info = sys.exc_info()
-        exc_string = "".join(traceback.format_exception(*exc_info))
+        job.ended_at = now()
+        if job.failure_callback is not None:  # it may take a while: RQ extends the job's heartbeat first
+            job.heartbeat(job.ended_at, job.failure_callback_timeout)
         try:
-            job.execute_failure_callback(self.death_penalty_class, *exc_info)
-        except Exception:  # noqa: BLE001 - as RQ: the callback's error replaces the job's
+            execute_failure_callback(job, self.death_penalty_class, *exc_info)
+        except:  # noqa: E722 - as RQ: a failing callback replaces the job's exception
             exc_info = sys.exc_info()
-            exc_string = "".join(traceback.format_exception(*exc_info))
         self.handle_exception(job, *exc_info)
-        self.handle_job_failure(job=job, exc_string=exc_string, queue=queue,
-                                started_job_registry=queue.started_job_registry)
-        return False
+        exc_string = format_exc_info(exc_info)
+        if not (self._lean_ok and self._lean_failure(job, queue, execution, exc_string)):
+            self.handle_job_failure(job=job, exc_string=exc_string, queue=queue,
+                                    started_job_registry=queue.started_job_registry, execution=execution)
 
+    def _lean_failure(self, job: Job, queue: Queue, execution: Execution, exc_string: str) -> bool:
+        """RQ's handle_job_failure, recorded and sent as one call guarded like the success.
+        False (nothing written, the job as it was) where RQ's own path must run: a stopped job,
+        a group member, a rate-limited job to retry, dependents, or a job no longer ours."""
+        retry = job.should_retry
+        if self._stopped_job_id == job.id or job.group_id or (retry and job.has_rate_limit):
+            return False
+        saved = dict(job.__dict__)
+        ended = job.ended_at
+        pipe = self._lean_batches.recorder()
+        job.last_heartbeat = ended
+        if retry:  # Job.retry, whose status write would not go through the pipeline
+            interval = job.get_retry_interval()
+            job.retries_left -= 1
+            if interval:
+                job._status = JobStatus.SCHEDULED
+                queue.schedule_job(job, ended + timedelta(seconds=interval), pipeline=pipe)
+            else:
+                queue._enqueue_job(job, pipeline=pipe, at_front=job.enqueue_at_front_on_retry)
+        else:
+            job.set_status(JobStatus.FAILED, pipeline=pipe)
+            if not self.disable_default_exception_handler:
+                job._handle_failure(exc_string, pipe, worker_name=self.name, execution_id=execution.id,
+                                    execution_started_at=execution.created_at, execution_ended_at=ended)
+        execution.delete(job=job, pipeline=pipe)
+        counts = {"failed_job_count": self.failed_job_count + 1,
+                  "total_working_time": self.total_working_time + (ended - job.started_at).total_seconds()}
+        pipe.hset(self.key, mapping={"state": WorkerStatus.IDLE, "last_heartbeat": utcformat(ended), **counts})
+        pipe.expire(self.key, self.worker_ttl + 60)
+        if not self._lean_batches.success([job.key, job.dependents_key], pipe):
+            job.__dict__.clear()
+            job.__dict__.update(saved)
+            return False
+        self._lean_ended(execution, ended)
+        self.failed_job_count, self.total_working_time = counts.values()
+        if not retry:
+            job.send_webhooks(JobStatus.FAILED, exc_string=exc_string)
+        release_slot(job)
+        return True
+
+    def _lean_ended(self, execution: Execution, ended) -> None:
+        """What the worker knows once a job's end is committed: idle, with the idle TTL."""
+        self.executions.pop(execution.id, None)
+        self._state, self._lean_idle_ttl, self.last_heartbeat = WorkerStatus.IDLE, True, ended
+        self._lean_heartbeat_at = time.monotonic()
+
+    def _log_success(self, job: Job, completed: bool) -> None:
+        """RQ's INFO lines for a finished job (handle_job_success logs "completed" on its path),
+        free when INFO is off."""
+        if not self.log.isEnabledFor(logging.INFO):
+            return
+        took = job.ended_at - job.started_at
+        if completed and self.log_job_description:
+            self.log.info("Successfully completed %s job in %ss on worker %s", job.description, took, self.name)
+        elif completed:
+            self.log.info("Successfully completed job %s in %ss on worker %s", job.id, took, self.name)
+        self.log.info("Worker %s: %s: %s (%s)", self.name, job.origin, "Job OK", job.id)
+        if self.log_result_lifespan:
+            ttl = job.get_result_ttl(self.default_result_ttl)
+            if ttl > 0:
+                self.log.info("Worker %s: job %s result is kept for %s seconds", self.name, job.id, ttl)
+            elif ttl < 0:
+                self.log.info("Worker %s: job %s result will never expire, clean up result key manually",
+                              self.name, job.id)
+
+
+class _Suspended(Exception):
+    """`rq suspend` was in force when the job was about to start."""
+
+
+def _lean_possible(job_class: type, log: logging.Logger) -> bool:
+    """A job class that overrides how a job ends gets RQ's own paths, said once."""
+    overridden = [name for name in JOB_HOOKS if getattr(job_class, name) is not getattr(Job, name)]
+    if overridden:
+        log.info("job class %s overrides %s: its jobs take RQ's own paths", job_class.__name__,
+                 ", ".join(overridden))
+    return not overridden
 
 
 def _policy_fields(job: Job) -> dict:

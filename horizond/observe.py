@@ -18,6 +18,7 @@ import os
 import time
 
 from redis import Redis
+from rq.rate_limit import RateLimitRegistry
 from rq.utils import utcparse
 
 from .helpers import Helpers
@@ -48,6 +49,29 @@ def queue_depths(redis: Redis, queues) -> tuple[dict[str, int], dict[str, float]
     return sizes, ages
 
 
+RATE_LIMITS_SHOWN = 50
+
+
+def rate_limits(redis: Redis, shown: int = RATE_LIMITS_SHOWN) -> tuple[list[dict], int]:
+    """RQ 3's concurrency limits: per key its concurrency, the slots in use (jobs queued or running
+    under it) and the jobs waiting as rate-limited. Two round trips; at most `shown` keys (the
+    busiest first), with the number of keys in all, so a per-customer key scheme stays cheap."""
+    keys = sorted(k.decode() for k in redis.smembers(RateLimitRegistry.rl_keys_key))
+    if not keys:
+        return [], 0
+    with redis.pipeline(transaction=False) as pipe:
+        for key in keys[:10 * shown]:
+            registry = RateLimitRegistry(key, redis)
+            pipe.hget(registry.config_key, "concurrency")
+            pipe.zcard(registry.allowed_key)
+            pipe.zcard(registry.rate_limited_key)
+        raw = pipe.execute()
+    rows = [{"key": key, "concurrency": int(c or 0), "slots_used": used, "waiting": waiting}
+            for key, c, used, waiting in zip(keys, raw[0::3], raw[1::3], raw[2::3], strict=False)]
+    rows.sort(key=lambda r: (-r["waiting"], -r["slots_used"], r["key"]))
+    return rows[:shown], len(keys)
+
+
 def snapshot_key(prefix: str, queue: str) -> str:
     return f"{prefix}:snapshots:{queue}"
 
@@ -56,6 +80,8 @@ class Observer:
     def __init__(self):
         self.pending: dict[str, int] = {}
         self.ages: dict[str, float] = {}
+        self.rate_limits: list[dict] = []
+        self.rate_limit_keys = 0
         self.sampled_at = -SAMPLE_EVERY
         self.snapshot_at = time.monotonic()
         self._notified: dict[str, float] = {}
@@ -74,6 +100,7 @@ class Observer:
         self.sampled_at = now
         try:
             self.pending, self.ages = queue_depths(master.redis, master.queues())
+            self.rate_limits, self.rate_limit_keys = rate_limits(master.redis)
         except Exception:
             return  # Redis away: status and health say so on their own
         for queue, wait, threshold in self.long_waits(master, now):

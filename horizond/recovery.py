@@ -12,9 +12,12 @@ from datetime import timedelta
 
 import psutil
 from redis import Redis
+from redis.exceptions import RedisError
 from rq.exceptions import NoSuchJobError
+from rq.executions import WORKER_EXECUTIONS_KEY_TEMPLATE
 from rq.job import Job, JobStatus
 from rq.queue import Queue
+from rq.rate_limit import release_slot
 from rq.registry import StartedJobRegistry
 from rq.utils import now as utcnow
 from rq.utils import utcformat
@@ -51,8 +54,10 @@ def settle_lost_job(connection: Redis, job_id: str, worker_name: str, sup: Super
     queue = Queue(job.origin, connection=connection)
     rule = policy.retry_rule(job.retries_left, job.retry_intervals, sup.tries, sup.backoff)
     reason = f"horizond: worker {worker_name} stopped while running this job: {cause}"
+    executions = job.get_executions()
     with connection.pipeline() as pipe:
-        queue.started_job_registry.remove_executions(job, pipeline=pipe)
+        for execution in executions:  # its record, the started registry entry and the worker's index entry
+            execution.delete(job, pipeline=pipe)
         if rule is not None and rule.retries_left > 0:
             _retry_now(job, queue, rule, pipe)
             outcome = "retried"
@@ -65,7 +70,18 @@ def settle_lost_job(connection: Redis, job_id: str, worker_name: str, sup: Super
         pipe.execute()
     if outcome == "failed":
         queue.enqueue_dependents(job)
+    _release_slot(job)
     return _logged(job, outcome, cause)
+
+
+def _release_slot(job: Job) -> None:
+    """Free the job's RQ 3 rate-limit slot (kept when it went back to its queue), as RQ's worker
+    does once the outcome is committed; a failure here leaves the slot to RQ's maintenance."""
+    try:
+        release_slot(job)
+    except RedisError as exc:
+        log.warning("rate-limit slot not released; RQ's maintenance frees it", extra={
+            "event": "rate_limit_release_failed", "job_id": job.id, "error": str(exc)})
 
 
 def _retry_now(job: Job, queue: Queue, rule: policy.RetryRule, pipe) -> None:
@@ -94,7 +110,7 @@ def forget_worker(connection: Redis, worker_name: str, queues: tuple[str, ...]) 
         pipe.srem(REDIS_WORKER_KEYS, key)
         for name in queues:
             pipe.srem(WORKERS_BY_QUEUE_KEY % name, key)
-        pipe.delete(key)
+        pipe.delete(key, WORKER_EXECUTIONS_KEY_TEMPLATE.format(worker_name))  # RQ 3: its execution index
         pipe.execute()
 
 

@@ -59,6 +59,9 @@ class HorizonWorkerMixin:
         # No `finally`: if RQ's bookkeeping fails (Redis gone mid-job) the worker
         # leaves still "busy", so the master settles the job instead of losing it.
         result = super().execute_job(job, queue)
+        if getattr(self, "lean_put_back", False):  # `rq suspend`: the job never started, it is back in its queue
+            self.horizon_reporter.send(s="idle", rss=self._horizon_rss())
+            return result
         self.horizon_jobs_done += 1
         rss = self._horizon_rss()
         self.horizon_reporter.send(s="idle", rss=rss, **_outcome(job, forked=bool(getattr(self, "_horse_pid", 0))))

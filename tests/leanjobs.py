@@ -72,3 +72,14 @@ def on_success(job, connection, result, *args, **kwargs):
 
 def on_failure(job, connection, exc_type, exc_value, tb):
     connection.set(f"lean:failure_cb:{job.id}", exc_type.__name__)
+
+
+def hold(tag):
+    """Runs until the test has acted on it (lean:go:TAG set), so the test can cancel or delete it mid-run."""
+    conn = _redis()
+    conn.set(f"lean:running:{tag}", 1)
+    deadline = time.monotonic() + 10
+    while not conn.exists(f"lean:go:{tag}") and time.monotonic() < deadline:
+        time.sleep(0.01)
+    conn.incr(f"lean:runs:{tag}")
+    return tag

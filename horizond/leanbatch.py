@@ -1,0 +1,77 @@
+"""Guarded batches: a transaction's writes, applied by one Lua call only while a condition holds.
+
+The lean worker builds its start and success writes with RQ's own helpers (so they stay RQ's
+writes), records them on a pipeline that is never executed, and sends them to Redis as one
+script call that first checks what RQ would have checked with a separate read or a WATCH:
+
+- start: `rq suspend` in force? Then nothing starts and the job goes back to the head of its
+  queue, so no job starts after `rq suspend` has returned (RQ checks before each dequeue).
+- success: is the job still "started" by us (not canceled, deleted or stopped meanwhile) and
+  without dependents? Only then is the lean success applied; otherwise nothing is written and
+  the caller takes RQ's own success path, which moves dependents to ready in the same
+  transaction as the success (RQ's atomicity), and leaves a canceled or deleted job as RQ does.
+
+A script runs atomically, so the check and the writes cannot be split by another client, and it
+costs one round trip like the MULTI/EXEC it replaces.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from redis import Redis
+
+_APPLY = """
+local i = ARGV_START
+while i <= #ARGV do
+    local n = tonumber(ARGV[i])
+    redis.call(unpack(ARGV, i + 1, i + n))
+    i = i + n + 1
+end
+return 1
+"""
+
+# KEYS: suspension key, intermediate list, queue list. ARGV[1]: job id, then the batch.
+START = """
+if redis.call('EXISTS', KEYS[1]) == 1 then
+    redis.call('LREM', KEYS[2], 1, ARGV[1])
+    redis.call('LPUSH', KEYS[3], ARGV[1])
+    return 0
+end
+""" + _APPLY.replace("ARGV_START", "2")
+
+# KEYS: job hash, job's dependents set. ARGV: the batch.
+SUCCESS = """
+if redis.call('HGET', KEYS[1], 'status') ~= 'started' or redis.call('SCARD', KEYS[2]) > 0 then
+    return 0
+end
+""" + _APPLY.replace("ARGV_START", "1")
+
+
+class Batches:
+    """The two scripts of one worker, loaded once per connection (EVALSHA afterwards)."""
+
+    def __init__(self, connection: Redis):
+        self.connection = connection
+        self.start_script = connection.register_script(START)
+        self.success_script = connection.register_script(SUCCESS)
+        self.encoder = connection.connection_pool.get_encoder()
+
+    def recorder(self):
+        """A pipeline to record commands on; it is never executed."""
+        return self.connection.pipeline(transaction=False)
+
+    def flatten(self, recorded) -> list[Any]:
+        """The recorded commands as script arguments: count, command, args ... for each."""
+        flat: list[Any] = []
+        for args, _options in recorded.command_stack:
+            flat.append(len(args))
+            flat.extend(self.encoder.encode(a) if not isinstance(a, bytes) else a for a in args)
+        recorded.reset()
+        return flat
+
+    def start(self, keys: list[str], job_id: str, recorded) -> bool:
+        return bool(self.start_script(keys=keys, args=[job_id, *self.flatten(recorded)]))
+
+    def success(self, keys: list[str], recorded) -> bool:
+        return bool(self.success_script(keys=keys, args=self.flatten(recorded)))
