@@ -25,7 +25,7 @@ from rq.job import Job
 from rq.registry import FailedJobRegistry, StartedJobRegistry
 
 from conftest import alive, child_env, horizonctl, wait_until
-from horizond.ctl import request
+from horizond.ctl import Endpoint, request
 
 ONE = """
 [supervisors.a]
@@ -170,8 +170,9 @@ def relaunch(daemon, tmp_path, *wrapper: str) -> None:
     for parent in tmp_path.parents:  # pytest's base directory is private to root
         if str(parent).startswith("/tmp/"):
             os.chmod(parent, os.stat(parent).st_mode | 0o011)
-    daemon.socket = str(home / "ctl.sock")
+    daemon.socket = Endpoint(str(home / "ctl.sock"), str(STRANGER))  # horizonctl trusts only the named user
     text = daemon.config.read_text().replace(str(tmp_path / "ctl.sock"), daemon.socket)
+    text = text.replace("[control]\n", f'[control]\nuser = "{STRANGER}"\n', 1)
     daemon.config = home / "horizond.toml"
     daemon.config.write_text(text)
     daemon.proc = subprocess.Popen(
