@@ -90,8 +90,11 @@ class Master:
                 self._tick(now)
                 if self.stopping and not self.children:
                     break
-                for key, _ in self.selector.select(self._timeout(now)):
-                    key.data()
+                ready = self.selector.select(self._timeout(now))
+                registered = self.selector.get_map()
+                for key, _ in ready:
+                    if registered.get(key.fd) is key:  # not closed (or its fd reused) earlier in this batch
+                        key.data()
         finally:
             self._teardown()
         if self.reexec:
