@@ -22,6 +22,7 @@ import rq_upstream_env
 EXPECTED_FAILURES = Path(__file__).with_name("expected_failures.txt")
 LEAK_GRACE = 5.0  # seconds a test's leftover process gets to exit before it is killed
 NOT_RUN = "not run:"  # a test that would kill the runner itself: skipped, not run as xfail
+NO_HORSE = "[no horse]"  # fails under RQ's own SimpleWorker too (scripts/rq-upstream --worker simple)
 
 
 def load_expected_failures(path: Path = EXPECTED_FAILURES) -> dict[str, str]:
@@ -51,6 +52,8 @@ class Recorder:
         if self.mode == "stock":
             return
         listed = load_expected_failures()
+        if self.mode == "simple":  # RQ's own SimpleWorker: only the tests that need a work horse fail
+            listed = {t: r for t, r in listed.items() if r.startswith((NO_HORSE, NOT_RUN))}
         collected = {item.nodeid for item in items}
         files = {nodeid.split("::", 1)[0] for nodeid in collected}
         self.unknown_expected = sorted(t for t in listed if t not in collected and t.split("::", 1)[0] in files)
