@@ -136,9 +136,10 @@ class LeanWorker(SimpleWorker):
                     job, queue = result
                     self.reorder_queues(reference_queue=queue)
                     job.redis_server_version = self.get_redis_server_version()
-                    if self.log.isEnabledFor(logging.INFO):  # RQ's line, free when INFO is off
-                        self.log.info("Worker %s: %s: %s", self.name, queue.name,
-                                      f"{job.description} ({job.id})" if self.log_job_description else job.id)
+                    if self.log_job_description:  # RQ's lines; the logger's own level check keeps them cheap
+                        self.log.info("Worker %s: %s: %s (%s)", self.name, queue.name, job.description, job.id)
+                    else:
+                        self.log.info("Worker %s: %s: %s", self.name, queue.name, job.id)
                 return result
             except DequeueTimeout:
                 if max_idle_time is not None:
@@ -317,9 +318,7 @@ class LeanWorker(SimpleWorker):
 
     def _log_success(self, job: Job, completed: bool) -> None:
         """RQ's INFO lines for a finished job (handle_job_success logs "completed" on its path),
-        free when INFO is off."""
-        if not self.log.isEnabledFor(logging.INFO):
-            return
+        made as RQ makes them: the logger checks its level and formats only what it emits."""
         took = job.ended_at - job.started_at
         if completed and self.log_job_description:
             self.log.info("Successfully completed %s job in %ss on worker %s", job.description, took, self.name)
