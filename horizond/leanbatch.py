@@ -48,6 +48,16 @@ end
 """ + _APPLY.replace("ARGV_START", "1")
 
 
+# KEYS: queue list, intermediate list. ARGV[1]: job id. Take back a job put back on suspension.
+RETAKE = """
+if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 1 then
+    redis.call('LPUSH', KEYS[2], ARGV[1])
+    return 1
+end
+return 0
+"""
+
+
 class Batches:
     """The two scripts of one worker, loaded once per connection (EVALSHA afterwards)."""
 
@@ -55,6 +65,7 @@ class Batches:
         self.connection = connection
         self.start_script = connection.register_script(START)
         self.success_script = connection.register_script(SUCCESS)
+        self.retake_script = connection.register_script(RETAKE)
         self.encoder = connection.connection_pool.get_encoder()
 
     def recorder(self):
@@ -75,3 +86,9 @@ class Batches:
 
     def success(self, keys: list[str], recorded) -> bool:
         return bool(self.success_script(keys=keys, args=self.flatten(recorded)))
+
+    def retake(self, job_id: str, origin: str) -> bool:
+        """After `rq resume`: the job put back at the head of its queue is ours again, unless
+        another worker took it meanwhile."""
+        queue = f"rq:queue:{origin}"
+        return bool(self.retake_script(keys=[queue, f"{queue}:intermediate"], args=[job_id]))

@@ -52,6 +52,7 @@ from rq.suspension import WORKERS_SUSPENDED
 from rq.timeouts import JobTimeoutException
 from rq.utils import now, utcformat
 from rq.worker import SimpleWorker, WorkerStatus
+from rq.worker.base import StopRequested
 
 from .leanbatch import Batches
 
@@ -188,18 +189,27 @@ class LeanWorker(SimpleWorker):
         job._status = JobStatus.STARTED
         self.procline(f"Processing {job.func_name} from {job.origin} since {time.time()}")
 
+    def _lean_start(self, job: Job) -> bool:
+        """Start the job; False if `rq suspend` held: the job went back to the head of its queue
+        and the worker waited, as RQ does, until `rq resume` (in burst mode: StopRequested)."""
+        try:
+            self.prepare_job_execution(job, remove_from_intermediate_queue=True)
+            return True
+        except _Suspended:
+            self._lean_suspension_at = float("-inf")
+            self.check_for_suspension(self._lean_burst)
+            return False
+
     def perform_job(self, job: Job, queue: Queue, execution: Execution | None = None) -> bool:
         """RQ's perform_job with the lean start and success; see the module's docstring
         for what takes RQ's own path."""
+        execution = None
         try:
-            self.prepare_job_execution(job, remove_from_intermediate_queue=True)
-        except _Suspended:
-            self.lean_put_back = True  # never started: the job waits at the head of its queue
-            self._lean_suspension_at = float("-inf")
-            self.check_for_suspension(self._lean_burst)  # RQ's wait (or exit, in burst mode)
-            return False
-        execution = self.execution
-        try:
+            while not self._lean_start(job):
+                if not self._lean_batches.retake(job.id, job.origin):  # another worker has it now
+                    self.lean_put_back = True  # never started here
+                    return False
+            execution = self.execution
             with self.death_penalty_class(job.timeout or self.queue_class.DEFAULT_TIMEOUT, JobTimeoutException,
                                           job_id=job.id):
                 return_value = job.perform()
@@ -210,8 +220,14 @@ class LeanWorker(SimpleWorker):
             job._result = return_value
             job._status = JobStatus.FINISHED
             execute_success_callback(job, self.death_penalty_class, return_value)
+        except StopRequested:
+            if execution is None:  # `rq suspend` in burst mode before the start: the job is back in its queue
+                self.lean_put_back = True
+                raise
+            self._lean_fail(job, queue, execution, sys.exc_info())  # raised by the job itself
+            return False
         except:  # noqa: E722 - as RQ's perform_job: whatever the job raised fails it, SystemExit included
-            self._fail(job, queue, execution, sys.exc_info())
+            self._lean_fail(job, queue, execution, sys.exc_info())
             return False
         lean = self._lean_success(job, queue, execution)
         if not lean:  # canceled, deleted or given dependents while it ran: RQ's own path, as RQ would
@@ -219,7 +235,7 @@ class LeanWorker(SimpleWorker):
             self.handle_job_success(job=job, queue=queue, started_job_registry=queue.started_job_registry,
                                     execution=execution)
         job.send_webhooks(JobStatus.FINISHED)
-        self._log_success(job, completed=lean)
+        self._lean_log_success(job, completed=lean)
         return True
 
     def _lean_success(self, job: Job, queue: Queue, execution: Execution) -> bool:
@@ -254,7 +270,7 @@ class LeanWorker(SimpleWorker):
         release_slot(job)
         return True
 
-    def _fail(self, job: Job, queue: Queue, execution: Execution, exc_info) -> None:
+    def _lean_fail(self, job: Job, queue: Queue, execution: Execution, exc_info) -> None:
         """RQ's _finalize_failure, with the failure's writes in one guarded call where possible."""
         job._status = JobStatus.FAILED
         job.ended_at = now()
@@ -266,7 +282,7 @@ class LeanWorker(SimpleWorker):
             exc_info = sys.exc_info()
         self.handle_exception(job, *exc_info)
         exc_string = format_exc_info(exc_info)
-        if not (self._lean_ok and self._lean_failure(job, queue, execution, exc_string)):
+        if execution is None or not (self._lean_ok and self._lean_failure(job, queue, execution, exc_string)):
             self.handle_job_failure(job=job, exc_string=exc_string, queue=queue,
                                     started_job_registry=queue.started_job_registry, execution=execution)
 
@@ -316,7 +332,7 @@ class LeanWorker(SimpleWorker):
         self._state, self._lean_idle_ttl, self.last_heartbeat = WorkerStatus.IDLE, True, ended
         self._lean_heartbeat_at = time.monotonic()
 
-    def _log_success(self, job: Job, completed: bool) -> None:
+    def _lean_log_success(self, job: Job, completed: bool) -> None:
         """RQ's INFO lines for a finished job (handle_job_success logs "completed" on its path),
         made as RQ makes them: the logger checks its level and formats only what it emits."""
         took = job.ended_at - job.started_at
