@@ -48,8 +48,10 @@ end
 """ + _APPLY.replace("ARGV_START", "1")
 
 
-# KEYS: queue list, intermediate list. ARGV[1]: job id. Take back a job put back on suspension.
-RETAKE = """
+# Move a job id from the head of one list to the head of another, only if it is still in the
+# first. KEYS: from, to. ARGV[1]: job id. The worker takes back a job it put back on `rq suspend`
+# (queue -> intermediate); the master puts back a job stuck in an intermediate list (recovery.py).
+MOVE_IF_PRESENT = """
 if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 1 then
     redis.call('LPUSH', KEYS[2], ARGV[1])
     return 1
@@ -65,7 +67,7 @@ class Batches:
         self.connection = connection
         self.start_script = connection.register_script(START)
         self.success_script = connection.register_script(SUCCESS)
-        self.retake_script = connection.register_script(RETAKE)
+        self.retake_script = connection.register_script(MOVE_IF_PRESENT)
         self.encoder = connection.connection_pool.get_encoder()
 
     def recorder(self):

@@ -25,6 +25,7 @@ from rq.worker_registration import REDIS_WORKER_KEYS, WORKERS_BY_QUEUE_KEY
 
 from . import policy, sysutil
 from .config import SupervisorConfig
+from .leanbatch import MOVE_IF_PRESENT
 from .rqworker import parse_worker_name
 
 log = logging.getLogger("horizond.recovery")
@@ -157,14 +158,7 @@ def stale_workers(connection: Redis, hostname: str, master_alive=horizond_alive)
     return names
 
 
-# Put a stuck job id back at the head of its queue, only if it is still in the intermediate list.
-REQUEUE_STUCK = """
-if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 1 then
-    redis.call('LPUSH', KEYS[2], ARGV[1])
-    return 1
-end
-return 0
-"""
+REQUEUE_STUCK = MOVE_IF_PRESENT  # keys: the intermediate list, then the queue
 
 
 class IntermediateSweep:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import select
 import shutil
 import socket
 import tempfile
@@ -22,7 +21,7 @@ import pytest
 from rq.job import Job, JobStatus
 from rq.registry import FailedJobRegistry
 from rq.results import Result
-from test_control_security import DAEMON_GID, NOBODY, NOGROUP, USERS_GID, as_other_user
+from test_control_security import DAEMON_GID, NOBODY, NOGROUP, USERS_GID, as_other_user, forked_as
 
 from conftest import free_port, horizonctl, wait_until
 from horizond.ctl import request
@@ -46,33 +45,6 @@ def start(start_daemon, public: str, extra_control: str = "", body: str = ONE):
     daemon = start_daemon(body, socket_path=os.path.join(public, "ctl.sock"), extra_control=extra_control)
     daemon.wait_ready({"alpha": 1})
     return daemon
-
-
-def forked_as(action, gid: int, groups: list[int]):
-    """Run `action()` in a real child process as `nobody`; returns a call that waits for its (JSON) result."""
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        try:
-            os.close(read_end)
-            os.setgroups(groups)
-            os.setgid(gid)
-            os.setuid(NOBODY)
-            os.write(write_end, json.dumps(action()).encode())
-        except BaseException as exc:
-            os.write(write_end, json.dumps({"crashed": f"{type(exc).__name__}: {exc}"}).encode())
-        finally:
-            os._exit(0)
-    os.close(write_end)
-
-    def result(timeout: float = 30.0):
-        ready, _, _ = select.select([read_end], [], [], timeout)
-        assert ready, "the attacking process did not finish"
-        with os.fdopen(read_end, "rb") as pipe:
-            data = pipe.read()
-        os.waitpid(pid, 0)
-        return json.loads(data)
-    return result
 
 
 def status_times(daemon, seconds: float) -> list[float | dict]:

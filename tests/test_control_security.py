@@ -6,6 +6,7 @@ import grp
 import json
 import os
 import pwd
+import select
 import shutil
 import socket
 import tempfile
@@ -24,8 +25,8 @@ DAEMON_GID = grp.getgrnam("daemon").gr_gid
 USERS_GID = grp.getgrnam("users").gr_gid
 
 
-def as_other_user(path: str, payload: bytes, gid: int, groups: list[int]) -> dict | str:
-    """Connect from a real forked process running as `nobody`; return the answer (or the error)."""
+def forked_as(action, gid: int, groups: list[int]):
+    """Run `action()` in a real child process as `nobody`; returns a call that waits for its (JSON) result."""
     read_end, write_end = os.pipe()
     pid = os.fork()
     if pid == 0:
@@ -34,29 +35,42 @@ def as_other_user(path: str, payload: bytes, gid: int, groups: list[int]) -> dic
             os.setgroups(groups)
             os.setgid(gid)
             os.setuid(NOBODY)
-            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-                sock.settimeout(5)
-                sock.connect(path)
-                try:
-                    sock.sendall(payload)
-                except OSError:  # refused peers may be hung up on before they finish writing
-                    pass
-                data = b""
-                while not data.endswith(b"\n"):
-                    chunk = sock.recv(65536)
-                    if not chunk:
-                        break
-                    data += chunk
-            os.write(write_end, data or b'"closed"')
+            os.write(write_end, json.dumps(action()).encode())
         except BaseException as exc:
-            os.write(write_end, json.dumps(f"{type(exc).__name__}: {exc}").encode())
+            os.write(write_end, json.dumps({"crashed": f"{type(exc).__name__}: {exc}"}).encode())
         finally:
             os._exit(0)
     os.close(write_end)
-    with os.fdopen(read_end, "rb") as pipe:
-        answer = pipe.read()
-    os.waitpid(pid, 0)
-    return json.loads(answer)
+
+    def result(timeout: float = 30.0):
+        ready, _, _ = select.select([read_end], [], [], timeout)
+        assert ready, "the attacking process did not finish"
+        with os.fdopen(read_end, "rb") as pipe:
+            data = pipe.read()
+        os.waitpid(pid, 0)
+        return json.loads(data)
+    return result
+
+
+def as_other_user(path: str, payload: bytes, gid: int, groups: list[int]) -> dict | str:
+    """Connect from a real forked process running as `nobody`; return the answer (or the error)."""
+    def talk():
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(5)
+            sock.connect(path)
+            try:
+                sock.sendall(payload)
+            except OSError:  # refused peers may be hung up on before they finish writing
+                pass
+            data = b""
+            while not data.endswith(b"\n"):
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+        return json.loads(data) if data else "closed"
+    answer = forked_as(talk, gid, groups)()
+    return answer["crashed"] if isinstance(answer, dict) and "crashed" in answer else answer
 
 
 STATUS = b'{"v": 1, "cmd": "status"}\n'
