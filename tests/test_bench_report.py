@@ -77,3 +77,20 @@ def test_bench_script_names_a_missing_python_and_honours_PYTHON():
     env["PYTHON"] = sys.executable
     ok = subprocess.run([ROOT / "scripts" / "bench", "--help"], env=env, capture_output=True, text=True, timeout=60)
     assert ok.returncode == 0 and "--markdown" in ok.stdout, ok.stderr
+
+
+def test_monitor_lines_group_into_requests_with_their_commands():
+    import jobtrace
+
+    def line(cmd, port=1, lua=False):
+        return {"command": cmd, "client_address": "lua" if lua else "127.0.0.1", "client_port": "" if lua else port,
+                "client_type": "lua" if lua else "tcp"}
+
+    lines = [line("BLMOVE rq:queue:default"), line("MULTI", 2), line("HGETALL x", 1), line("HSET a b", 2),
+             line("EVALSHA abc 1", 2), line("ZADD z 1 a", lua=True), line("EXEC", 2), line("EVALSHA def 0", 1),
+             line("HSET w s", lua=True), line("EXPIRE w 1", lua=True)]
+    assert jobtrace.requests(lines) == [["BLMOVE"], ["HGETALL"], ["MULTI/EXEC", "HSET", "EVALSHA", "ZADD"],
+                                        ["EVALSHA", "HSET", "EXPIRE"]]
+    rows = jobtrace.per_job(lines, jobs=2)
+    assert {"request": "EVALSHA: HSET, EXPIRE", "commands": 3, "per_job": 0.5} in rows
+    assert {"request": "MULTI/EXEC: HSET, EVALSHA, ZADD", "commands": 5, "per_job": 0.5} in rows

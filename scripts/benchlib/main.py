@@ -15,6 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import jobtrace
 import masterprof
 import psutil
 import realistic
@@ -48,6 +49,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--profile-jobs", type=int, default=10_000,
                    help="no-op jobs drained with the master under cProfile (default 10000; 0 skips)")
     p.add_argument("--no-probes", action="store_true", help="skip the spawn and memory probes")
+    p.add_argument("--no-trace", action="store_true", help="skip the MONITOR listing of each path's requests")
     p.add_argument("--soak", type=float, default=0.0, help="also soak an idle horizond this many seconds")
     p.add_argument("--json", help="also write the run's JSON to this file")
     p.add_argument("--markdown", action="store_true",
@@ -65,6 +67,8 @@ def main(argv: list[str]) -> int:
     started = time.perf_counter()
     try:
         run_paths(bench, args, contenders, data["paths"])
+        if not args.no_trace:
+            data["trace"] = trace_paths(bench, args)
         if args.real_scale:
             data["realistic"] = run_realistic(bench, args)
         if args.profile_jobs:
@@ -87,10 +91,7 @@ def main(argv: list[str]) -> int:
         Path(args.json).write_text(text)
     print("\n" + report.targets_table(data), flush=True)
     if args.markdown:
-        (ROOT / "docs" / "benchmarks.json").write_text(text + "\n")
-        (ROOT / "docs" / "benchmarks.md").write_text(report.markdown(data))
-        readme = ROOT / "README.md"
-        readme.write_text(report.replace_headline(readme.read_text(), report.headline(data)))
+        report.write(data, ROOT)
         print("wrote docs/benchmarks.md, docs/benchmarks.json and README.md's headline figures", flush=True)
     shutil.rmtree(work, ignore_errors=True)
     return 0
@@ -113,6 +114,16 @@ def run_paths(bench: Bench, args, contenders: dict[str, list[str]], rows: list[d
                       f"{row['commands_per_job']:6.1f} cmds/job {row['round_trips_per_job']:5.2f} trips/job"
                       + (f"  master {row['master_drain_cpu_pct']:.1f}% CPU" if "master_drain_cpu_pct" in row
                          and name.startswith("horizond") else ""), flush=True)
+
+
+def trace_paths(bench: Bench, args, jobs: int = 5) -> dict:
+    """Per path and contender, the requests one job costs (MONITOR), for the document's explanation."""
+    out = {}
+    for path in args.paths.split(","):
+        for name in ("horizond", "rq-pool-simple"):
+            lines = jobtrace.record(bench, name, path, jobs)
+            out[f"{name} {path}"] = {"jobs": jobs, "requests": jobtrace.per_job(lines, jobs)}
+    return out
 
 
 def run_realistic(bench: Bench, args) -> dict:
@@ -156,7 +167,8 @@ def meta(bench: Bench, argv: list[str], args) -> dict:
                       if line.startswith("model name")), platform.machine())
     return {
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "command": shlex.join(["scripts/bench", *argv]),
+        "command": (f"PYTHON={shlex.quote(os.environ['PYTHON'])} " if os.environ.get("PYTHON") else "")
+        + shlex.join(["scripts/bench", *argv]),
         "args": vars(args),
         "defaults": {k: v for k, v in vars(parse([])).items()},
         "load_average_start": os.getloadavg(),

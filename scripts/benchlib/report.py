@@ -1,7 +1,8 @@
 """docs/benchmarks.md from one run's JSON (scripts/bench --markdown): every figure is read from the run.
 
 Pure functions of the JSON that main.py writes beside the markdown (docs/benchmarks.json), so
-the document can be regenerated from that file alone:  python scripts/benchlib/report.py docs/benchmarks.json
+the document can be regenerated from that file alone:
+    python scripts/benchlib/report.py --write docs/benchmarks.json   # the doc and README's headline
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ TARGETS = [("commands", "noop", 24, True), ("commands", "ttl0", 24, True), ("com
            ("commands", "retry", 30, True), ("round_trips", "noop", 3, True),
            ("speedup", "rq-pool-simple", 2.5, False), ("speedup", "celery", 1.5, False),
            ("master_cpu", "noop", 5, True)]
+TRACE_NAMES = {"horizond": "horizond (lean worker), 1 process",
+               "rq-pool-simple": "`rq worker-pool -n 1 -w rq.worker.SimpleWorker`"}
 REALISTIC_NAMES = {"horizond": "horizond (lean worker)",
                    "rq-pool-simple": "`rq worker-pool -w rq.worker.SimpleWorker`, one per supervisor"}
 MARK_BEGIN, MARK_END = "<!-- bench:headline -->", "<!-- /bench:headline -->"
@@ -81,6 +84,20 @@ def paths_table(data: dict) -> str:
             cells.append("-" if c is None else f"{c:.1f} / {t:.2f}")
         lines.append(f"| {PATH_NAMES[path]} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def trace_tables(data: dict) -> str:
+    """The MONITOR listing of each path: what one job costs, request by request."""
+    out = []
+    for key, t in data["trace"].items():
+        name, path = key.split(" ")
+        total_c = sum(r["commands"] * r["per_job"] for r in t["requests"])
+        total_r = sum(r["per_job"] for r in t["requests"])
+        out += [f"{TRACE_NAMES[name]}, {PATH_NAMES[path]} ({t['jobs']} jobs traced: {total_c:.1f} commands in "
+                f"{total_r:.1f} requests per job):", "", "| per job | commands | request |", "|---:|---:|---|"]
+        out += [f"| {r['per_job']:.2f} | {r['commands']} | {r['request']} |" for r in t["requests"]]
+        out.append("")
+    return "\n".join(out).rstrip()
 
 
 def throughput_table(data: dict, path: str) -> str:
@@ -154,5 +171,16 @@ def markdown(data: dict) -> str:
     return document(data)
 
 
-if __name__ == "__main__":
-    print(markdown(json.loads(Path(sys.argv[1]).read_text())), end="")
+def write(data: dict, root: Path) -> None:
+    """docs/benchmarks.md, docs/benchmarks.json and README.md's headline, all from `data`."""
+    (root / "docs" / "benchmarks.json").write_text(json.dumps(data, indent=1) + "\n")
+    (root / "docs" / "benchmarks.md").write_text(markdown(data))
+    readme = root / "README.md"
+    readme.write_text(replace_headline(readme.read_text(), headline(data)))
+
+
+if __name__ == "__main__":  # report.py RUN.json: print the document; report.py --write RUN.json: write all three
+    if sys.argv[1] == "--write":
+        write(json.loads(Path(sys.argv[2]).read_text()), Path(__file__).resolve().parent.parent.parent)
+    else:
+        print(markdown(json.loads(Path(sys.argv[1]).read_text())), end="")

@@ -119,7 +119,7 @@ snapshot_interval = 60
 
     # --- jobs ---------------------------------------------------------------------
 
-    def enqueue(self, name: str, path: str, n: int, flush: bool = True) -> None:
+    def enqueue(self, name: str, path: str, n: int, flush: bool = True, connection: Redis | None = None) -> None:
         if flush:
             self.redis.flushall()
         func, options, _ = PATHS[path]
@@ -128,28 +128,29 @@ snapshot_interval = 60
             subprocess.run([python, str(HERE / "benchcelery.py"), func, str(n)], env=self.env, cwd=HERE,
                            check=True, timeout=300)
             return
-        queue = Queue("default", connection=self.redis)
+        queue = Queue("default", connection=connection or self.redis)
         for start in range(0, n, 1000):
             queue.enqueue_many([Queue.prepare_data(f"benchjobs.{func}", **options)
                                 for _ in range(min(1000, n - start))])
 
-    def done(self, name: str, path: str, n: int) -> int:
+    def done(self, name: str, path: str, n: int, connection: Redis | None = None) -> int:
         """Jobs done so far, as the contender leaves them; counted as the bench's own traffic."""
+        redis = connection or self.redis
         self.poll_trips += 1
         if name == "celery":  # each task's result write (Celery's Redis backend: SETEX, then PUBLISH)
             self.poll_commands += 1
-            return self.redis.info("commandstats").get("cmdstat_setex", {}).get("calls", 0)
-        queue = Queue("default", connection=self.redis)
+            return redis.info("commandstats").get("cmdstat_setex", {}).get("calls", 0)
+        queue = Queue("default", connection=redis)
         where = PATHS[path][2]
         if where == "gone":  # result_ttl=0: the job is deleted; count what is neither waiting nor running
-            pipe = self.redis.pipeline(transaction=False)
+            pipe = redis.pipeline(transaction=False)
             pipe.llen(queue.key).llen(queue.intermediate_queue_key).zcard(queue.started_job_registry.key)
             self.poll_commands += 3
             return n - sum(pipe.execute())
         self.poll_commands += 1
         registry = {"finished": queue.finished_job_registry, "failed": queue.failed_job_registry,
                     "scheduled": queue.scheduled_job_registry}[where]
-        return self.redis.zcard(registry.key)
+        return redis.zcard(registry.key)
 
     def redis_counts(self) -> tuple[int, int]:
         """(commands, round trips) since CONFIG RESETSTAT, the bench's own excluded."""
