@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import random
 import sys
+import tempfile
 import time
 import tomllib
 from pathlib import Path
@@ -87,8 +88,7 @@ class Jobs:
 def run(bench: Bench, name: str, argvs: list[list[str]], workers: int, rate: float, seconds: float,
         backlog: int) -> dict:
     bench.redis.flushall()
-    waits_dir = bench.work / f"waits-{name}"
-    waits_dir.mkdir(exist_ok=True)
+    waits_dir = Path(tempfile.mkdtemp(prefix=f"waits-{name}-", dir=bench.work))  # this run's only
     env = dict(bench.env, BENCH_WAITS_DIR=str(waits_dir))
     procs = [bench.launch(argv, f"realistic-{name}", env) for argv in argvs]
     try:
@@ -116,6 +116,8 @@ def run(bench: Bench, name: str, argvs: list[list[str]], workers: int, rate: flo
         for proc in procs:
             stop(proc)
     noted = [line.split() for f in waits_dir.iterdir() for line in f.read_text().splitlines()]
+    if len(noted) != paced_jobs:  # each paced job notes its first attempt once
+        raise RuntimeError(f"{name}: {len(noted)} waits noted for {paced_jobs} paced jobs")
     waits = sorted(float(ms) for _, ms in noted)
     by_queue = {q: sorted(float(ms) for origin, ms in noted if origin == q) for q in jobs.queues}
     return {"name": name, "workers": workers, "rate": rate, "paced_seconds": seconds, "paced_jobs": paced_jobs,

@@ -36,6 +36,7 @@ def _small(meta: dict) -> list[str]:
 def _header(meta: dict, m: dict) -> str:
     small = _small(meta)
     load = " / ".join(f"{x:.2f}" for x in meta["load_average_start"])
+    load_end = " / ".join(f"{x:.2f}" for x in meta.get("load_average_end", ()))
     warning = ""
     if small:
         warning = ("\n\n**A small run** (" + ", ".join(small) + "): figures for development only; the lead "
@@ -49,7 +50,8 @@ and README's figures from the JSON alone).{warning}
 
 Machine: {m['cores']} cores ({m['cpu']}, {m['arch']}), {m['memory_gb']} GB; Python {m['python']}, Redis
 {m['redis']}, rq {m['rq']}, redis-py {m['redis_py']}, Celery {m['celery'] or 'not installed'}. Load average
-(1/5/15 min) when the run began: {load}; a machine running other work makes every figure noisier.
+(1/5/15 min) when the run began: {load}; when it ended: {load_end} (the bench's own processes count in that one); a
+machine running other work makes every figure noisier.
 
 Method: contenders run side by side in one run against a private `redis-server` the bench starts on
 a free loopback port (no persistence), on the same pre-enqueued jobs, with the same number of worker
