@@ -149,7 +149,7 @@ def headline(data: dict) -> str:
     ratio = measured(data, "speedup", "rq-pool-simple")
     parts = []
     if ratio:
-        parts.append(f"{ratio:.1f}x the no-op throughput of `rq worker-pool` (SimpleWorker, 2 processes)")
+        parts.append(f"{ratio:.2f}x the no-op throughput of `rq worker-pool` (SimpleWorker, 2 processes)")
     real = data.get("realistic", {}).get("rows", [])
     ours = statistics.median(r["jobs_per_s"] for r in real if r["name"] == "horizond") if real else None
     theirs = statistics.median(r["jobs_per_s"] for r in real if r["name"] == "rq-pool-simple") if real else None
