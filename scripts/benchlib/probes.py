@@ -5,18 +5,17 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import psutil
-from run import HERE, PY, Bench, stop, wait_for
+from rq import Queue
+from run import HERE, Bench, stop, wait_for
 
 sys.path.insert(0, str(HERE.parent.parent))
 from horizond.ctl import request  # noqa: E402
 
 
 def _launch(bench: Bench, argv: list[str], tag: str) -> subprocess.Popen:
-    return subprocess.Popen(argv, env=bench.env, cwd=HERE, stdout=subprocess.DEVNULL,
-                            stderr=open(bench.work / f"{tag}.log", "ab"), start_new_session=True)
+    return bench.launch(argv, tag)
 
 
 def _registered(bench: Bench) -> int:
@@ -54,12 +53,10 @@ def spawn_times(bench: Bench, n: int = 20) -> dict:
         out[f"horizond_scale_1_to_{n}"] = time.perf_counter() - started
     finally:
         stop(proc)
-    rq = str(Path(PY).parent / "rq")
     for count in (n, n // 2):
         out[f"horizond_launch_to_{count}"] = _launch_to(bench, bench.horizond_cmd(count), count, "spawn-horizond")
-        out[f"rq_pool_launch_to_{count}"] = _launch_to(bench, [
-            rq, "worker-pool", "-n", str(count), "-w", "rq.worker.SimpleWorker", "-u", bench.url, "-q", "default"],
-            count, "spawn-rq")
+        out[f"rq_pool_launch_to_{count}"] = _launch_to(bench, bench.rq_pool_cmd(count, ["default"]), count,
+                                                       "spawn-rq")
     return out
 
 
@@ -71,7 +68,8 @@ def worker_memory(bench: Bench, procs: int = 4) -> dict:
         proc = _launch(bench, bench.horizond_cmd(procs, preload), "memory")
         try:
             wait_for(lambda: _registered(bench) == procs, 60, "workers")
-            bench.enqueue("horizond", "heavy", 200, flush=False)
+            queue = Queue("default", connection=bench.redis)
+            queue.enqueue_many([Queue.prepare_data("benchjobs.heavy") for _ in range(200)])
             wait_for(lambda: bench.redis.zcard("rq:finished:default") == 200, 120, "200 heavy jobs")
             status = request(str(bench.work / "ctl.sock"), "status")["result"]
             pids = [w["pid"] for s in status["supervisors"] for w in s["workers"]]
