@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from pathlib import Path
@@ -195,6 +196,15 @@ class Daemon:
             except psutil.Error:
                 pass
         self._log.close()
+
+
+@pytest.fixture
+def public_dir():
+    """A directory other uids can traverse to reach a socket (pytest's own tmp dirs are private to root)."""
+    path = tempfile.mkdtemp(prefix="horizond-test-")
+    os.chmod(path, 0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture

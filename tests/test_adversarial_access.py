@@ -87,13 +87,6 @@ def cli(*args) -> subprocess.CompletedProcess:
                           env=operator_env(), cwd=ROOT, timeout=30, stdin=subprocess.DEVNULL)
 
 
-@pytest.fixture
-def public_dir():
-    """A directory of ours others can traverse (pytest's own tmp dirs are private)."""
-    path = tempfile.mkdtemp(prefix="horizond-access-")
-    os.chmod(path, 0o755)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 # --- 14: horizonctl needs none of the daemon's secrets -------------------------------------

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import socket
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -32,17 +30,10 @@ ONE = '[supervisors.alpha]\nqueues = ["qa"]\n'
 PROMPT = 1.0  # seconds: what root's `status` may take while an attack goes on
 
 
-@pytest.fixture
-def public():
-    """A directory other uids can traverse to reach the socket (pytest's are private to root)."""
-    path = tempfile.mkdtemp(prefix="horizond-test-")
-    os.chmod(path, 0o755)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
-def start(start_daemon, public: str, extra_control: str = "", body: str = ONE):
-    daemon = start_daemon(body, socket_path=os.path.join(public, "ctl.sock"), extra_control=extra_control)
+def start(start_daemon, public_dir: str, extra_control: str = "", body: str = ONE):
+    daemon = start_daemon(body, socket_path=os.path.join(public_dir, "ctl.sock"), extra_control=extra_control)
     daemon.wait_ready({"alpha": 1})
     return daemon
 
@@ -93,8 +84,8 @@ NESTED = {
 
 
 @pytest.mark.parametrize("payload", NESTED.values(), ids=NESTED.keys())
-def test_deeply_nested_json_from_a_reader_gets_an_error_and_changes_nothing(start_daemon, public, payload):
-    daemon = start(start_daemon, public, extra_control='readers = "nogroup"\n')
+def test_deeply_nested_json_from_a_reader_gets_an_error_and_changes_nothing(start_daemon, public_dir, payload):
+    daemon = start(start_daemon, public_dir, extra_control='readers = "nogroup"\n')
     workers = daemon.worker_pids()
     answer = as_other_user(daemon.socket, payload, NOGROUP, [])
     assert isinstance(answer, dict), f"no reply ({answer}); master exit code: {daemon.proc.poll()}"
@@ -105,8 +96,8 @@ def test_deeply_nested_json_from_a_reader_gets_an_error_and_changes_nothing(star
 
 
 def test_a_command_that_raises_is_answered_and_logged_with_its_name_a_line_per_few_seconds(start_daemon, redis,
-                                                                                          public):
-    daemon = start(start_daemon, public)
+                                                                                          public_dir):
+    daemon = start(start_daemon, public_dir)
     redis.hset("rq:job:broken", mapping={"data": b"not a pickle", "status": "failed", "origin": "qa"})
     redis.zadd("rq:failed:qa", {"broken": time.time() + 3600})
     shown = horizonctl("failed", "show", "broken", socket_path=daemon.socket)
@@ -124,9 +115,9 @@ def test_a_command_that_raises_is_answered_and_logged_with_its_name_a_line_per_f
 # --- item 9: big replies ----------------------------------------------------------------------------------
 
 
-def test_failed_show_and_list_a_job_with_50_mb_of_arguments_without_unpacking_them(start_daemon, redis, public):
+def test_failed_show_and_list_a_job_with_50_mb_of_arguments_without_unpacking_them(start_daemon, redis, public_dir):
     """Unpacking 50 MB of arguments held the loop 0.3 s per request (sending them, 2.2 s)."""
-    daemon = start(start_daemon, public)
+    daemon = start(start_daemon, public_dir)
     job_id = failed_job(redis, ("x" * 50_000_000,), "Traceback ...\nRuntimeError: too big to fail")
     began = time.monotonic()
     assert request(daemon.socket, "failed_show", job_id=job_id)["ok"]
@@ -144,10 +135,10 @@ def test_failed_show_and_list_a_job_with_50_mb_of_arguments_without_unpacking_th
     print(f"failed show of a job with 50 MB of arguments: answered in {took * 1000:.0f} ms")
 
 
-def test_a_client_that_does_not_read_big_replies_stalls_nobody_and_is_dropped(start_daemon, redis, public):
+def test_a_client_that_does_not_read_big_replies_stalls_nobody_and_is_dropped(start_daemon, redis, public_dir):
     """A reply bigger than the socket buffer (non-ASCII is 6 bytes a character in JSON): the old
     blocking send held the loop 2 s per such client."""
-    daemon = start(start_daemon, public, extra_control='group = "daemon"\n')
+    daemon = start(start_daemon, public_dir, extra_control='group = "daemon"\n')
     job_id = failed_job(redis, ("é" * 100_000,), "Traceback ...\n" + "é" * 200_000 + "\nRuntimeError: boom")
     shown = request(daemon.socket, "failed_show", job_id=job_id)["result"]
     assert shown["args"].endswith(" [cut: 100005 characters, the first 10000 shown]")
@@ -186,8 +177,8 @@ def test_a_client_that_does_not_read_big_replies_stalls_nobody_and_is_dropped(st
     assert len(events(daemon, "control_busy")) <= 3
 
 
-def test_a_reply_over_the_buffer_limit_is_an_error_that_says_what_to_do(start_daemon, redis, public):
-    daemon = start(start_daemon, public)
+def test_a_reply_over_the_buffer_limit_is_an_error_that_says_what_to_do(start_daemon, redis, public_dir):
+    daemon = start(start_daemon, public_dir)
     row = json.dumps({"time": time.time(), "pending": 0, "processes": 1, "jobs_per_minute": 0,
                       "failed_last_hour": 0, "recent_runtime": None, "wait": None, "pad": "p" * 200})
     redis.lpush("horizond:snapshots:qa", *[row] * 20_000)
@@ -200,8 +191,8 @@ def test_a_reply_over_the_buffer_limit_is_an_error_that_says_what_to_do(start_da
 # --- item 10: connection slots and log floods -------------------------------------------------------------
 
 
-def test_one_uid_holding_64_silent_connections_leaves_root_an_answer(start_daemon, public):
-    daemon = start(start_daemon, public, extra_control='readers = "nogroup"\n')
+def test_one_uid_holding_64_silent_connections_leaves_root_an_answer(start_daemon, public_dir):
+    daemon = start(start_daemon, public_dir, extra_control='readers = "nogroup"\n')
 
     def hold_silently():
         held, answers = [], []
@@ -229,9 +220,9 @@ def test_one_uid_holding_64_silent_connections_leaves_root_an_answer(start_daemo
     assert len(events(daemon, "control_busy")) <= 3
 
 
-def test_a_flood_of_requests_from_one_uid_leaves_root_prompt_answers(start_daemon, redis, public):
+def test_a_flood_of_requests_from_one_uid_leaves_root_prompt_answers(start_daemon, redis, public_dir):
     """Served a few per batch of accepted connections, the flood's requests cannot queue ahead of root's."""
-    daemon = start(start_daemon, public, extra_control='group = "daemon"\n')
+    daemon = start(start_daemon, public_dir, extra_control='group = "daemon"\n')
     job_id = failed_job(redis, ("x" * 500_000,), "boom")  # a few ms of the loop per `failed show`
     payload = json.dumps({"v": 1, "cmd": "failed_show", "args": {"job_id": job_id}}).encode() + b"\n"
 
@@ -256,8 +247,8 @@ def test_a_flood_of_requests_from_one_uid_leaves_root_prompt_answers(start_daemo
     assert len(events(daemon, "control_busy")) <= 2
 
 
-def test_a_flood_from_a_refused_uid_is_logged_a_line_per_window_with_a_count(start_daemon, public):
-    daemon = start(start_daemon, public)
+def test_a_flood_from_a_refused_uid_is_logged_a_line_per_window_with_a_count(start_daemon, public_dir):
+    daemon = start(start_daemon, public_dir)
     os.chmod(daemon.socket, 0o777)  # opened up by mistake: SO_PEERCRED still refuses
 
     def flood():
@@ -281,9 +272,9 @@ def test_a_flood_from_a_refused_uid_is_logged_a_line_per_window_with_a_count(sta
     print(f"{refused} refusals in 2 s: {len(events(daemon, 'control_refused'))} log lines")
 
 
-def test_a_slowloris_on_metrics_does_not_starve_healthz(start_daemon, public):
+def test_a_slowloris_on_metrics_does_not_starve_healthz(start_daemon, public_dir):
     port = free_port()
-    daemon = start(start_daemon, public, body=f'[metrics]\nlisten = "127.0.0.1:{port}"\n' + ONE)
+    daemon = start(start_daemon, public_dir, body=f'[metrics]\nlisten = "127.0.0.1:{port}"\n' + ONE)
 
     def slowloris():
         held, end = [], time.monotonic() + 3

@@ -7,9 +7,7 @@ import json
 import os
 import pwd
 import select
-import shutil
 import socket
-import tempfile
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -77,13 +75,6 @@ STATUS = b'{"v": 1, "cmd": "status"}\n'
 PAUSE = b'{"v": 1, "cmd": "pause"}\n'
 
 
-@pytest.fixture
-def public_dir():
-    """A directory others can traverse (pytest's own tmp dirs are private to root)."""
-    path = tempfile.mkdtemp(prefix="horizond-test-")
-    os.chmod(path, 0o755)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 def start(start_daemon, public, extra_control=""):
