@@ -4,7 +4,8 @@ RQ dequeues from one queue with BLMOVE into `<queue>:intermediate` (the job is
 always in some list), but from several queues with plain BLPOP: a worker killed
 between BLPOP's reply and the StartedJobRegistry write loses the job. Here every
 dequeue is a move: one round trip (a Lua LMOVE over the queues in priority
-order), then a short BLMOVE on the first queue so an idle worker still blocks.
+order), then a short BLMOVE on the first queue so an idle worker still blocks
+(growing from 50 ms after a job to 1 s when idle: see MULTI_QUEUE_BLOCK).
 The master sweeps intermediate lists for what a dead worker left there.
 """
 
@@ -21,7 +22,11 @@ from rq.worker.base import StopRequested
 from .channel import StateWriter
 
 GATE_WAIT = 30.0  # a paused worker wakes this often so RQ keeps its heartbeat
-MULTI_QUEUE_BLOCK = 1.0  # an idle multi-queue worker looks at its lower queues this often
+# An idle multi-queue worker blocks on its first queue and looks at the others between blocks.
+# Right after a job it looks again soon (a stream of jobs often continues); each empty look
+# doubles the block, up to MULTI_QUEUE_BLOCK, so a long-idle worker costs 2 commands a second.
+MULTI_QUEUE_BLOCK = 1.0
+MULTI_QUEUE_FIRST_BLOCK = 0.05
 
 # Move the first available job id, in priority order, into its queue's intermediate list.
 _MOVE_FIRST = """
@@ -113,6 +118,7 @@ class HorizonQueue(Queue):
         options = {"job_class": job_class, "serializer": serializer, "death_penalty_class": death_penalty_class}
         deadline = None if timeout is None else time.monotonic() + timeout
         move_first = connection.register_script(_MOVE_FIRST)
+        block = MULTI_QUEUE_FIRST_BLOCK
         while True:
             moved = move_first(keys=keys, client=connection)
             if not moved:
@@ -121,8 +127,9 @@ class HorizonQueue(Queue):
                     if timeout is None:
                         return None
                     raise DequeueTimeout(timeout, keys)
-                job_id = connection.blmove(keys[0], keys[0] + ":intermediate", min(MULTI_QUEUE_BLOCK, left))
+                job_id = connection.blmove(keys[0], keys[0] + ":intermediate", min(block, left))
                 if job_id is None:
+                    block = min(block * 2, MULTI_QUEUE_BLOCK)
                     continue
                 moved = [keys[0], job_id]
             result = cls._fetch_moved(moved, connection, options)

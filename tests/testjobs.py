@@ -79,13 +79,17 @@ _HOARD = []
 
 
 def hog(megabytes, seconds=0, tag="hog", keep=False):
-    """Allocate (and touch) memory; keep=True leaks it in the worker like a real leak."""
+    """Allocate (and touch) memory; keep=True leaks it in the worker like a real leak.
+
+    The pid is recorded before the allocation: a memory_hard limit may kill the worker
+    while it is still touching pages.
+    """
+    _redis().hset("test:started", tag, os.getpid())
     block = bytearray(megabytes * 1024 * 1024)
     for i in range(0, len(block), 4096):
         block[i] = 1
     if keep:
         _HOARD.append(block)
-    _redis().hset("test:started", tag, os.getpid())
     time.sleep(seconds)
     _redis().hincrby("test:runs", tag, 1)
 

@@ -136,10 +136,17 @@ worker process, not in Redis) during the paced phase (Poisson arrivals). Backlog
 enqueued at once, timed until no job is queued, running or scheduled for a retry. Total PSS: the
 contender's processes and all their descendants (master or pool processes, workers, scheduler),
 sampled at the end of the paced phase. A horizond worker serving several queues in order (here the
-`default` supervisor: `default`, then `cache`) blocks on its first queue and, while idle, looks at the
-others every {data['realistic']['multi_queue_block_s']:g} s (`MULTI_QUEUE_BLOCK` in horizond/dequeue.py: a
-move from one of several queues without RQ's job-losing BLPOP); RQ's worker wakes on any of its queues
-with BLPOP. The wait by queue shows what that costs the lower queue."""
+`default` supervisor: `default`, then `cache`) blocks on its first queue and looks at the others between
+blocks: {_blocks(data['realistic'])} (`MULTI_QUEUE_BLOCK` in horizond/dequeue.py: a move from one of
+several queues without RQ's job-losing BLPOP); RQ's worker wakes on any of its queues with BLPOP. The
+wait by queue shows what that costs the lower queue."""
+
+
+def _blocks(real: dict) -> str:
+    first, most = real.get("multi_queue_first_block_s"), real["multi_queue_block_s"]
+    if first is None:
+        return f"every {most:g} s while idle"
+    return f"{first:g} s after a job, doubling with each empty look up to every {most:g} s"
 
 
 def _master(data: dict) -> str:
