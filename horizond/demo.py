@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     from redis.exceptions import RedisError
     from rq import Queue
 
-    from .config import redact_url
+    from horizond.core.config import redact_url
 
     args = _parse(argv)
     redis = Redis.from_url(args.redis_url)

@@ -33,7 +33,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from horizond.balancer import Decision, Options, PoolStats, balance  # noqa: E402
+from horizond.core.balancer import Decision, Options, PoolStats, balance  # noqa: E402
 
 DT = 0.1
 BOOT = 0.5

@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 from redis import Redis  # noqa: E402
 from rq import Queue  # noqa: E402
 
-from horizond.ctl import request  # noqa: E402
+from horizond.control.ctl import request  # noqa: E402
 
 CONFIG = """
 [redis]

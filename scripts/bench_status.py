@@ -26,7 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from horizond.ctl import request  # noqa: E402
+from horizond.control.ctl import request  # noqa: E402
 
 
 def free_port() -> int:

@@ -29,7 +29,7 @@ from redis import Redis  # noqa: E402
 from rq import Queue  # noqa: E402
 from rq.job import Job  # noqa: E402
 
-from horizond.ctl import request  # noqa: E402
+from horizond.control.ctl import request  # noqa: E402
 
 CONFIG = """
 [redis]

@@ -22,7 +22,7 @@ import psutil
 import pytest
 from redis import Redis
 
-from horizond.ctl import NotRunning, request
+from horizond.control.ctl import NotRunning, request
 
 TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent
@@ -224,7 +224,7 @@ def start_daemon(tmp_path, redis_url):
 def horizonctl(*args, socket_path: str | None = None, timeout: float = 30) -> subprocess.CompletedProcess:
     """Run the real horizonctl as a user would (no terminal on stdin)."""
     where = ["--socket", socket_path] if socket_path else []
-    return subprocess.run([sys.executable, "-m", "horizond.ctl", *where, *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "horizond.control.ctl", *where, *args], capture_output=True, text=True,
                           env=child_env(), cwd=ROOT, timeout=timeout, stdin=subprocess.DEVNULL)
 
 

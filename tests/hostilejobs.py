@@ -7,7 +7,7 @@ from rq import get_current_job
 
 def write_to_channel(data: bytes, tag: str):
     """Write raw bytes to this worker's state channel to the master, as any job could."""
-    from horizond import dequeue
+    from horizond.worker import dequeue
 
     get_current_job().connection.hset("test:started", tag, os.getpid())
     os.write(dequeue.GATE.fd, data)

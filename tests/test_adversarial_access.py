@@ -27,7 +27,7 @@ from rq import Queue, get_current_job
 from test_redis_connection import SecuredRedis
 
 from conftest import ROOT, Daemon, child_env, wait_until
-from horizond import ctl
+from horizond.control import ctl
 
 needs_root = pytest.mark.skipif(os.getuid() != 0, reason="switching to other uids needs root")
 
@@ -83,7 +83,7 @@ def operator_env() -> dict:
 
 
 def cli(*args) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "horizond.ctl", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "horizond.control.ctl", *args], capture_output=True, text=True,
                           env=operator_env(), cwd=ROOT, timeout=30, stdin=subprocess.DEVNULL)
 
 

@@ -17,12 +17,12 @@ import pytest
 from rq import Queue
 
 from conftest import wait_until
-from horizond.channel import StateReader
-from horizond.config import Config, SupervisorConfig
-from horizond.guard import MEMORY_HARD_EVERY, Guard
-from horizond.process import WorkerProcess
-from horizond.redisconn import RedisSpec
-from horizond.worker import ChildSpec
+from horizond.worker.channel import StateReader
+from horizond.core.config import Config, SupervisorConfig
+from horizond.supervise.guard import MEMORY_HARD_EVERY, Guard
+from horizond.supervise.process import WorkerProcess
+from horizond.connection.redisconn import RedisSpec
+from horizond.worker.child import ChildSpec
 
 STUCK = """
 [supervisors.web]

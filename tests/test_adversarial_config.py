@@ -32,7 +32,7 @@ from rq import Queue
 from rq.job import Job, JobStatus
 
 from conftest import ROOT, TESTS, Daemon, child_env, free_port, horizonctl, wait_until
-from horizond.config import (
+from horizond.core.config import (
     MAX_BACKOFF_STEPS,
     MAX_MB,
     MAX_SECONDS,

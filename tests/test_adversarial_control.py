@@ -22,7 +22,7 @@ from rq.results import Result
 from test_control_security import DAEMON_GID, NOBODY, NOGROUP, USERS_GID, as_other_user, forked_as
 
 from conftest import free_port, horizonctl, wait_until
-from horizond.ctl import request
+from horizond.control.ctl import request
 
 pytestmark = pytest.mark.skipif(os.getuid() != 0, reason="attackers run as another uid: switching needs root")
 

@@ -25,7 +25,7 @@ from rq.job import Job
 from rq.registry import FailedJobRegistry, StartedJobRegistry
 
 from conftest import alive, child_env, horizonctl, wait_until
-from horizond.ctl import Endpoint, request
+from horizond.control.ctl import Endpoint, request
 
 ONE = """
 [supervisors.a]

@@ -19,7 +19,7 @@ from rq import Queue
 from test_systemd import Listener
 
 from conftest import Daemon, RedisServer, child_env, free_port, horizonctl, wait_until
-from horizond.ctl import request
+from horizond.control.ctl import request
 
 BODY = """
 [supervisors.alpha]

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from horizond.balancer import Decision, Options, PoolStats, balance, pool_floors, usable
+from horizond.core.balancer import Decision, Options, PoolStats, balance, pool_floors, usable
 
 ISSUE = Options(mode="auto", strategy="size", min_processes=1, max_processes=8, max_shift=2)
 

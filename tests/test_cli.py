@@ -11,7 +11,7 @@ import tomllib
 from conftest import ROOT, child_env, wait_until
 
 HORIZOND = [sys.executable, "-m", "horizond"]
-HORIZONCTL = [sys.executable, "-m", "horizond.ctl"]
+HORIZONCTL = [sys.executable, "-m", "horizond.control.ctl"]
 
 
 def run(args, **kw):

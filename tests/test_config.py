@@ -18,7 +18,7 @@ import tomli_w
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from horizond.config import (
+from horizond.core.config import (
     BALANCE_MODES,
     DEFAULT_REDIS_URL,
     MAX_PROCESSES_CAP,
@@ -1159,8 +1159,8 @@ def test_balance_cooldown_accepts_exactly_its_bounds(seconds):
 
 
 def test_readme_bounds_table_is_the_one_the_check_uses():
-    from horizond.config import OTHER_BOUNDS
-    from horizond.configcheck import plain
+    from horizond.core.config import OTHER_BOUNDS
+    from horizond.core.configcheck import plain
 
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     rows = re.findall(r"^\| (\w+) \| `([\w*]+)` \| ([\d.]+) \| ([\d.]+) \| (\w*) \|", readme, re.M)

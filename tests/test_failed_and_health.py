@@ -111,7 +111,7 @@ def test_health_green_yellow_red(start_daemon, redis):
 
 
 def test_health_is_red_when_no_daemon_runs(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "horizond.ctl", "--socket", str(tmp_path / "none"), "health"],
+    result = subprocess.run([sys.executable, "-m", "horizond.control.ctl", "--socket", str(tmp_path / "none"), "health"],
                             capture_output=True, text=True, env=child_env(), cwd=ROOT, timeout=30)
     assert result.returncode == 2 and "RED" in result.stdout and "not running" in result.stdout
 
@@ -147,7 +147,7 @@ def test_bulk_commands_on_a_huge_registry_keep_the_master_answering(start_daemon
     import threading
     import time
 
-    from horizond.ctl import request
+    from horizond.control.ctl import request
 
     daemon = start_daemon(BODY)
     daemon.wait_ready({"alpha": 2})

@@ -3,7 +3,7 @@
 from hypothesis import given
 from hypothesis import strategies as st
 
-from horizond.health import GREEN, RED, YELLOW, Indicator, grade, verdict
+from horizond.core.health import GREEN, RED, YELLOW, Indicator, grade, verdict
 
 
 def test_edges_are_inclusive():

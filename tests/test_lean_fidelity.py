@@ -22,8 +22,8 @@ from rq.suspension import resume, suspend
 from rq.utils import now
 
 from conftest import wait_until
-from horizond.leanbatch import Batches
-from horizond.leanworker import LeanWorker
+from horizond.worker.leanbatch import Batches
+from horizond.worker.leanworker import LeanWorker
 from test_lean_worker import CLASSES, both
 
 JOB_TIMEOUT = 30

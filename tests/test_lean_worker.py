@@ -25,11 +25,11 @@ from rq.registry import (
     StartedJobRegistry,
 )
 
-from horizond import dequeue
-from horizond.channel import StateWriter
-from horizond.config import SupervisorConfig
-from horizond.leanworker import LeanWorker
-from horizond.rqworker import HorizonLeanWorker
+from horizond.worker import dequeue
+from horizond.worker.channel import StateWriter
+from horizond.core.config import SupervisorConfig
+from horizond.worker.leanworker import LeanWorker
+from horizond.worker.rqworker import HorizonLeanWorker
 
 CLASSES = {"stock": SimpleWorker, "lean": LeanWorker, "horizond": HorizonLeanWorker}
 

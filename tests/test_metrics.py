@@ -7,7 +7,7 @@ import json
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from horizond.metrics import BUCKETS, Metrics
+from horizond.observe.metrics import BUCKETS, Metrics
 
 jobs = st.lists(st.tuples(st.sampled_from(["a", "b"]), st.sampled_from(["f", "g", None]), st.booleans(),
                           st.one_of(st.none(), st.floats(0, 400)), st.one_of(st.none(), st.floats(0, 50)),

@@ -119,7 +119,7 @@ def test_a_job_left_between_queue_and_worker_is_put_back(start_daemon, redis):
     balance = "off"
     """)
     daemon.wait_ready({"alpha": 1})
-    from horizond.ctl import call
+    from horizond.control.ctl import call
 
     call(daemon.socket, "pause")  # so the live worker cannot take the job first
     wait_until(lambda: daemon.supervisor("alpha")["workers"][0]["state"] == "paused", what="the worker to pause")
@@ -172,7 +172,7 @@ def test_master_over_its_memory_limit_drains_and_reexecutes_in_place(start_daemo
     """, extra_master="memory_limit = 1\n")  # any real master is over 1 MB: the check fires at 10 s
     daemon.wait_ready({"alpha": 1, "beta": 1})
     assert [e for e in daemon.log_events() if e.get("event") == "memory_limit_too_low"]
-    from horizond.ctl import call
+    from horizond.control.ctl import call
 
     call(daemon.socket, "pause", supervisor="beta")
     before = daemon.worker_pids()
@@ -210,7 +210,7 @@ def test_a_hung_redis_does_not_hold_the_loop(tmp_path):
     within its 1 s Redis timeout, says Redis is away, and carries on once it is back."""
     import signal
 
-    from horizond.ctl import request
+    from horizond.control.ctl import request
 
     server = RedisServer(tmp_path)
     daemon = Daemon(tmp_path, server.url, """

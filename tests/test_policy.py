@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from horizond import policy, restarts
+from horizond.core import policy, restarts
 
 
 def test_rqs_stamped_default_means_not_set():

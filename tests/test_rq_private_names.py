@@ -18,8 +18,8 @@ from rq.queue import Queue
 from rq.scheduler import RQScheduler
 from rq.worker import SimpleWorker, Worker
 
-from horizond.leanworker import LeanWorker
-from horizond.rqworker import HorizonWorkerMixin
+from horizond.worker.leanworker import LeanWorker
+from horizond.worker.rqworker import HorizonWorkerMixin
 
 HORIZOND = Path(__file__).resolve().parent.parent / "horizond"
 
@@ -35,7 +35,7 @@ PRIVATE_NAMES = [
     ("SimpleWorker", "_stopped_job_id", "leanworker.py: a job stopped on request takes RQ's failure path"),
     ("SimpleWorker", "_ordered_queues", "leanworker.py: the queues to dequeue from, in RQ's order"),
     ("SimpleWorker", "_state", "leanworker.py: the worker state RQ last wrote, to skip rewriting it"),
-    ("SimpleWorker", "_stop_requested", "rqworker.py, worker.py: the warm-shutdown flag RQ's loop reads"),
+    ("SimpleWorker", "_stop_requested", "rqworker.py, child.py: the warm-shutdown flag RQ's loop reads"),
     ("SimpleWorker", "_shutdown_requested_date", "rqworker.py: when the stop was asked, as RQ records it"),
     ("Worker", "_horse_pid", "rqworker.py: a forking worker_class's horse, reported to the master"),
     ("RQScheduler", "_queue_names", "worker.py: the scheduler's queues, to tell whether it holds all locks"),
@@ -68,14 +68,14 @@ def test_the_private_rq_name_horizond_uses_exists(instances, owner, name, use):
 
 def test_every_listed_name_is_still_used_by_horizond():
     """A name horizond stopped using is taken off the list, so the list stays the truth."""
-    source = "\n".join(path.read_text() for path in HORIZOND.glob("*.py"))
+    source = "\n".join(path.read_text() for path in HORIZOND.rglob("*.py"))
     unused = [f"{o}.{n}" for o, n, _ in PRIVATE_NAMES if not re.search(rf"\.{n}\b", source)]
     assert not unused, f"no longer used by horizond, remove from PRIVATE_NAMES: {unused}"
 
 
 def test_every_private_name_horizond_reads_on_rq_objects_is_listed():
     """`job._x`, `queue._x`, `worker._x`, `c._sock`: a new reach into RQ gets listed here."""
-    source = "\n".join(path.read_text() for path in HORIZOND.glob("*.py"))
+    source = "\n".join(path.read_text() for path in HORIZOND.rglob("*.py"))
     used = set(re.findall(r"\b(?:job|queue|worker|c)\._([a-z][a-z_]*)\b", source))
     listed = {name.lstrip("_") for _, name, _ in PRIVATE_NAMES}
     assert used <= listed, f"private RQ names used but not listed in PRIVATE_NAMES: {sorted(used - listed)}"

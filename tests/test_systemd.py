@@ -180,7 +180,7 @@ def parse_native(data: bytes) -> dict[str, str]:
 
 
 def test_native_encoding_keeps_multiline_values():
-    from horizond.journal import encode, field_name
+    from horizond.observe.journal import encode, field_name
 
     data = encode({"MESSAGE": "line one\nline two", "EVENT": "x"})
     assert parse_native(data) == {"MESSAGE": "line one\nline two", "EVENT": "x"}

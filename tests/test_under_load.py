@@ -9,7 +9,7 @@ from rq import Queue
 from rq.job import JobStatus
 
 from conftest import alive, wait_until
-from horizond.ctl import call
+from horizond.control.ctl import call
 
 BODY = """
 [supervisors.multi]

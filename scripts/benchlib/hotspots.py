@@ -22,7 +22,7 @@ from rq import Queue, SimpleWorker
 from run import ROOT, Bench
 
 sys.path.insert(0, str(ROOT))
-from horizond.leanworker import LeanWorker  # noqa: E402
+from horizond.worker.leanworker import LeanWorker  # noqa: E402
 
 
 def main(argv: list[str]) -> int:

@@ -138,7 +138,7 @@ def run_realistic(bench: Bench, args) -> dict:
             row["round"] = rnd + 1
             rows.append(row)
             print("realistic:", json.dumps(row), flush=True)
-    from horizond.dequeue import MULTI_QUEUE_BLOCK, MULTI_QUEUE_FIRST_BLOCK
+    from horizond.worker.dequeue import MULTI_QUEUE_BLOCK, MULTI_QUEUE_FIRST_BLOCK
     return {"scale": args.real_scale, "supervisors": sups, "rows": rows, "multi_queue_block_s": MULTI_QUEUE_BLOCK,
             "multi_queue_first_block_s": MULTI_QUEUE_FIRST_BLOCK}
 

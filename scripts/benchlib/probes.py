@@ -11,7 +11,7 @@ from rq import Queue
 from run import HERE, Bench, stop, wait_for
 
 sys.path.insert(0, str(HERE.parent.parent))
-from horizond.ctl import request  # noqa: E402
+from horizond.control.ctl import request  # noqa: E402
 
 
 def _launch(bench: Bench, argv: list[str], tag: str) -> subprocess.Popen:

@@ -79,7 +79,7 @@ def install_worker(mode: str) -> type | None:
     if mode == "simple":  # the lean worker's base: tells a lean-worker difference from a no-horse one
         cls = rq.worker.SimpleWorker
     elif mode == "lean":
-        from horizond.leanworker import LeanWorker as cls
+        from horizond.worker.leanworker import LeanWorker as cls
     else:
         cls = _horizon_worker_class()
     for module in (rq, rq.worker):
@@ -97,9 +97,9 @@ def _horizon_worker_class() -> type:
     master that is not there: state reports go to /dev/null, the supervisor policy
     is the default one, and there is no pause gate (dequeue.GATE stays None). Its queue
     class, HorizonQueue, replaces rq.Queue for the tests: only its multi-queue dequeue differs."""
-    from horizond.channel import StateWriter
-    from horizond.config import SupervisorConfig
-    from horizond.rqworker import HorizonLeanWorker
+    from horizond.worker.channel import StateWriter
+    from horizond.core.config import SupervisorConfig
+    from horizond.worker.rqworker import HorizonLeanWorker
 
     class UpstreamHorizonWorker(HorizonLeanWorker):
         def __init__(self, *args, **kwargs):

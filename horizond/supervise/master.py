@@ -18,23 +18,26 @@ from collections.abc import Callable
 
 from redis import Redis
 
-from . import appload, redischeck, reexec, reloading, restarts, signals
-from .commands import Commands
-from .config import Config, SupervisorConfig
-from .control import ControlServer, SocketError
-from .exporter import MetricsServer
-from .guard import Guard
-from .metrics import Metrics
-from .notify import Notifier
-from .observe import Observer
-from .process import WorkerProcess, spawn
-from .redisconn import RedisSpec, master_client
-from .redishealth import RedisHealth
-from .reports import BadReport
-from .scaling import Scaler
-from .supervisor import Slot, Supervisor, describe_exit
-from .sysutil import kill_group
-from .worker import ChildSpec, client_name
+from horizond import appload, signals
+from horizond.connection import redischeck
+from horizond.supervise import reexec, reloading
+from horizond.core import restarts
+from horizond.control.commands import Commands
+from horizond.core.config import Config, SupervisorConfig
+from horizond.control.server import ControlServer, SocketError
+from horizond.control.exporter import MetricsServer
+from horizond.supervise.guard import Guard
+from horizond.observe.metrics import Metrics
+from horizond.supervise.systemd import Notifier
+from horizond.observe.observer import Observer
+from horizond.supervise.process import WorkerProcess, spawn
+from horizond.connection.redisconn import RedisSpec, master_client
+from horizond.connection.redishealth import RedisHealth
+from horizond.supervise.reports import BadReport
+from horizond.supervise.scaling import Scaler
+from horizond.supervise.supervisor import Slot, Supervisor, describe_exit
+from horizond.sysutil import kill_group
+from horizond.worker.child import ChildSpec, client_name
 
 log = logging.getLogger("horizond.master")
 

@@ -39,7 +39,7 @@ class TextFormatter(logging.Formatter):
 
 def setup(fmt: str = "auto", level: int = logging.INFO, role: str = "master") -> None:
     """fmt: "json", "text", "journal", or "auto" (journal when stderr is journald, else json)."""
-    from . import journal
+    from horizond.observe import journal
 
     if fmt == "auto":
         fmt = "journal" if journal.stderr_is_journal() else "json"

@@ -14,7 +14,7 @@ import logging
 import psutil
 from redis import Redis
 
-from .supervisor import Supervisor, is_pattern
+from horizond.supervise.supervisor import Supervisor, is_pattern
 
 log = logging.getLogger("horizond.scaling")
 

@@ -20,8 +20,8 @@ import stat
 import struct
 from collections.abc import Callable
 
-from . import sockdir
-from .loopserver import BACKLOG, LoopServer, ThrottledLog, send_now
+from horizond.control import sockdir
+from horizond.control.loopserver import BACKLOG, LoopServer, ThrottledLog, send_now
 
 log = logging.getLogger("horizond.control")
 

@@ -17,10 +17,12 @@ from datetime import datetime
 from redis import Redis
 from redis import exceptions as redis_errors
 
-from . import dequeue, logs, rqworker, signals, sysutil
-from .channel import StateWriter
-from .config import SupervisorConfig
-from .redisconn import RedisSpec
+from horizond.worker import dequeue, rqworker
+from horizond.observe import logs
+from horizond import signals, sysutil
+from horizond.worker.channel import StateWriter
+from horizond.core.config import SupervisorConfig
+from horizond.connection.redisconn import RedisSpec
 
 log = logging.getLogger("horizond.worker")
 

@@ -14,9 +14,10 @@ import struct
 import sys
 import time
 
-from . import health, sockdir
-from .cli import load_control
-from .config import ConfigError
+from horizond.core import health
+from horizond.control import sockdir
+from horizond.configfile import load_control
+from horizond.core.config import ConfigError
 
 EXIT_RUNNING, EXIT_PAUSED, EXIT_NOT_RUNNING = 0, 1, 2
 EXIT_ERROR = 3

@@ -14,7 +14,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 from redis.sentinel import Sentinel
 
-from .config import Config, redact_url
+from horizond.core.config import Config, redact_url
 
 
 @dataclass(frozen=True)

@@ -17,12 +17,17 @@ from redis import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeout
 
-from . import __version__, failed, health, observe, redischeck, reloading
-from .config import MAX_PROCESSES_CAP, to_toml_dict
-from .redisconn import RedisSpec
+from horizond import __version__
+from horizond.control import failed
+from horizond.core import health
+from horizond.observe import observer as observe
+from horizond.connection import redischeck
+from horizond.supervise import reloading
+from horizond.core.config import MAX_PROCESSES_CAP, to_toml_dict
+from horizond.connection.redisconn import RedisSpec
 
 if TYPE_CHECKING:
-    from .master import Master
+    from horizond.supervise.master import Master
 
 # Open to [control] readers: lists and counts, never job data (arguments, results, tracebacks),
 # so `failed_show` is not here and a reader's `failed` list and `config` are cut (READER_VIEWS).

@@ -12,11 +12,11 @@ import logging
 import time
 from dataclasses import replace
 
-from . import appload
-from .config import Config, ConfigError
-from .control import SocketError
-from .redisconn import RedisSpec, master_client
-from .supervisor import Supervisor
+from horizond import appload
+from horizond.core.config import Config, ConfigError
+from horizond.control.server import SocketError
+from horizond.connection.redisconn import RedisSpec, master_client
+from horizond.supervise.supervisor import Supervisor
 
 log = logging.getLogger("horizond.master")
 

@@ -18,7 +18,7 @@ from redis import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeout
 
-from .redisconn import MASTER_TIMEOUT
+from horizond.connection.redisconn import MASTER_TIMEOUT
 
 PROBE_EVERY = 10.0
 PROBE_HUNG = 2.0  # while away and a ping waits out its timeout

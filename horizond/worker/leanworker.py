@@ -54,7 +54,7 @@ from rq.utils import now, utcformat
 from rq.worker import SimpleWorker, WorkerStatus
 from rq.worker.base import StopRequested
 
-from .leanbatch import Batches
+from horizond.worker.leanbatch import Batches
 
 HEARTBEAT_EVERY = 15.0  # worker key TTL is worker_ttl + 60 s (480 s by default)
 SUSPENSION_EVERY = 1.0

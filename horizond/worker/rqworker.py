@@ -19,11 +19,13 @@ from rq.queue import Queue
 from rq.utils import now as utcnow
 from rq.worker import SimpleWorker
 
-from . import dequeue, policy, sysutil
-from .channel import StateWriter
-from .config import SupervisorConfig
-from .dequeue import HorizonQueue
-from .leanworker import LeanWorker
+from horizond.worker import dequeue
+from horizond.core import policy
+from horizond import sysutil
+from horizond.worker.channel import StateWriter
+from horizond.core.config import SupervisorConfig
+from horizond.worker.dequeue import HorizonQueue
+from horizond.worker.leanworker import LeanWorker
 
 log = logging.getLogger("horizond.worker")
 

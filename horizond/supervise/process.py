@@ -9,9 +9,10 @@ import socket
 import time
 from dataclasses import dataclass, field
 
-from . import reports, sysutil
-from .channel import StateReader
-from .worker import ChildSpec, child_main
+from horizond.supervise import reports
+from horizond import sysutil
+from horizond.worker.channel import StateReader
+from horizond.worker.child import ChildSpec, child_main
 
 log = logging.getLogger("horizond.master")
 

@@ -17,8 +17,8 @@ from collections.abc import Callable
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
-from .loopserver import BACKLOG, LoopServer, ThrottledLog
-from .metrics import BUCKETS
+from horizond.control.loopserver import BACKLOG, LoopServer, ThrottledLog
+from horizond.observe.metrics import BUCKETS
 
 log = logging.getLogger("horizond.exporter")
 

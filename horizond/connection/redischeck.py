@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from redis import Redis
 from redis import exceptions as errors
 
-from .config import Config
+from horizond.core.config import Config
 
 log = logging.getLogger("horizond.redis")
 
@@ -62,7 +62,7 @@ def at_startup(redis: Redis, config: Config) -> Exception | None:
 
     Returns the error when Redis is away (refused or hung), so the master starts knowing it
     and sends READY without waiting for it: systemd would time out the start and restart us."""
-    from .redisconn import RedisSpec
+    from horizond.connection.redisconn import RedisSpec
 
     where = RedisSpec.of(config).where()
     try:

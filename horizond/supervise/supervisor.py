@@ -17,10 +17,10 @@ import signal
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from . import balancer, restarts
-from .config import SupervisorConfig
-from .process import WorkerProcess
-from .rqworker import EXIT_OK, EXIT_REDIS
+from horizond.core import balancer, restarts
+from horizond.core.config import SupervisorConfig
+from horizond.supervise.process import WorkerProcess
+from horizond.worker.rqworker import EXIT_OK, EXIT_REDIS
 
 log = logging.getLogger("horizond.supervisor")
 

@@ -19,7 +19,7 @@ from rq.exceptions import DequeueTimeout, NoSuchJobError
 from rq.queue import Queue
 from rq.worker.base import StopRequested
 
-from .channel import StateWriter
+from horizond.worker.channel import StateWriter
 
 GATE_WAIT = 30.0  # a paused worker wakes this often so RQ keeps its heartbeat
 # An idle multi-queue worker blocks on its first queue and looks at the others between blocks.

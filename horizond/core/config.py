@@ -13,14 +13,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from .configcheck import BAD as _BAD
-from .configcheck import Checker as _Checker
-from .configcheck import ConfigError, ConfigIssue  # noqa: F401 - part of this module's interface
-from .configcheck import describe as _kind
-from .configcheck import int_ as _int
-from .configcheck import number as _number
-from .configcheck import plain as _plain
-from .configcheck import short as _short
+from horizond.core.configcheck import BAD as _BAD
+from horizond.core.configcheck import Checker as _Checker
+from horizond.core.configcheck import ConfigError, ConfigIssue  # noqa: F401 - part of this module's interface
+from horizond.core.configcheck import describe as _kind
+from horizond.core.configcheck import int_ as _int
+from horizond.core.configcheck import number as _number
+from horizond.core.configcheck import plain as _plain
+from horizond.core.configcheck import short as _short
 
 BALANCE_MODES = ("auto", "simple", "off")
 STRATEGIES = ("time", "size")
@@ -478,7 +478,7 @@ def _unique(issues: list[ConfigIssue]) -> list[ConfigIssue]:
 
 
 def _default_health() -> dict[str, tuple[float, float]]:
-    from .health import DEFAULTS
+    from horizond.core.health import DEFAULTS
 
     return {k: (float(w), float(c)) for k, (w, c) in DEFAULTS.items()}
 

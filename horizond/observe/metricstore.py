@@ -22,7 +22,7 @@ import time
 
 from redis import Redis
 
-from .metrics import Metrics
+from horizond.observe.metrics import Metrics
 
 log = logging.getLogger("horizond.metrics")
 

@@ -17,11 +17,11 @@ from dataclasses import dataclass
 import psutil
 from redis import Redis
 
-from . import recovery
-from .config import Config, SupervisorConfig
-from .process import WorkerProcess
-from .scaling import existing_queues, resolve
-from .sysutil import hostname
+from horizond.supervise import recovery
+from horizond.core.config import Config, SupervisorConfig
+from horizond.supervise.process import WorkerProcess
+from horizond.supervise.scaling import existing_queues, resolve
+from horizond.sysutil import hostname
 
 log = logging.getLogger("horizond.guard")
 

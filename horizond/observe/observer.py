@@ -21,8 +21,8 @@ from redis import Redis
 from rq.rate_limit import RateLimitRegistry
 from rq.utils import utcparse
 
-from .helpers import Helpers
-from .metricstore import MetricStore, metrics_key
+from horizond.observe.helpers import Helpers
+from horizond.observe.metricstore import MetricStore, metrics_key
 
 log = logging.getLogger("horizond.observe")
 

@@ -23,10 +23,11 @@ from rq.utils import now as utcnow
 from rq.utils import utcformat
 from rq.worker_registration import REDIS_WORKER_KEYS, WORKERS_BY_QUEUE_KEY
 
-from . import policy, sysutil
-from .config import SupervisorConfig
-from .leanbatch import MOVE_IF_PRESENT
-from .rqworker import parse_worker_name
+from horizond.core import policy
+from horizond import sysutil
+from horizond.core.config import SupervisorConfig
+from horizond.worker.leanbatch import MOVE_IF_PRESENT
+from horizond.worker.rqworker import parse_worker_name
 
 log = logging.getLogger("horizond.recovery")
 
