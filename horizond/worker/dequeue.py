@@ -79,6 +79,10 @@ class Gate:
         """Sleep until the master says something (any word: Redis is back, stop) or `timeout` passes."""
         self._receive(timeout)
 
+    def poll(self) -> None:
+        """Take in what the master said, without waiting or raising."""
+        self._receive(0)
+
     def check(self) -> None:
         """Raise StopRequested (at a safe point: no job in hand) when told to stop."""
         self._receive(0)

@@ -40,12 +40,28 @@ if redis.call('EXISTS', KEYS[1]) == 1 then
 end
 """ + _APPLY.replace("ARGV_START", "2")
 
-# KEYS: job hash, job's dependents set. ARGV: the batch.
+# KEYS: job hash, job's dependents set, then the queues to take the next job from (maybe none).
+# ARGV[1]: the job key prefix, then the batch. Returns 0 (guard failed: nothing written), 1 (the
+# end written, no next job) or {queue key, job id, job hash}: the end written and the next job
+# moved into its queue's intermediate list, as a dequeue would (the finish pipelined with the
+# next dequeue; when every queue is empty the end is already written and the worker blocks).
 SUCCESS = """
 if redis.call('HGET', KEYS[1], 'status') ~= 'started' or redis.call('SCARD', KEYS[2]) > 0 then
     return 0
 end
-""" + _APPLY.replace("ARGV_START", "1")
+""" + _APPLY.replace("ARGV_START", "2").replace("return 1\n", "") + """
+for k = 3, #KEYS do
+    local key = KEYS[k]
+    for _ = 1, 10 do
+        local id = redis.call('LMOVE', key, key .. ':intermediate', 'LEFT', 'RIGHT')
+        if not id then break end
+        local job = redis.call('HGETALL', ARGV[1] .. id)
+        if #job > 0 then return {key, id, job} end
+        redis.call('LREM', key .. ':intermediate', 1, id)  -- deleted while queued: drop the id, as dequeue.py
+    end
+end
+return 1
+"""
 
 
 # Move a job id from the head of one list to the head of another, only if it is still in the
@@ -86,8 +102,14 @@ class Batches:
     def start(self, keys: list[str], job_id: str, recorded) -> bool:
         return bool(self.start_script(keys=keys, args=[job_id, *self.flatten(recorded)]))
 
-    def success(self, keys: list[str], recorded) -> bool:
-        return bool(self.success_script(keys=keys, args=self.flatten(recorded)))
+    def success(self, keys: list[str], recorded, next_from: list[str] = (), job_prefix: str = "rq:job:"):
+        """0 if the guard refused (nothing written), 1 if written, or [queue key, job id, job hash
+        as a flat list] if written and the next job taken from `next_from` (in priority order)."""
+        return self.success_script(keys=[*keys, *next_from], args=[job_prefix, *self.flatten(recorded)])
+
+    def put_back(self, job_id: str, queue_key: str) -> bool:
+        """A job taken but not started goes back to the head of its queue (as if never dequeued)."""
+        return bool(self.retake_script(keys=[f"{queue_key}:intermediate", queue_key], args=[job_id]))
 
     def retake(self, job_id: str, origin: str) -> bool:
         """After `rq resume`: the job put back at the head of its queue is ours again, unless
