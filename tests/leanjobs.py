@@ -83,3 +83,16 @@ def hold(tag):
         time.sleep(0.01)
     conn.incr(f"lean:runs:{tag}")
     return tag
+
+
+def fail():
+    """Raises without touching Redis: a failing no-op, for command counts."""
+    raise ValueError("fail")
+
+
+def suspend_workers():
+    """`rq suspend` from inside a job: the next job, taken with this one's end, must not start."""
+    from rq.suspension import suspend
+
+    suspend(_redis())
+    return "suspended"

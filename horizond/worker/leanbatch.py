@@ -41,15 +41,25 @@ end
 """ + _APPLY.replace("ARGV_START", "2")
 
 # KEYS: job hash, job's dependents set, then the queues to take the next job from (maybe none).
-# ARGV[1]: the job key prefix, then the batch. Returns 0 (guard failed: nothing written), 1 (the
-# end written, no next job) or {queue key, job id, job hash}: the end written and the next job
-# moved into its queue's intermediate list, as a dequeue would (the finish pipelined with the
-# next dequeue; when every queue is empty the end is already written and the worker blocks).
+# ARGV[1]: the job key prefix; ARGV[2]: where the worker's idle write begins; then the batch, whose
+# tail (from ARGV[2]) is the worker's idle write. Returns 0 (guard failed: nothing written), 1 (the
+# end and the idle write applied, no next job) or {queue key, job id, job hash}: the end applied
+# and the next job moved into its queue's intermediate list, as a dequeue would; the idle write is
+# then left out (the worker stays busy, its counts go with the next start). The finish is thus
+# pipelined with the next dequeue; when every queue is empty it is written before the worker blocks.
 SUCCESS = """
 if redis.call('HGET', KEYS[1], 'status') ~= 'started' or redis.call('SCARD', KEYS[2]) > 0 then
     return 0
 end
-""" + _APPLY.replace("ARGV_START", "2").replace("return 1\n", "") + """
+local function apply(i, last)
+    while i <= last do
+        local n = tonumber(ARGV[i])
+        redis.call(unpack(ARGV, i + 1, i + n))
+        i = i + n + 1
+    end
+end
+local idle_at = tonumber(ARGV[2])
+apply(3, idle_at - 1)
 for k = 3, #KEYS do
     local key = KEYS[k]
     for _ = 1, 10 do
@@ -60,6 +70,7 @@ for k = 3, #KEYS do
         redis.call('LREM', key .. ':intermediate', 1, id)  -- deleted while queued: drop the id, as dequeue.py
     end
 end
+apply(idle_at, #ARGV)
 return 1
 """
 
@@ -102,14 +113,18 @@ class Batches:
     def start(self, keys: list[str], job_id: str, recorded) -> bool:
         return bool(self.start_script(keys=keys, args=[job_id, *self.flatten(recorded)]))
 
-    def success(self, keys: list[str], recorded, next_from: list[str] = (), job_prefix: str = "rq:job:"):
-        """0 if the guard refused (nothing written), 1 if written, or [queue key, job id, job hash
-        as a flat list] if written and the next job taken from `next_from` (in priority order)."""
-        return self.success_script(keys=[*keys, *next_from], args=[job_prefix, *self.flatten(recorded)])
+    def success(self, keys: list[str], recorded, idle=None, next_from: list[str] = (), job_prefix: str = "rq:job:"):
+        """0 if the guard refused (nothing written), 1 if `recorded` and `idle` were written, or
+        [queue key, job id, job hash as a flat list] if `recorded` was written and the next job
+        taken from `next_from` (in priority order), `idle` left out."""
+        flat = self.flatten(recorded)
+        return self.success_script(keys=[*keys, *next_from],
+                                   args=[job_prefix, 3 + len(flat), *flat, *(self.flatten(idle) if idle is not None else ())])
 
-    def put_back(self, job_id: str, queue_key: str) -> bool:
+    def put_back(self, job_id: str, queue_key: str, pipeline=None) -> None:
         """A job taken but not started goes back to the head of its queue (as if never dequeued)."""
-        return bool(self.retake_script(keys=[f"{queue_key}:intermediate", queue_key], args=[job_id]))
+        self.retake_script(keys=[f"{queue_key}:intermediate", queue_key], args=[job_id],
+                           client=pipeline if pipeline is not None else self.connection)
 
     def retake(self, job_id: str, origin: str) -> bool:
         """After `rq resume`: the job put back at the head of its queue is ours again, unless

@@ -75,6 +75,7 @@ class LeanWorker(SimpleWorker):
         self._lean_next: tuple[Job, Queue] | None = None  # taken with the last job's end, not started
         self._lean_max_jobs: int | None = None
         self._lean_jobs = 0
+        self._lean_idle_unsaved = False  # a job's end left out the worker's idle write (_lean_end)
 
     def work(self, burst: bool = False, *args, **kwargs) -> bool:
         self._lean_burst = burst
@@ -186,7 +187,8 @@ class LeanWorker(SimpleWorker):
         stamp = now()
         pipe = self._lean_batches.recorder()
         execution = Execution.create(job, ttl, pipeline=pipe, worker_name=self.name)
-        pipe.hset(self.key, mapping={"state": WorkerStatus.BUSY, "last_heartbeat": utcformat(stamp)})
+        pipe.hset(self.key, mapping={"state": WorkerStatus.BUSY, "last_heartbeat": utcformat(stamp),
+                                     **(self._lean_counts() if self._lean_idle_unsaved else {})})
         pipe.expire(self.key, ttl)  # Execution.create sets the TTL of the worker's execution index
         pipe.hset(job.key, mapping=dict(_policy_fields(job), status=JobStatus.STARTED, started_at=utcformat(stamp),
                                         last_heartbeat=utcformat(stamp), worker_name=self.name))
@@ -197,6 +199,7 @@ class LeanWorker(SimpleWorker):
         if not self._lean_batches.start(keys, job.id, pipe):
             raise _Suspended
         self.execution = execution
+        self._lean_idle_unsaved = False
         self._state, self._lean_idle_ttl, self.last_heartbeat = WorkerStatus.BUSY, False, stamp
         job.worker_name, job.last_heartbeat, job.started_at = self.name, stamp, stamp
         job._status = JobStatus.STARTED
@@ -209,6 +212,7 @@ class LeanWorker(SimpleWorker):
             self.prepare_job_execution(job, remove_from_intermediate_queue=True)
             return True
         except _Suspended:
+            self._lean_write_idle()  # the job is back in its queue: the worker shows idle, as RQ leaves it
             self._lean_suspension_at = float("-inf")
             self.check_for_suspension(self._lean_burst)
             return False
@@ -274,9 +278,10 @@ class LeanWorker(SimpleWorker):
                     pipe.expire(job.dependencies_key, result_ttl)
         counts = {"successful_job_count": self.successful_job_count + 1,
                   "total_working_time": self.total_working_time + (ended - job.started_at).total_seconds()}
-        pipe.hset(self.key, mapping={"state": WorkerStatus.IDLE, "last_heartbeat": utcformat(ended), **counts})
-        pipe.expire(self.key, self.worker_ttl + 60)  # the execution index is empty now: Redis dropped it
-        if not self._lean_end(job, pipe):
+        idle = self._lean_batches.recorder()
+        idle.hset(self.key, mapping={"state": WorkerStatus.IDLE, "last_heartbeat": utcformat(ended), **counts})
+        idle.expire(self.key, self.worker_ttl + 60)  # the execution index is empty now: Redis dropped it
+        if not self._lean_end(job, pipe, idle):
             return False
         self._lean_ended(execution, ended)
         self.successful_job_count, self.total_working_time = counts.values()
@@ -326,9 +331,10 @@ class LeanWorker(SimpleWorker):
         execution.delete(job=job, pipeline=pipe)
         counts = {"failed_job_count": self.failed_job_count + 1,
                   "total_working_time": self.total_working_time + (ended - job.started_at).total_seconds()}
-        pipe.hset(self.key, mapping={"state": WorkerStatus.IDLE, "last_heartbeat": utcformat(ended), **counts})
-        pipe.expire(self.key, self.worker_ttl + 60)
-        if not self._lean_end(job, pipe):
+        idle = self._lean_batches.recorder()
+        idle.hset(self.key, mapping={"state": WorkerStatus.IDLE, "last_heartbeat": utcformat(ended), **counts})
+        idle.expire(self.key, self.worker_ttl + 60)
+        if not self._lean_end(job, pipe, idle):
             job.__dict__.clear()
             job.__dict__.update(saved)
             return False
@@ -339,15 +345,34 @@ class LeanWorker(SimpleWorker):
         release_slot(job)
         return True
 
-    def _lean_end(self, job: Job, pipe) -> bool:
+    def _lean_end(self, job: Job, pipe, idle) -> bool:
         """Send a job's end (guarded); when the worker will dequeue again, the same call takes
-        the next job, as the dequeue would: one round trip instead of two."""
-        reply = self._lean_batches.success([job.key, job.dependents_key], pipe, self._lean_next_from(),
+        the next job, as the dequeue would: one round trip instead of two. The worker's idle
+        write (`idle`) is then left out: it stays busy and its counts go with the next start;
+        whatever keeps that job from starting writes them (_lean_write_idle)."""
+        reply = self._lean_batches.success([job.key, job.dependents_key], pipe, idle, self._lean_next_from(),
                                            self.job_class.redis_job_namespace_prefix)
         if isinstance(reply, list):
+            self._lean_idle_unsaved = True
             self._lean_hold(*reply)
             return True
         return bool(reply)
+
+    def _lean_counts(self) -> dict:
+        return {"successful_job_count": self.successful_job_count, "failed_job_count": self.failed_job_count,
+                "total_working_time": self.total_working_time}
+
+    def _lean_write_idle(self, pipeline=None) -> None:
+        """The idle write a job's end left out (see _lean_end), if it did."""
+        if not self._lean_idle_unsaved:
+            return
+        pipe = pipeline if pipeline is not None else self.connection.pipeline(transaction=False)
+        pipe.hset(self.key, mapping={"state": WorkerStatus.IDLE, "last_heartbeat": utcformat(self.last_heartbeat),
+                                     **self._lean_counts()})
+        pipe.expire(self.key, self.worker_ttl + 60)
+        if pipeline is None:
+            pipe.execute()
+        self._lean_idle_unsaved = False
 
     def _lean_next_from(self) -> list[str]:
         """The queues the next dequeue would look at, in its order; none if it will not dequeue."""
@@ -365,7 +390,8 @@ class LeanWorker(SimpleWorker):
             job = self.job_class(job_id, connection=self.connection, serializer=self.serializer)
             job.restore(dict(zip(data[::2], data[1::2])))
         except Exception:  # noqa: BLE001 - back to its queue: the dequeue fetches it again and fails RQ's way
-            self._lean_batches.put_back(job_id, queue_key)
+            self._lean_next = (self.job_class(job_id, connection=self.connection), queue)
+            self._lean_put_back()
             return
         self._lean_next = (job, queue)
 
@@ -374,7 +400,10 @@ class LeanWorker(SimpleWorker):
         if self._lean_next is not None:
             job, queue = self._lean_next
             self._lean_next = None
-            self._lean_batches.put_back(job.id, queue.key)
+            pipe = self.connection.pipeline(transaction=False)
+            self._lean_batches.put_back(job.id, queue.key, pipe)
+            self._lean_write_idle(pipe)
+            pipe.execute()
 
     def _lean_take_held(self):
         """The held job, unless a pause or stop arrived meanwhile (then it goes back)."""
