@@ -102,13 +102,23 @@ class Batches:
         return self.connection.pipeline(transaction=False)
 
     def flatten(self, recorded) -> list[Any]:
-        """The recorded commands as script arguments: count, command, args ... for each."""
-        flat: list[Any] = []
-        for args, _options in recorded.command_stack:
-            flat.append(len(args))
-            flat.extend(self.encoder.encode(a) if not isinstance(a, bytes) else a for a in args)
+        """The recorded commands as script arguments: count, command, args ... for each; HSETs
+        of one key merged (see merge_hsets)."""
+        commands = [[a if isinstance(a, bytes) else self.encoder.encode(a) for a in args]
+                    for args, _options in recorded.command_stack]
         recorded.reset()
+        flat: list[Any] = []
+        for args in merge_hsets(commands):
+            flat.append(len(args))
+            flat.extend(args)
         return flat
+
+    def drop_expires(self, recorded, absent: list[str]) -> None:
+        """Leave out EXPIREs of keys known not to exist when the batch applies (a no-op in Redis)."""
+        absent_keys = {self.encoder.encode(k) for k in absent}
+        recorded.command_stack[:] = [(args, options) for args, options in recorded.command_stack
+                                     if not (str(args[0]).upper() == "EXPIRE" and
+                                             self.encoder.encode(args[1]) in absent_keys)]
 
     def start(self, keys: list[str], job_id: str, recorded) -> bool:
         return bool(self.start_script(keys=keys, args=[job_id, *self.flatten(recorded)]))
@@ -131,3 +141,24 @@ class Batches:
         another worker took it meanwhile."""
         queue = f"rq:queue:{origin}"
         return bool(self.retake_script(keys=[queue, f"{queue}:intermediate"], args=[job_id]))
+
+
+def merge_hsets(commands: list[list[bytes]]) -> list[list[bytes]]:
+    """An HSET of a key joins the previous HSET of that key when no command in between names the
+    key: RQ's helpers write one job hash in several HSETs (a status, then the fields). The fields
+    keep their order, so a field written twice keeps its last value, as with separate HSETs."""
+    out: list[list[bytes]] = []
+    for args in commands:
+        if args[0].upper() == b"HSET":
+            for earlier in reversed(out):
+                if earlier[0].upper() == b"HSET" and earlier[1] == args[1]:
+                    earlier.extend(args[2:])
+                    break
+                if args[1] in earlier[1:]:
+                    out.append(args)
+                    break
+            else:
+                out.append(args)
+            continue
+        out.append(args)
+    return out

@@ -259,13 +259,17 @@ class LeanWorker(SimpleWorker):
         result_ttl = job.get_result_ttl(self.default_result_ttl)
         ended = job.ended_at
         pipe = self._lean_batches.recorder()
-        execution.delete(job=job, pipeline=pipe)
         if result_ttl == 0:  # RQ's job.cleanup(0), without its reads: the job was ours, started, alone
+            # Execution.delete, but the job's execution index and the execution go in the job's DEL
+            job.started_job_registry.remove_execution(execution=execution, pipeline=pipe)
+            if execution.worker_name:
+                pipe.srem(execution.worker_executions_key, execution.composite_key)
             pipe.delete(job.key, job.dependents_key, job.dependencies_key, Result.get_key(job.id),
-                        job.execution_registry.key)
+                        job.execution_registry.key, execution.key)
             if job.has_rate_limit:
                 pipe.zrem(RateLimitRegistry.from_job(job).rate_limited_key, job.id)
         else:
+            execution.delete(job=job, pipeline=pipe)
             pipe.hset(job.key, mapping={"status": JobStatus.FINISHED, "ended_at": utcformat(ended),
                                         "last_heartbeat": utcformat(ended)})
             Result.create(job, Result.Type.SUCCESSFUL, ttl=result_ttl, return_value=job._result,
@@ -329,6 +333,9 @@ class LeanWorker(SimpleWorker):
                 job._handle_failure(exc_string, pipe, worker_name=self.name, execution_id=execution.id,
                                     execution_started_at=execution.created_at, execution_ended_at=ended)
         execution.delete(job=job, pipeline=pipe)
+        # the guard ensures the dependents set is empty (absent); a job without dependencies has no such set
+        self._lean_batches.drop_expires(pipe, [job.dependents_key] + ([] if job._dependency_ids else
+                                                                      [job.dependencies_key]))
         counts = {"failed_job_count": self.failed_job_count + 1,
                   "total_working_time": self.total_working_time + (ended - job.started_at).total_seconds()}
         idle = self._lean_batches.recorder()
