@@ -41,7 +41,7 @@ def test_the_end_script_takes_the_next_job_and_leaves_the_idle_write_out(redis):
 
     key, job_id, data = end([queue.key])
     assert (key, job_id) == (queue.key.encode(), nxt.id.encode())
-    assert dict(zip(data[::2], data[1::2]))[b"status"] == b"queued"
+    assert dict(zip(data[::2], data[1::2], strict=True))[b"status"] == b"queued"
     assert redis.lrange(queue.intermediate_queue_key, 0, -1) == [nxt.id.encode()] and queue.count == 0
     assert redis.hget("rq:job:p", "status") == b"finished" and not redis.exists("idle-written")
     redis.hset("rq:job:p", "status", "started")

@@ -128,8 +128,8 @@ class Batches:
         [queue key, job id, job hash as a flat list] if `recorded` was written and the next job
         taken from `next_from` (in priority order), `idle` left out."""
         flat = self.flatten(recorded)
-        return self.success_script(keys=[*keys, *next_from],
-                                   args=[job_prefix, 3 + len(flat), *flat, *(self.flatten(idle) if idle is not None else ())])
+        idle_flat = self.flatten(idle) if idle is not None else []
+        return self.success_script(keys=[*keys, *next_from], args=[job_prefix, 3 + len(flat), *flat, *idle_flat])
 
     def put_back(self, job_id: str, queue_key: str, pipeline=None) -> None:
         """A job taken but not started goes back to the head of its queue (as if never dequeued)."""

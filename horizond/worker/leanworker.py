@@ -6,7 +6,8 @@ times, the job hash is rewritten whole (data included) to change its status, and
 the counters are incremented one by one. Every other RQ tool reads only the end
 state of those writes, so this worker writes the same end state in fewer commands:
 
-  dequeue      BLMOVE, HGETALL                         (RQ's own, unchanged)
+  dequeue      BLMOVE, HGETALL (RQ's own) when the worker was idle; in a stream of
+               jobs, the previous job's end script takes the next job (see below)
   start        one script call: execution record and indexes, started registry
                (rq:wip), job status/started_at/worker_name, PERSIST, worker
                busy, intermediate-list LREM; refused while `rq suspend` is in
@@ -18,6 +19,8 @@ state of those writes, so this worker writes the same end state in fewer command
   failure      one script call, guarded the same way: RQ's failure writes (failed
                registry, failure result, job) or its retry (queue or scheduled
                registry), execution cleanup, worker counters
+  next job     the end script also takes the next job, as the dequeue would, and
+               then leaves the worker's idle write out (leannext.py)
 
 The writes are built by RQ's own helpers and sent as guarded batches
 (leanbatch.py). Whatever the lean paths do not cover takes RQ's own code: a
@@ -54,8 +57,8 @@ from rq.utils import now, utcformat
 from rq.worker import SimpleWorker, WorkerStatus
 from rq.worker.base import StopRequested
 
-from horizond.worker import dequeue
 from horizond.worker.leanbatch import Batches
+from horizond.worker.leannext import TakesNextJob
 
 HEARTBEAT_EVERY = 15.0  # worker key TTL is worker_ttl + 60 s (480 s by default)
 SUSPENSION_EVERY = 1.0
@@ -63,7 +66,7 @@ SUSPENSION_EVERY = 1.0
 JOB_HOOKS = ("_handle_success", "_handle_failure", "cleanup", "set_status", "save", "retry", "delete")
 
 
-class LeanWorker(SimpleWorker):
+class LeanWorker(TakesNextJob, SimpleWorker):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self._lean_heartbeat_at = float("-inf")  # monotonic time of the last idle-TTL liveness write
@@ -72,19 +75,10 @@ class LeanWorker(SimpleWorker):
         self._lean_burst = False
         self._lean_batches = Batches(self.connection)
         self._lean_ok = _lean_possible(self.job_class, self.log)
-        self._lean_next: tuple[Job, Queue] | None = None  # taken with the last job's end, not started
-        self._lean_max_jobs: int | None = None
-        self._lean_jobs = 0
-        self._lean_idle_unsaved = False  # a job's end left out the worker's idle write (_lean_end)
 
     def work(self, burst: bool = False, *args, **kwargs) -> bool:
         self._lean_burst = burst
-        self._lean_max_jobs = kwargs.get("max_jobs")
         return super().work(burst, *args, **kwargs)
-
-    def teardown(self):
-        self._lean_put_back()  # before the worker deregisters: nothing it took stays out of its queue
-        super().teardown()
 
     # --- liveness: written when it changes, or when it would grow stale ----------------
 
@@ -351,77 +345,6 @@ class LeanWorker(SimpleWorker):
             job.send_webhooks(JobStatus.FAILED, exc_string=exc_string)
         release_slot(job)
         return True
-
-    def _lean_end(self, job: Job, pipe, idle) -> bool:
-        """Send a job's end (guarded); when the worker will dequeue again, the same call takes
-        the next job, as the dequeue would: one round trip instead of two. The worker's idle
-        write (`idle`) is then left out: it stays busy and its counts go with the next start;
-        whatever keeps that job from starting writes them (_lean_write_idle)."""
-        reply = self._lean_batches.success([job.key, job.dependents_key], pipe, idle, self._lean_next_from(),
-                                           self.job_class.redis_job_namespace_prefix)
-        if isinstance(reply, list):
-            self._lean_idle_unsaved = True
-            self._lean_hold(*reply)
-            return True
-        return bool(reply)
-
-    def _lean_counts(self) -> dict:
-        return {"successful_job_count": self.successful_job_count, "failed_job_count": self.failed_job_count,
-                "total_working_time": self.total_working_time}
-
-    def _lean_write_idle(self, pipeline=None) -> None:
-        """The idle write a job's end left out (see _lean_end), if it did."""
-        if not self._lean_idle_unsaved:
-            return
-        pipe = pipeline if pipeline is not None else self.connection.pipeline(transaction=False)
-        pipe.hset(self.key, mapping={"state": WorkerStatus.IDLE, "last_heartbeat": utcformat(self.last_heartbeat),
-                                     **self._lean_counts()})
-        pipe.expire(self.key, self.worker_ttl + 60)
-        if pipeline is None:
-            pipe.execute()
-        self._lean_idle_unsaved = False
-
-    def _lean_next_from(self) -> list[str]:
-        """The queues the next dequeue would look at, in its order; none if it will not dequeue."""
-        gate = dequeue.GATE
-        if self._stop_requested or (gate is not None and (gate.paused or gate.stopping)) or \
-                (self._lean_max_jobs is not None and self._lean_jobs + 1 >= self._lean_max_jobs):
-            return []
-        return [q.key for q in self._ordered_queues]
-
-    def _lean_hold(self, queue_key: bytes, job_id: bytes, data: list) -> None:
-        """The next job, taken with the last one's end: held until the work loop dequeues."""
-        queue_key, job_id = queue_key.decode(), job_id.decode()
-        queue = next(q for q in self._ordered_queues if q.key == queue_key)
-        try:
-            job = self.job_class(job_id, connection=self.connection, serializer=self.serializer)
-            job.restore(dict(zip(data[::2], data[1::2])))
-        except Exception:  # noqa: BLE001 - back to its queue: the dequeue fetches it again and fails RQ's way
-            self._lean_next = (self.job_class(job_id, connection=self.connection), queue)
-            self._lean_put_back()
-            return
-        self._lean_next = (job, queue)
-
-    def _lean_put_back(self) -> None:
-        """A held job goes back to the head of its queue: the worker stops, pauses or is suspended."""
-        if self._lean_next is not None:
-            job, queue = self._lean_next
-            self._lean_next = None
-            pipe = self.connection.pipeline(transaction=False)
-            self._lean_batches.put_back(job.id, queue.key, pipe)
-            self._lean_write_idle(pipe)
-            pipe.execute()
-
-    def _lean_take_held(self):
-        """The held job, unless a pause or stop arrived meanwhile (then it goes back)."""
-        gate = dequeue.GATE
-        if gate is not None:
-            gate.poll()
-        if self._stop_requested or (gate is not None and (gate.paused or gate.stopping)):
-            self._lean_put_back()
-            return None
-        held, self._lean_next = self._lean_next, None
-        return held
 
     def _lean_ended(self, execution: Execution, ended) -> None:
         """What the worker knows once a job's end is committed: idle, with the idle TTL."""
