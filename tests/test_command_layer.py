@@ -161,3 +161,12 @@ def test_healthz_gives_the_verdict_of_the_health_command(redis_url, public_dir, 
     assert (status, body["status"]) == ((200, body["status"]) if redis_up else (503, "red"))
     assert body["status"] != "red" if redis_up else body["status"] == "red"
     assert "horizon_queue_size" in scraped or "horizon_worker_count" in scraped
+
+
+def test_the_master_and_its_parts_fit_the_daemon_interface(master):
+    from horizond.control.daemon import Daemon, PoolState, SlotState, SupervisorState
+
+    assert isinstance(master, Daemon)
+    sup = master.supervisors["alpha"]
+    assert isinstance(sup, SupervisorState) and isinstance(master.scheduler, SlotState)
+    assert all(isinstance(pool, PoolState) for pool in sup.pools.values())

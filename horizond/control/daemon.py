@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from redis import Redis
 
@@ -20,6 +20,7 @@ from horizond.core.restarts import SlotHealth
 from horizond.observe.metrics import Metrics
 
 
+@runtime_checkable
 class ProcessState(Protocol):
     """One worker (or the scheduler) as the master knows it from its state channel."""
 
@@ -36,12 +37,14 @@ class ProcessState(Protocol):
     stop_sent: float | None
 
 
+@runtime_checkable
 class SlotState(Protocol):
     index: int
     process: ProcessState | None
     health: SlotHealth
 
 
+@runtime_checkable
 class PoolState(Protocol):
     key: str
     queues: tuple[str, ...]
@@ -51,6 +54,7 @@ class PoolState(Protocol):
     def live(self) -> Sequence[ProcessState]: ...
 
 
+@runtime_checkable
 class SupervisorState(Protocol):
     """A supervisor's state for presenting, plus the one operator action on it (`pin`)."""
 
@@ -84,6 +88,7 @@ class QueueSample:
     rate_limit_keys: int = 0
 
 
+@runtime_checkable
 class Daemon(Protocol):
     """The running daemon as every command sees it, whatever transport asked."""
 
