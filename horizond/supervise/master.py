@@ -317,6 +317,7 @@ class Master:
         return [s.name for s in targets]
 
     def reload(self) -> dict:
+        """SIGHUP or `horizonctl reload`: re-read the config file, apply only the difference."""
         return reloading.reload(self)
 
     def add_supervisor(self, config: SupervisorConfig, paused: bool) -> Supervisor:
@@ -330,6 +331,7 @@ class Master:
         self.removed.append(sup)
 
     def queue_sample(self) -> QueueSample:
+        """The observer's latest look at the queues, for the command layer (no Redis call)."""
         observer = self.observer
         return QueueSample(pending=observer.pending, ages=observer.ages, estimated_waits=observer.estimated_waits(self),
                            rate_limits=observer.rate_limits, rate_limit_keys=observer.rate_limit_keys)
