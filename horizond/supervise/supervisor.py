@@ -112,7 +112,7 @@ class Supervisor:
         self.last_balance = now
         self.memory_ok = memory_ok
         if self.pinned is not None:
-            return self.apply_pin()
+            return self._apply_pin()
         stats = {}
         for key, pool in self.pools.items():
             mine = pool.live() + [p for p in self.retiring if pool.serves(p)]
@@ -145,9 +145,9 @@ class Supervisor:
         if processes is None:
             self.last_balance = -math.inf
         else:
-            self.apply_pin()
+            self._apply_pin()
 
-    def apply_pin(self) -> None:
+    def _apply_pin(self) -> None:
         for key, count in split_evenly(self.pinned, list(self.pools)).items():
             self.pools[key].target = count
             self.pools[key].reason = f"pinned at {self.pinned} by horizonctl scale"
@@ -253,7 +253,7 @@ class Supervisor:
     def _fit_targets(self) -> None:
         """After new settings: at least the new floors, at most the new cap (largest pools give way)."""
         if self.pinned is not None:
-            return self.apply_pin()
+            return self._apply_pin()
         floors = balancer.pool_floors(len(self.pools), self.config.min_processes, self.config.max_processes)
         for pool, floor in zip(self.pools.values(), floors, strict=True):
             pool.target = max(pool.target, floor)
