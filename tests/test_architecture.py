@@ -9,10 +9,6 @@ from __future__ import annotations
 import ast
 import pathlib
 
-import pytest
-
-STILL_TANGLED = pytest.mark.xfail(strict=True, reason="commands.py still imports the master (issue 15, in progress)")
-
 PACKAGE = pathlib.Path(__file__).resolve().parent.parent / "horizond"
 
 # What each part may import from horizond. "base" is the top-level helper modules.
@@ -83,7 +79,6 @@ def test_every_module_sits_in_a_known_part():
     assert parts <= set(ALLOWED), f"modules outside the layout: {parts - set(ALLOWED)}"
 
 
-@STILL_TANGLED
 def test_each_part_imports_only_what_it_may():
     modules = _modules()
     wrong = []
@@ -107,7 +102,6 @@ def test_the_core_does_no_io():
     assert not wrong, "the core must stay pure:\n  " + "\n  ".join(wrong)
 
 
-@STILL_TANGLED
 def test_no_import_cycles():
     modules = _modules()
     graph = {m: {u for u in _internal(_imports(m, p), modules) if u != m and not m.startswith(u + ".")}

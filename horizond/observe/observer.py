@@ -21,6 +21,7 @@ from redis import Redis
 from rq.rate_limit import RateLimitRegistry
 from rq.utils import utcparse
 
+from horizond.core import counts
 from horizond.observe.helpers import Helpers
 from horizond.observe.metricstore import MetricStore, metrics_key
 
@@ -132,16 +133,7 @@ class Observer:
     def working(self, master) -> tuple[dict[str, int], set[str]]:
         """Processes taking jobs per queue now (paused ones do not count), and the queues
         that only paused supervisors serve."""
-        counts: dict[str, int] = {}
-        unpaused: set[str] = set()
-        for sup in master.supervisors.values():
-            for pool in sup.pools.values():
-                active = 0 if sup.paused else len(pool.live())
-                for q in pool.queues:
-                    counts[q] = counts.get(q, 0) + active
-                    if not sup.paused:
-                        unpaused.add(q)
-        return counts, set(counts) - unpaused
+        return counts.processes_per_queue(master.supervisors.values(), skip_paused=True)
 
     def estimated_waits(self, master) -> dict[str, float]:
         """The longer of the oldest job's age and the backlog's pace. A queue nobody works

@@ -22,9 +22,11 @@ from horizond import appload, signals
 from horizond.connection import redischeck
 from horizond.supervise import reexec, reloading
 from horizond.core import restarts
-from horizond.control.commands import Commands
+from horizond.control.commands import CommandLayer
+from horizond.control.daemon import QueueSample
 from horizond.core.config import Config, SupervisorConfig
 from horizond.control.server import ControlServer, SocketError
+from horizond.control import views
 from horizond.control.exporter import MetricsServer
 from horizond.supervise.guard import Guard
 from horizond.observe.metrics import Metrics
@@ -35,7 +37,8 @@ from horizond.connection.redisconn import RedisSpec, master_client
 from horizond.connection.redishealth import RedisHealth
 from horizond.supervise.reports import BadReport
 from horizond.supervise.scaling import Scaler
-from horizond.supervise.supervisor import Slot, Supervisor, describe_exit
+from horizond.supervise.pool import Slot
+from horizond.supervise.supervisor import Supervisor, describe_exit
 from horizond.sysutil import kill_group
 from horizond.worker.child import ChildSpec, client_name
 
@@ -68,13 +71,13 @@ class Master:
         self.paused = False  # `horizonctl pause` without a name: new supervisors start paused too
         self.redis = master_client(config)
         self.notifier = Notifier.from_environ()
-        self._commands = Commands(self)
+        self._commands = CommandLayer(self)  # every transport below answers through it
         self.guard = Guard()
         self.scaler = Scaler()
         self.metrics = Metrics()
         self.observer = Observer()
-        self.exporter = MetricsServer(config.metrics_listen, self.selector, self._commands.metrics_view,
-                                      self._commands.healthz) if config.metrics_listen else None
+        self.exporter = MetricsServer(config.metrics_listen, self.selector, self._commands.handle) \
+            if config.metrics_listen else None
         self.control = ControlServer(config.socket_path, self.selector, self._commands.handle,
                                      config.control_group, config.control_readers)
         self._wakeup: tuple[int, int] | None = None
@@ -133,11 +136,9 @@ class Master:
         carried = reexec.take_state()
         self.paused = bool(carried.get("paused_all"))
         for sup in self.config.supervisors:
-            self.supervisors[sup.name] = Supervisor(sup, self._spawn_worker,
-                                                    self.paused or sup.name in carried.get("paused", ()))
+            self.add_supervisor(sup, paused=self.paused or sup.name in carried.get("paused", ()))
             if (pin := carried.get("pinned", {}).get(sup.name)) is not None:
-                self.supervisors[sup.name].pinned = pin
-                self.supervisors[sup.name].apply_pin()
+                self.supervisors[sup.name].pin(pin)
         if self.config.memory_limit and reexec.master_rss() > self.config.memory_limit * reexec.MB:
             log.error("[master] memory_limit is below the master's size right after start: it will re-execute "
                       "every time it is checked", extra={"event": "memory_limit_too_low",
@@ -178,7 +179,7 @@ class Master:
             elif sig == signal.SIGQUIT:
                 self.stop(force=True, reason="SIGQUIT")
             elif sig == signal.SIGHUP:
-                reloading.reload(self)
+                self.reload()
             elif sig == signal.SIGCHLD:
                 self._child_exited = True
             elif sig == signal.SIGUSR1:
@@ -194,7 +195,7 @@ class Master:
             "event": "status_dump", "uptime": round(time.time() - self.started, 1), "redis_error": self.redis_error,
             "scheduler_pid": self.scheduler.process.pid if self.scheduler.process else None,
             "unsettled_jobs": [u.job_id for u in self.guard.unsettled if u.job_id],
-            "supervisors": [{k: v for k, v in sup.status(now, {}).items() if k != "queues"}
+            "supervisors": [{k: v for k, v in views.supervisor(sup, now, {}).items() if k != "queues"}
                             for sup in [*self.supervisors.values(), *self.removed]]})
 
     def _timeout(self, now: float) -> float:
@@ -222,7 +223,7 @@ class Master:
             self.redis_health.step(lambda: self.scaler.step(self.redis, list(self.supervisors.values()), now))
             for sup in self.supervisors.values():
                 sup.tick(now)
-            self._follow_queues(now)
+            self.follow_queues(now)
             self._keep_scheduler(now)
         workers = [p for p in self.children.values() if p.spec.kind == "worker"]
         self.guard.check_limits(workers, self.config, now)
@@ -276,7 +277,7 @@ class Master:
         """Redis is back: children still waiting for it try now, not at the end of their back-off."""
         for proc in self.children.values():
             if proc.state == "starting":
-                proc.reader.tell(cmd="redis")
+                proc.reader.send(cmd="redis")
 
     def _unblock_waiting(self) -> None:
         """Free idle workers told to pause or stop from their blocking dequeue.
@@ -308,6 +309,33 @@ class Master:
         self.redis_health.step(self._unblock_waiting)  # not while Redis is known away: the loop would wait
         return [s.name for s in targets]
 
+    def restart(self, name: str | None) -> list[str]:
+        """Roll the named supervisor's workers (every supervisor's without a name) onto new ones."""
+        targets = [self.supervisors[name]] if name else list(self.supervisors.values())
+        for sup in targets:
+            sup.replace(sup.config, time.monotonic())
+        return [s.name for s in targets]
+
+    def reload(self) -> dict:
+        """SIGHUP or `horizonctl reload`: re-read the config file, apply only the difference."""
+        return reloading.reload(self)
+
+    def add_supervisor(self, config: SupervisorConfig, paused: bool) -> Supervisor:
+        sup = self.supervisors[config.name] = Supervisor(config, self._spawn_worker, paused)
+        return sup
+
+    def remove_supervisor(self, name: str, now: float) -> None:
+        """Drop a supervisor (a reload removed it): its workers finish their jobs and leave."""
+        sup = self.supervisors.pop(name)
+        sup.drain(now)
+        self.removed.append(sup)
+
+    def queue_sample(self) -> QueueSample:
+        """The observer's latest look at the queues, for the command layer (no Redis call)."""
+        observer = self.observer
+        return QueueSample(pending=observer.pending, ages=observer.ages, estimated_waits=observer.estimated_waits(self),
+                           rate_limits=observer.rate_limits, rate_limit_keys=observer.rate_limit_keys)
+
     def queues(self) -> tuple[str, ...]:
         """Every queue served now (patterns resolved), in supervisor order."""
         names: dict[str, None] = {}
@@ -316,7 +344,7 @@ class Master:
                 names.update(dict.fromkeys(pool.queues))
         return tuple(names)
 
-    def _follow_queues(self, now: float) -> None:
+    def follow_queues(self, now: float) -> None:
         """The scheduler serves the queues being served: restart it when they change."""
         proc = self.scheduler.process
         if proc is not None and proc.stop_sent is None and set(proc.spec.queues) != set(self.queues()):
