@@ -133,3 +133,17 @@ def test_each_subpackage_says_what_it_owns_and_may_import():
             continue
         doc = ast.get_docstring(ast.parse(init.read_text()))
         assert doc and "May import" in doc, f"{init} must open with what it owns and what it may import"
+
+
+def test_the_readme_layout_names_every_module():
+    """README's Layout table is where a newcomer starts: a module it does not name is one they miss."""
+    readme = (PACKAGE.parent / "README.md").read_text()
+    section = readme.split("\n## Layout\n", 1)[1].split("\n## ", 1)[0]
+    named = set()
+    for cell in section.split("`"):
+        for part in cell.split(","):
+            if part.strip().endswith(".py"):
+                named.add(part.strip())
+    files = {str(p.relative_to(PACKAGE)) for p in PACKAGE.rglob("*.py") if p.name != "__init__.py"}
+    assert not files - named, f"README's Layout does not name: {sorted(files - named)}"
+    assert not named - files, f"README's Layout names modules that do not exist: {sorted(named - files)}"
