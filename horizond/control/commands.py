@@ -134,19 +134,11 @@ class Commands:
                 if supervisor in (None, sup.name) for w in (p.snapshot(now) for p in sup.processes())]
 
     def _queue_sizes(self) -> tuple[dict[str, int | None], str | None]:
-        """Live queue lengths; none while Redis is known to be away (asking would wait out the
-        timeout on every status call), and a failure here tells the loop too."""
+        """Queue lengths from the master's sample (at most a sample period old: a status poll costs
+        Redis nothing); none while Redis is known to be away."""
         if self.master.redis_error is not None:
             return {}, self.master.redis_error
-        queues = sorted(self.master.queues())
-        try:
-            with self.master.redis.pipeline(transaction=False) as pipe:
-                for name in queues:
-                    pipe.llen(f"rq:queue:{name}")
-                return dict(zip(queues, pipe.execute(), strict=True)), None
-        except Exception as exc:
-            self.master.redis_failed(exc)
-            return {}, f"{type(exc).__name__}: {exc}"
+        return dict(self.master.observer.pending), None
 
     # --- actions -------------------------------------------------------------------------
 

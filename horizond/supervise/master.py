@@ -3,6 +3,11 @@
 Signal handlers only record the signal; the loop (woken by the wakeup fd) does
 the work, so no state is ever touched from inside a handler. Children are forked
 directly from here: there is no middle process level to orphan or desynchronise.
+
+The loop's periodic work is a table of duties (duties.py), each run when it
+falls due; the loop sleeps until the nearest deadline. A worker's message
+updates its state and wakes only the duty that cares (a finished job: metrics
+only), so the loop's cost follows time, not the job rate.
 """
 
 from __future__ import annotations
@@ -22,14 +27,19 @@ from horizond import appload, signals
 from horizond.connection import redischeck
 from horizond.supervise import reexec, reloading
 from horizond.core import restarts
-from horizond.control.commands import Commands
+from horizond.control.commands import READ_ONLY, Commands
 from horizond.core.config import Config, SupervisorConfig
 from horizond.control.server import ControlServer, SocketError
 from horizond.control.exporter import MetricsServer
+from horizond.supervise.duties import Duties
 from horizond.supervise.guard import Guard
+from horizond.observe.helpers import Helpers
+from horizond.observe.longwaits import LongWaitNotifier
 from horizond.observe.metrics import Metrics
+from horizond.observe.metricstore import SAVE_EVERY, MetricStore, metrics_key
+from horizond.observe.snapshots import SnapshotWriter
 from horizond.supervise.systemd import Notifier
-from horizond.observe.observer import Observer
+from horizond.observe.observer import SAMPLE_EVERY, Observer
 from horizond.supervise.process import WorkerProcess, spawn
 from horizond.connection.redisconn import RedisSpec, master_client
 from horizond.connection.redishealth import RedisHealth
@@ -41,9 +51,13 @@ from horizond.worker.child import ChildSpec, client_name
 
 log = logging.getLogger("horizond.master")
 
-TICK = 1.0
+TICK = 1.0  # the longest any duty waits: what an unwoken duty may lag behind its event
 UNBLOCK_EVERY = 0.1
 MEMORY_CHECK_EVERY = 10.0
+REPORTS_EVERY = 0.02  # workers' reports are read in batches at most this often (50 wakeups/s at any job rate)
+RETRY_BALANCE = 0.25  # a balancing step that could not read the queues tries again this soon
+# duties a control action (scale, pause, restart, reload, terminate ...) may have made due
+AFTER_ACTION = ("balance", "slots", "unblock", "limits", "stop_deadlines", "sample", "systemd")
 
 
 class Master:
@@ -52,7 +66,6 @@ class Master:
         self.config = config
         self.environ = dict(environ if environ is not None else os.environ)  # before systemd's vars are dropped
         self.reexec = False
-        self._memory_checked = time.monotonic()
         self.load_config = load_config
         self.log_level = log_level
         self.pid = os.getpid()
@@ -64,6 +77,8 @@ class Master:
         self.signals: deque[int] = deque()
         self._child_exited = False  # a SIGCHLD came: _reap looks at each child
         self.selector = selectors.DefaultSelector()
+        self.channels = selectors.DefaultSelector()  # the workers' state channels, read as one batch
+        self._channels_muted_until: float | None = None
         self.stopping = False
         self.paused = False  # `horizonctl pause` without a name: new supervisors start paused too
         self.redis = master_client(config)
@@ -72,11 +87,17 @@ class Master:
         self.guard = Guard()
         self.scaler = Scaler()
         self.metrics = Metrics()
-        self.observer = Observer()
+        self.observer = Observer()  # the one sampler of queue lengths and ages
+        self.helpers = Helpers()  # [notify] command and webhook processes
+        self.long_waits = LongWaitNotifier(self.helpers)
+        self.snapshots = SnapshotWriter()
+        self.store: MetricStore | None = None
         self.exporter = MetricsServer(config.metrics_listen, self.selector, self._commands.metrics_view,
                                       self._commands.healthz) if config.metrics_listen else None
-        self.control = ControlServer(config.socket_path, self.selector, self._commands.handle,
+        self.control = ControlServer(config.socket_path, self.selector, self._handle_command,
                                      config.control_group, config.control_readers)
+        self.duties = Duties()
+        self._add_duties()
         self._wakeup: tuple[int, int] | None = None
         self._ready_sent = False
         self.redis_health = RedisHealth()
@@ -90,10 +111,10 @@ class Master:
                 self._handle_signals()
                 self._reap()
                 now = time.monotonic()
-                self._tick(now)
+                self.duties.run_due(now)
                 if self.stopping and not self.children:
                     break
-                ready = self.selector.select(self._timeout(now))
+                ready = self.selector.select(self._timeout(self._unmute_channels()))
                 registered = self.selector.get_map()
                 for key, _ in ready:
                     if registered.get(key.fd) is key:  # not closed (or its fd reused) earlier in this batch
@@ -110,12 +131,13 @@ class Master:
         appload.extend_sys_path(self.config.app_paths)
         appload.preload(self.config.preload)
         gc.freeze()  # what is loaded now stays out of the children's GC passes: their pages stay shared
-        self.observer.helpers.adopt_leftovers()
+        self.helpers.adopt_leftovers()
         read_fd, write_fd = os.pipe()
         os.set_blocking(read_fd, False)
         os.set_blocking(write_fd, False)
         self._wakeup = (read_fd, write_fd)
         self.selector.register(read_fd, selectors.EVENT_READ, self._drain_wakeup)
+        self.selector.register(self.channels.fileno(), selectors.EVENT_READ, self._read_channels)
         signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
         signals.install(self._record_signal)
         away = redischeck.at_startup(self.redis, self.config)  # a wrong password stops us here, before any fork
@@ -147,8 +169,8 @@ class Master:
             "supervisors": [s.name for s in self.config.supervisors], "socket": self.config.socket_path})
 
     def _teardown(self) -> None:
-        if self.observer.store and self.redis_error is None:
-            self.observer.store.save(self.redis, self.metrics)  # counters carry over to the next master
+        if self.store and self.redis_error is None:
+            self.store.save(self.redis, self.metrics)  # counters carry over to the next master
         self.control.close()
         if self.exporter:
             self.exporter.close()
@@ -158,6 +180,7 @@ class Master:
             for fd in self._wakeup:
                 os.close(fd)
         self.selector.close()
+        self.channels.close()
 
     def _record_signal(self, signum, frame) -> None:
         self.signals.append(signum)
@@ -172,6 +195,8 @@ class Master:
     def _handle_signals(self) -> None:
         while self.signals:
             sig = self.signals.popleft()
+            if sig not in (signal.SIGCHLD, signal.SIGUSR1):
+                self.duties.wake_all()  # a stop or a reload: every duty looks again
             if sig in (signal.SIGTERM, signal.SIGINT):
                 # during a memory_limit drain the first stop signal is a first one: stop, not kill
                 self.stop(force=self.stopping and not self.reexec, reason=signal.Signals(sig).name)
@@ -198,46 +223,134 @@ class Master:
                             for sup in [*self.supervisors.values(), *self.removed]]})
 
     def _timeout(self, now: float) -> float:
-        waits = [TICK]
-        if (due := self.notifier.watchdog_due_in(now)) is not None:
-            waits.append(due)
-        for sup in self.supervisors.values():
-            waits += [s.health.not_before - now for s in sup.slots() if s.process is None]
-            if sup.balance_due(now + TICK):
-                waits.append(sup.last_balance + sup.config.balance_cooldown - now)
-            if sup.awaiting_pause():
-                waits.append(UNBLOCK_EVERY)
-        if any(p.blocked_waiting for p in self.children.values()):
-            waits.append(UNBLOCK_EVERY)
-        if self.redis_error is not None:
-            waits.append(self.redis_health.due_in(now))
-        if (due := self.guard.memory_due_in(self.children.values(), now)) is not None:
-            waits.append(due)  # memory_hard: every 0.25 s while a job runs under it
-        return max(0.05, min(waits))
+        """Sleep until the nearest duty's deadline, or the next Redis probe while Redis is away
+        (a step that met a Redis error made the probe due sooner than it was planned)."""
+        self.duties.due_by("redis_probe", now + self.redis_health.due_in(now))
+        timeout = self.duties.time_to_next(now)
+        if self._channels_muted_until is not None:
+            timeout = min(timeout, max(0.0, self._channels_muted_until - now))
+        return timeout
 
-    # --- the loop's work ------------------------------------------------------------
+    # --- the loop's duties --------------------------------------------------------------
 
-    def _tick(self, now: float) -> None:
+    def _add_duties(self) -> None:
+        """Each duty with its longest wait; its run returns a nearer deadline when it has one."""
+        add = self.duties.add
+        add("balance", TICK, self._balance)  # each supervisor's balance_cooldown
+        add("slots", TICK, self._keep_slots)  # spawn when a back-off ends, roll, recycle, scheduler
+        add("limits", TICK, self._check_limits)  # hard timeouts; memory_hard every 0.25 s under a job
+        add("unblock", TICK, self._unblock)  # every 0.1 s while a worker must leave a blocking dequeue
+        add("guard", TICK, self._guard_step)  # settle retries (2 s), intermediate sweep (5 s)
+        add("stop_deadlines", TICK, self._enforce_stop_deadlines)
+        add("master_memory", MEMORY_CHECK_EVERY, self._check_memory)
+        add("clients", TICK, self._expire_clients)
+        add("sample", SAMPLE_EVERY, self._sample)  # queue lengths, ages, rate limits; long waits
+        add("metrics_save", SAVE_EVERY, self._save_metrics)
+        add("snapshots", self.config.snapshot_interval, self._write_snapshots)
+        add("redis_probe", TICK, self._probe_redis)  # PROBE_EVERY while up; 0.25 s / 2 s while away
+        add("systemd", TICK, self._notify)  # READY, STATUS, drain time, watchdog
+        self.duties["snapshots"].next_due = time.monotonic() + self.config.snapshot_interval
+
+    def _handle_command(self, request: dict, peer: dict) -> dict:
+        reply = self._commands.handle(request, peer)
+        if request.get("cmd") not in READ_ONLY:
+            self.duties.wake(*AFTER_ACTION)
+        return reply
+
+    def _balance(self, now: float) -> float | None:
+        if self.stopping:
+            return None
+        sups = list(self.supervisors.values())
+        self.redis_health.step(lambda: self.scaler.step(self.redis, sups, now, self._depths_for))
+        waits = [s.last_balance + s.config.balance_cooldown - now for s in sups if not (s.draining or s.paused)]
+        if not waits:
+            return None
+        soonest = min(waits)
+        return soonest if soonest > 0 else RETRY_BALANCE  # Redis away or the read failed: not balanced
+
+    def _depths_for(self, due: list[Supervisor]) -> dict[str, int]:
+        """The sample, read afresh when older than half the shortest cooldown due (balancing
+        reacts to fresh depths) or missing a queue a pattern now matches."""
+        now = time.monotonic()
+        names = [q for sup in due for pool in sup.pools.values() for q in pool.queues]
+        fresh_enough = min(s.config.balance_cooldown for s in due) / 2
+        if self.observer.age(now) > fresh_enough or not self.observer.covers(names):
+            self.observer.sample(self.redis, self.queues(), now)
+            self.duties.wake("sample")  # long waits are judged on it; the next sample is due a period on
+        return self.observer.pending
+
+    def _keep_slots(self, now: float) -> float | None:
         if not self.stopping:
-            self.redis_health.step(lambda: self.scaler.step(self.redis, list(self.supervisors.values()), now))
             for sup in self.supervisors.values():
                 sup.tick(now)
             self._follow_queues(now)
             self._keep_scheduler(now)
-        workers = [p for p in self.children.values() if p.spec.kind == "worker"]
-        self.guard.check_limits(workers, self.config, now)
-        self.redis_health.step(self._unblock_waiting)
-        self.redis_health.step(lambda: self.guard.step(self.redis, self.config, self.queues(), workers, now))
         self.removed = [s for s in self.removed if s.processes()]
-        self._enforce_stop_deadlines(now)  # shutdown, and retirements (reload, restart, scale down)
-        self._check_memory(now)
+        self.duties.wake("unblock", "stop_deadlines", "systemd")  # a worker told to leave; READY may be due
+        ends = [s.health.not_before - now for sup in self.supervisors.values() for s in sup.slots()
+                if s.process is None]
+        if self.scheduler.process is None and not self.stopping:
+            ends.append(self.scheduler.health.not_before - now)
+        return max(0.05, min(ends)) if ends else None
+
+    def _workers(self) -> list[WorkerProcess]:
+        return [p for p in self.children.values() if p.spec.kind == "worker"]
+
+    def _check_limits(self, now: float) -> float | None:
+        workers = self._workers()
+        self.guard.check_limits(workers, self.config, now)
+        return self.guard.memory_due_in(workers, now)  # memory_hard: every 0.25 s while a job runs under it
+
+    def _unblock(self, now: float) -> float | None:
+        if not self._waiting_workers():
+            return None
+        self.redis_health.step(self._unblock_waiting)
+        return UNBLOCK_EVERY
+
+    def _guard_step(self, now: float) -> None:
+        self.redis_health.step(lambda: self.guard.step(self.redis, self.config, self.queues(), self._workers(), now))
+
+    def _expire_clients(self, now: float) -> None:
         self.control.expire(now)
         if self.exporter:
             self.exporter.expire(now)
-        self.redis_health.step(lambda: self.observer.step(self, now))
-        self._notify(now)
 
-    def _notify(self, now: float) -> None:
+    def _sample(self, now: float) -> None:
+        """The one read of queue lengths and ages, then the long waits judged on it."""
+        def sample():
+            if self.observer.age(now) >= SAMPLE_EVERY / 2:  # not just read for a balancing step
+                self.observer.sample(self.redis, self.queues(), now)
+        try:
+            self.redis_health.step(sample)
+        except Exception:
+            return  # not a connection error: status and health say so on their own
+        if not self.stopping and self.redis_error is None:  # a stop leaves queues unworked on purpose
+            self.long_waits.check(self.observer.estimated_waits(self), self.observer.pending,
+                                  self.config.wait_threshold, self._queue_owner, self.metrics,
+                                  self.config.notify_command, self.config.webhook_url, now)
+
+    def _queue_owner(self, queue: str) -> str:
+        return next((s.name for s in self.supervisors.values() for p in s.pools.values() if queue in p.queues), "")
+
+    def _save_metrics(self, now: float) -> None:
+        """Restore the saved counters once, then save them when they changed (metricstore)."""
+        if self.store is None:
+            self.store = MetricStore(metrics_key(self.config.redis_prefix, self.config.socket_path))
+        self.redis_health.step(lambda: self.store.step(self.redis, self.metrics, now))
+
+    def _write_snapshots(self, now: float) -> float:
+        cfg = self.config
+        self.redis_health.step(lambda: self.snapshots.write(self.redis, cfg.redis_prefix, cfg.snapshot_interval,
+                                                            cfg.snapshot_keep_hours, self._commands.queues()))
+        return cfg.snapshot_interval
+
+    def _probe_redis(self, now: float) -> float:
+        if self.redis_health.probe(self.redis, now):
+            self._wake_redis_waiters()
+            self.duties.wake_all()  # every step skipped while it was away runs now
+        return self.redis_health.due_in(now)
+
+    def _notify(self, now: float) -> float | None:
         """systemd: READY once every worker is registered (or, while Redis is away, started and
         waiting for it: systemd must not time out the start), then STATUS, drain time, watchdog."""
         registered = self.redis_error is None
@@ -245,13 +358,12 @@ class Master:
                                                               for s in self.supervisors.values()):
             self._ready_sent = True
             self.notifier.ready()
-        if self.redis_health.probe(self.redis, now):
-            self._wake_redis_waiters()
         self.notifier.status(self._status_line())
         if self.stopping:
             deadlines = [d for p in self.children.values() if (d := p.stop_deadline(self.config.shutdown_grace))]
             self.notifier.extend_timeout(now, max(deadlines, default=now) - now)
         self.notifier.watchdog(now)
+        return self.notifier.watchdog_due_in(now)
 
     @property
     def redis_error(self) -> str | None:
@@ -284,9 +396,7 @@ class Master:
         Repeated until each acts on it: a worker that checked its gate just before
         the word arrived may enter BLMOVE after the first CLIENT UNBLOCK.
         """
-        waiting = [p for sup in self.supervisors.values() for p in sup.awaiting_pause()]
-        waiting += [p for p in self.children.values() if p.spec.kind == "worker" and p.blocked_waiting]
-        names = {client_name(self.pid, p.pid) for p in waiting}
+        names = {client_name(self.pid, p.pid) for p in self._waiting_workers()}
         if not names:
             return
         try:
@@ -297,6 +407,10 @@ class Master:
             log.warning("cannot unblock pausing workers", extra={"event": "unblock_failed", "error": str(exc)})
             self.redis_failed(exc)
 
+    def _waiting_workers(self) -> list[WorkerProcess]:
+        waiting = [p for sup in self.supervisors.values() for p in sup.awaiting_pause()]
+        return waiting + [p for p in self.children.values() if p.spec.kind == "worker" and p.blocked_waiting]
+
     def set_paused(self, name: str | None, paused: bool) -> list[str]:
         targets = [self.supervisors[name]] if name else list(self.supervisors.values())
         if name is None:
@@ -306,6 +420,7 @@ class Master:
         log.info("paused" if paused else "continued", extra={
             "event": "paused" if paused else "continued", "supervisors": [s.name for s in targets]})
         self.redis_health.step(self._unblock_waiting)  # not while Redis is known away: the loop would wait
+        self.duties.wake("unblock")
         return [s.name for s in targets]
 
     def queues(self) -> tuple[str, ...]:
@@ -345,23 +460,43 @@ class Master:
 
     def _fork(self, spec: ChildSpec, generation: int) -> WorkerProcess:
         keep_out = [key.fd for key in self.selector.get_map().values()]
-        keep_out += [self.selector.fileno()] + list(self._wakeup or ())
+        keep_out += [key.fd for key in self.channels.get_map().values()]
+        keep_out += [self.selector.fileno(), self.channels.fileno()] + list(self._wakeup or ())
         if self.notifier.fileno() is not None:
             keep_out.append(self.notifier.fileno())
         keep_out += _redis_fds(self.redis)
         proc = spawn(spec, generation, keep_out)
         self.children[proc.pid] = proc
-        self.selector.register(proc.reader.fd, selectors.EVENT_READ, lambda: self._read_channel(proc))
+        self.channels.register(proc.reader.fd, selectors.EVENT_READ, proc)
         return proc
+
+    def _read_channels(self) -> None:
+        """Every worker with something to say, in one batch; then the channels rest REPORTS_EVERY,
+        so a fast job stream costs the loop a wakeup per batch, not two per job."""
+        for key, _ in self.channels.select(0):
+            if self.channels.get_map().get(key.fd) is key:  # not closed earlier in this batch
+                self._read_channel(key.data)
+        self.selector.unregister(self.channels.fileno())
+        self._channels_muted_until = time.monotonic() + REPORTS_EVERY
+
+    def _unmute_channels(self) -> float:
+        now = time.monotonic()
+        if self._channels_muted_until is not None and now >= self._channels_muted_until:
+            self._channels_muted_until = None
+            self.selector.register(self.channels.fileno(), selectors.EVENT_READ, self._read_channels)
+        return now
 
     def _read_channel(self, proc: WorkerProcess) -> None:
         now = time.monotonic()
         try:
+            was = proc.state
             for message in proc.reader.read():
                 finished = proc.apply(message, now)
                 if finished:
                     self.scaler.job_finished(finished["queue"], finished["runtime"])
                     self.metrics.record(supervisor=proc.spec.supervisor.name, now=time.time(), **finished)
+            if proc.state != was:
+                self._state_changed(proc, was)
             if proc.reader.fault:
                 raise BadReport(proc.reader.fault)
         except BadReport as exc:  # job code wrote to the channel: the worker is killed, the master lives on
@@ -370,15 +505,25 @@ class Master:
         if proc.reader.closed:
             self._close_channel(proc)
 
+    def _state_changed(self, proc: WorkerProcess, was: str) -> None:
+        """Wake only the duties a worker's new state concerns; a job done is metrics only."""
+        if was == "starting" or proc.state == "starting":
+            self.duties.wake("systemd")  # READY waits for every worker to register
+        if proc.state == "busy":
+            if proc.spec.supervisor is not None and proc.spec.supervisor.memory_hard:
+                self.duties.wake("limits")
+        elif proc.stop_sent is not None or (proc.state == "idle" and any(s.paused for s in self.supervisors.values())):
+            self.duties.wake("unblock", "stop_deadlines")  # it must leave, or pause, from a blocking dequeue
+
     def _close_channel(self, proc: WorkerProcess) -> None:
         if proc.reader.fd >= 0:
-            self.selector.unregister(proc.reader.fd)
+            self.channels.unregister(proc.reader.fd)
             proc.reader.close()
 
     def _reap(self) -> None:
         """Wait for the children this master forked, by pid, after a SIGCHLD; never for any child
         (waitid(P_ALL)), which would take a [notify] helper's exit status from its Popen."""
-        self.observer.helpers.reap(time.monotonic())
+        self.helpers.reap(time.monotonic())
         if not self._child_exited:
             return
         self._child_exited = False
@@ -405,6 +550,7 @@ class Master:
             self._read_channel(proc)  # last words: a job it finished just before exiting
             self._close_channel(proc)
         clean, how = describe_exit(status)
+        self.duties.wake("slots", "systemd", "stop_deadlines")  # its slot refills (or backs off)
         if proc.spec.kind == "scheduler":
             self.scheduler.process = None
             self.scheduler.health = restarts.after_exit(
@@ -426,9 +572,8 @@ class Master:
     # --- stop and reload ----------------------------------------------------------------
 
     def _check_memory(self, now: float) -> None:
-        if self.stopping or now - self._memory_checked < MEMORY_CHECK_EVERY:
+        if self.stopping:
             return
-        self._memory_checked = now
         rss = reexec.over_limit(self.config.memory_limit)
         if rss is not None:
             log.warning("master over its memory_limit: draining, then re-executing", extra={
@@ -458,14 +603,22 @@ class Master:
             log.warning("stopping now: killing workers", extra={"event": "stop_forced", "reason": reason})
             for proc in self.children.values():
                 proc.kill(now)
+        self.duties.wake("slots", "unblock", "stop_deadlines", "systemd")
 
-    def _enforce_stop_deadlines(self, now: float) -> None:
+    def _enforce_stop_deadlines(self, now: float) -> float | None:
+        """Kill a stopping worker past its deadline; returns the time to the next deadline."""
+        waits = []
         for proc in self.children.values():
             deadline = proc.stop_deadline(self.config.shutdown_grace, shutting_down=self.stopping)
-            if deadline is not None and now >= deadline and proc.kill_sent is None:
+            if deadline is None or proc.kill_sent is not None:
+                continue
+            if now >= deadline:
                 log.warning("worker did not stop in time; killing it", extra={
                     "event": "worker_killed", "pid": proc.pid, "job_id": proc.job_id})
                 proc.kill(now)
+            else:
+                waits.append(deadline - now)
+        return min(waits, default=None)
 
 def _redis_fds(client: Redis) -> list[int]:
     """The master's own Redis sockets: a child must not hold (or write to) them."""
