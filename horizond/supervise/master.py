@@ -58,6 +58,8 @@ REPORTS_EVERY = 0.02  # workers' reports are read in batches at most this often 
 RETRY_BALANCE = 0.25  # a balancing step that could not read the queues tries again this soon
 # duties a control action (scale, pause, restart, reload, terminate ...) may have made due
 AFTER_ACTION = ("balance", "slots", "unblock", "limits", "stop_deadlines", "sample", "systemd")
+# duties skipped while Redis was away: they run as soon as a probe sees it back
+AFTER_REDIS = ("balance", "unblock", "guard", "sample", "metrics_save", "systemd")
 
 
 class Master:
@@ -196,7 +198,7 @@ class Master:
         while self.signals:
             sig = self.signals.popleft()
             if sig not in (signal.SIGCHLD, signal.SIGUSR1):
-                self.duties.wake_all()  # a stop or a reload: every duty looks again
+                self.duties.wake(*AFTER_ACTION)  # a stop or a reload
             if sig in (signal.SIGTERM, signal.SIGINT):
                 # during a memory_limit drain the first stop signal is a first one: stop, not kill
                 self.stop(force=self.stopping and not self.reexec, reason=signal.Signals(sig).name)
@@ -249,7 +251,9 @@ class Master:
         add("snapshots", self.config.snapshot_interval, self._write_snapshots)
         add("redis_probe", TICK, self._probe_redis)  # PROBE_EVERY while up; 0.25 s / 2 s while away
         add("systemd", TICK, self._notify)  # READY, STATUS, drain time, watchdog
-        self.duties["snapshots"].next_due = time.monotonic() + self.config.snapshot_interval
+        started = time.monotonic()
+        self.duties["snapshots"].next_due = started + self.config.snapshot_interval
+        self.duties["master_memory"].next_due = started + MEMORY_CHECK_EVERY  # its size right after start is logged
 
     def _handle_command(self, request: dict, peer: dict) -> dict:
         reply = self._commands.handle(request, peer)
@@ -347,7 +351,7 @@ class Master:
     def _probe_redis(self, now: float) -> float:
         if self.redis_health.probe(self.redis, now):
             self._wake_redis_waiters()
-            self.duties.wake_all()  # every step skipped while it was away runs now
+            self.duties.wake(*AFTER_REDIS)  # the steps skipped while it was away run now
         return self.redis_health.due_in(now)
 
     def _notify(self, now: float) -> float | None:
@@ -495,6 +499,8 @@ class Master:
                 if finished:
                     self.scaler.job_finished(finished["queue"], finished["runtime"])
                     self.metrics.record(supervisor=proc.spec.supervisor.name, now=time.time(), **finished)
+                    if self.store is not None:  # a first change after a quiet spell is saved at once
+                        self.duties.due_by("metrics_save", self.store.save_due_at())
             if proc.state != was:
                 self._state_changed(proc, was)
             if proc.reader.fault:
