@@ -80,11 +80,15 @@ class LoopDuties:
             return None
         sups = list(self.supervisors.values())
         self.redis_health.step(lambda: self.scaler.step(self.redis, sups, now, self._depths_for))
+        if any(s.last_balance == now for s in sups):
+            self.duties.wake("slots")  # new targets: workers start (or retire) in this same pass
         waits = [s.last_balance + s.config.balance_cooldown - now for s in sups if not (s.draining or s.paused)]
         if not waits:
             return None
         soonest = min(waits)
-        return soonest if soonest > 0 else RETRY_BALANCE  # Redis away or the read failed: not balanced
+        if soonest > 0:
+            return soonest
+        return None if self.redis_error else RETRY_BALANCE  # not balanced: Redis away, or the read failed
 
     def _depths_for(self, due: list[Supervisor]) -> dict[str, int]:
         """The sample, read afresh when older than half the shortest cooldown due (balancing
@@ -158,6 +162,7 @@ class LoopDuties:
 
     def _write_snapshots(self, now: float) -> float:
         cfg = self.config
+        self.duties["snapshots"].period = cfg.snapshot_interval  # a reload may change it
         self.redis_health.step(lambda: self.snapshots.write(self.redis, cfg.redis_prefix, cfg.snapshot_interval,
                                                             cfg.snapshot_keep_hours, self._commands.queues()))
         return cfg.snapshot_interval
