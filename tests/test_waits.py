@@ -17,7 +17,8 @@ def test_a_queue_nobody_works_waits_for_ever_unless_paused():
 
 
 def test_the_wait_is_the_longer_of_the_oldest_age_and_the_backlog_pace():
-    est = waits.estimated_waits({"a": 10, "b": 10}, {"a": 3.0, "b": 30.0}, {"a": 2.0, "b": 2.0}, {"a": 2, "b": 2}, set())
+    est = waits.estimated_waits({"a": 10, "b": 10}, {"a": 3.0, "b": 30.0}, {"a": 2.0, "b": 2.0}, {"a": 2, "b": 2},
+                                set())
     assert est == {"a": 10.0, "b": 30.0}
 
 
@@ -61,7 +62,10 @@ def test_processes_per_queue_counts_paused_pools_as_none():
     assert counts == {"a": 2, "b": 5, "c": 0} and only_paused == {"c"}
 
 
-@given(st.lists(st.tuples(st.lists(QUEUES, min_size=1, max_size=3, unique=True).map(tuple), st.integers(0, 20), st.booleans())))
+POOL = st.tuples(st.lists(QUEUES, min_size=1, max_size=3, unique=True).map(tuple), st.integers(0, 20), st.booleans())
+
+
+@given(st.lists(POOL))
 def test_processes_per_queue_sums_the_unpaused_pools(pools):
     counts, only_paused = processes_per_queue(pools)
     for q in counts:
