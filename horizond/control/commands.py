@@ -30,6 +30,7 @@ from horizond.control.daemon import Daemon, SupervisorState
 from horizond.core import counts, health
 from horizond.core.config import MAX_PROCESSES_CAP, to_toml_dict
 from horizond.observe import observer as observe
+from horizond.observe.snapshots import snapshot_key
 
 FULL, READ = "full", "read"
 # Open to read-level callers ([control] readers): lists and counts, never job data (arguments,
@@ -143,19 +144,11 @@ class CommandLayer:
                 if supervisor in (None, sup.name) for p in sup.processes()]
 
     def _queue_sizes(self) -> tuple[dict[str, int | None], str | None]:
-        """Live queue lengths; none while Redis is known to be away (asking would wait out the
-        timeout on every status call), and a failure here tells the loop too."""
+        """Queue lengths from the master's sample (at most a sample period old: a status poll costs
+        Redis nothing); none while Redis is known to be away."""
         if self.daemon.redis_error is not None:
             return {}, self.daemon.redis_error
-        queues = sorted(self.daemon.queues())
-        try:
-            with self.daemon.redis.pipeline(transaction=False) as pipe:
-                for name in queues:
-                    pipe.llen(f"rq:queue:{name}")
-                return dict(zip(queues, pipe.execute(), strict=True)), None
-        except Exception as exc:
-            self.daemon.redis_failed(exc)
-            return {}, f"{type(exc).__name__}: {exc}"
+        return dict(self.daemon.queue_sample().pending), None
 
     # --- actions -------------------------------------------------------------------------
 
@@ -194,7 +187,7 @@ class CommandLayer:
     def queues(self) -> list[dict]:
         daemon = self.daemon
         sample = daemon.queue_sample()
-        processes, _ = counts.processes_per_queue(daemon.supervisors.values())
+        processes, _ = counts.processes_per_queue(counts.pools_of(daemon.supervisors.values()), count_paused=True)
         rows = daemon.metrics.queue_rows(time.time(), sample.pending, processes)
         for row in rows:
             row["estimated_wait"] = sample.estimated_waits.get(row["queue"])
@@ -216,7 +209,7 @@ class CommandLayer:
         """The queue's metric snapshots, newest first (kept in Redis for [metrics] snapshot_keep_hours)."""
         if queue not in self.daemon.queues():
             raise CommandError(f"unknown queue {queue!r} (served: {', '.join(self.daemon.queues())})")
-        key = observe.snapshot_key(self.daemon.config.redis_prefix, queue)
+        key = snapshot_key(self.daemon.config.redis_prefix, queue)
         return [json.loads(raw) for raw in self._redis().lrange(key, 0, _positive(limit, "limit") - 1)]
 
     def metrics(self) -> dict:
