@@ -106,7 +106,7 @@ class LoopDuties:
         if not self.stopping:
             for sup in self.supervisors.values():
                 sup.tick(now)
-            self._follow_queues(now)
+            self.follow_queues(now)
             self._keep_scheduler(now)
         self.removed = [s for s in self.removed if s.processes()]
         self.duties.wake("unblock", "stop_deadlines", "systemd")  # a worker told to leave; READY may be due
