@@ -6,7 +6,6 @@ import argparse
 import logging
 import os
 import sys
-from dataclasses import replace
 
 from horizond import __version__
 from horizond.observe import logs

@@ -17,7 +17,7 @@ import pytest
 from rq import Queue
 
 from conftest import wait_until
-from horizond.worker.channel import StateReader
+from horizond.worker.channel import WorkerLink
 from horizond.core.config import Config, SupervisorConfig
 from horizond.supervise.guard import MEMORY_HARD_EVERY, Guard
 from horizond.supervise.process import WorkerProcess
@@ -145,4 +145,4 @@ def _worker(pid: int, memory_hard: int) -> WorkerProcess:
     theirs.close()
     spec = ChildSpec("worker", RedisSpec("redis://127.0.0.1:1/0"), os.getpid(), 20,
                      SupervisorConfig("hogs", memory_hard=memory_hard))
-    return WorkerProcess(pid, spec, StateReader(ours.detach()), 1)
+    return WorkerProcess(pid, spec, WorkerLink(ours.detach()), 1)

@@ -462,3 +462,12 @@ def test_prop_size_gives_more_pending_at_least_as_many_workers(case):
 @given(two_loaded_pools("time"))
 def test_prop_time_gives_more_pending_x_runtime_at_least_as_many_workers(case):
     _check_split(*case, key=lambda p: p.pending * p.runtime)
+
+
+def test_capped_is_the_balancers_water_filling_and_never_raises_a_pool():
+    from horizond.core.balancer import capped
+
+    assert capped({"a": 2, "b": 1}, 1, 6) == {"a": 2, "b": 1}  # under the cap: untouched
+    assert capped({"a": 5, "b": 4}, 1, 6) == {"a": 3, "b": 3}  # over: the larger gives way first, evenly
+    assert capped({"a": 0, "b": 9}, 1, 4) == {"a": 0, "b": 4}  # a pool below its floor is not lifted
+    assert sum(capped({"a": 7, "b": 7, "c": 7}, 2, 10).values()) == 10

@@ -7,6 +7,7 @@ followed without a restart; RQ's workers simply reconnect.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 from redis import Redis
@@ -14,6 +15,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 from redis.sentinel import Sentinel
 
+from horizond import sysutil
 from horizond.core.config import Config, redact_url
 
 
@@ -54,9 +56,14 @@ MASTER_TIMEOUT = 0.75  # below 1 s with room for the rest of the turn: `status` 
 
 def master_client(config: Config) -> Redis:
     """The master's own client: short timeouts and no retries, so a hung Redis holds the loop
-    for one timeout at most (redis-py 8 retries 10 times by default; the loop retries itself)."""
+    for one timeout at most (redis-py 8 retries 10 times by default; the loop retries itself).
+    Named (CLIENT LIST shows horizond-master-HOST-PID), so its share of Redis's load is visible."""
     return RedisSpec.of(config).client(socket_timeout=MASTER_TIMEOUT, socket_connect_timeout=MASTER_TIMEOUT,
-                                       retry=Retry(NoBackoff(), 0))
+                                       retry=Retry(NoBackoff(), 0), client_name=master_client_name())
+
+
+def master_client_name(pid: int | None = None) -> str:
+    return f"horizond-master-{sysutil.hostname()}-{pid or os.getpid()}"
 
 
 def _db_of(url: str) -> int:

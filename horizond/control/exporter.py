@@ -2,6 +2,8 @@
 
 No thread: the collector reads the master's state in the loop that owns it,
 so a scrape never races a worker report, and nothing extra lives across fork().
+A thin transport over the command layer: /metrics is the read-level command
+"metrics", /healthz is "health" (the same verdict `horizonctl health` gives).
 Requests are tiny and bounded (8 KiB, 5 s, 16 at once); anything else gets 404.
 With all 16 slots taken, the client that has waited longest for its request is
 dropped for the newcomer: a slowloris on /metrics does not starve /healthz probes.
@@ -9,6 +11,7 @@ dropped for the newcomer: a slowloris on /metrics does not starve /healthz probe
 
 from __future__ import annotations
 
+import json
 import logging
 import selectors
 import socket
@@ -18,6 +21,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
 from horizond.control.loopserver import BACKLOG, LoopServer, ThrottledLog
+from horizond.core import health
 from horizond.observe.metrics import BUCKETS
 
 log = logging.getLogger("horizond.exporter")
@@ -28,30 +32,40 @@ MAX_CLIENTS = 16
 MAX_REPLY = 4 * 1024 * 1024
 
 
+Handler = Callable[[dict, str], dict]  # CommandLayer.handle: (request, access) -> reply
+
+
+def ask(handle: Handler, cmd: str) -> dict:
+    """A read-level command's result; its error (there should be none) as an exception."""
+    reply = handle({"cmd": cmd}, "read")
+    if not reply["ok"]:
+        raise RuntimeError(f"{cmd}: {reply['error']}")
+    return reply["result"]
+
+
 class _Collector:
-    def __init__(self, view: Callable[[], dict]):
-        self.view = view
+    def __init__(self, handle: Handler):
+        self.handle = handle
 
     def collect(self):
-        v = self.view()
+        v = ask(self.handle, "metrics")
         processed = CounterMetricFamily("horizon_jobs_processed", "Jobs run to an end", labels=["queue", "supervisor"])
         failed = CounterMetricFamily("horizon_jobs_failed", "Job runs that failed", labels=["queue", "supervisor"])
         duration = HistogramMetricFamily("horizon_job_duration_seconds", "Job runtime", labels=["queue"])
         wait = GaugeMetricFamily("horizon_queue_wait_seconds", "Recent wait from enqueue to start", labels=["queue"])
         for queue, tally in v["queues"].items():
-            sup = v["supervisor_of"].get(queue, "")
-            processed.add_metric([queue, sup], tally.processed)
-            failed.add_metric([queue, sup], tally.failed)
-            buckets = [(str(edge), count) for edge, count in zip(BUCKETS, tally.buckets, strict=True)]
-            duration.add_metric([queue], buckets + [("+Inf", tally.runtime_count)], tally.runtime_sum)
-            if tally.recent_wait is not None:
-                wait.add_metric([queue], tally.recent_wait)
+            processed.add_metric([queue, tally["supervisor"]], tally["processed"])
+            failed.add_metric([queue, tally["supervisor"]], tally["failed"])
+            buckets = [(str(edge), count) for edge, count in zip(BUCKETS, tally["buckets"], strict=True)]
+            duration.add_metric([queue], buckets + [("+Inf", tally["runtime_count"])], tally["runtime_sum"])
+            if tally["recent_wait"] is not None:
+                wait.add_metric([queue], tally["recent_wait"])
         size = GaugeMetricFamily("horizon_queue_size", "Jobs waiting", labels=["queue"])
         for queue, pending in v["pending"].items():
             size.add_metric([queue], pending)
         workers = GaugeMetricFamily("horizon_worker_count", "Worker processes", labels=["supervisor", "state"])
-        for (sup, state), n in v["workers"].items():
-            workers.add_metric([sup, state], n)
+        for row in v["workers"]:
+            workers.add_metric([row["supervisor"], row["state"]], row["count"])
         memory = GaugeMetricFamily("horizon_memory_usage_bytes", "RSS of a supervisor's workers",
                                    labels=["supervisor"])
         for sup, rss in v["memory"].items():
@@ -74,14 +88,13 @@ class MetricsServer(LoopServer):
     client_timeout = CLIENT_TIMEOUT
     max_reply = MAX_REPLY
 
-    def __init__(self, listen: str, selector: selectors.BaseSelector, view: Callable[[], dict],
-                 healthz: Callable[[], tuple[int, str]]):
+    def __init__(self, listen: str, selector: selectors.BaseSelector, handle: Handler):
         super().__init__(selector)
         host, _, port = listen.rpartition(":")
         self.address = (host.strip("[]") or "127.0.0.1", int(port))
         self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(_Collector(view))
-        self.healthz = healthz
+        self.registry.register(_Collector(handle))
+        self.handle = handle
         self._log = ThrottledLog(log, logging.ERROR)
 
     def open(self) -> None:
@@ -102,8 +115,9 @@ class MetricsServer(LoopServer):
         elif path == b"/metrics":
             status, body, kind = 200, generate_latest(self.registry), "text/plain; version=0.0.4; charset=utf-8"
         elif path == b"/healthz":
-            status, text = self.healthz()
-            body, kind = text.encode(), "application/json"
+            verdict = ask(self.handle, "health")
+            status = 503 if verdict["status"] == health.RED else 200
+            body, kind = json.dumps(verdict).encode(), "application/json"
         else:
             status, body, kind = 404, b"not found: try /metrics or /healthz\n", "text/plain"
         return _response(status, body, kind)

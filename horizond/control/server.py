@@ -4,6 +4,8 @@ Non-blocking accept, reads and writes in the master's selector, one JSON request
 and one JSON response per connection, size and time limits: a slow or hostile client
 never blocks the loop. Peers are checked with SO_PEERCRED, and each uid other than
 root and the daemon's own holds a few connections at most, so those two always get in.
+A transport only: it works out the peer's access level ("full" or "read") and hands
+the request to the command layer (`handler(request, access)`), which enforces it.
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ class ControlServer(LoopServer):
     client_timeout = CLIENT_TIMEOUT
     max_reply = MAX_REPLY
 
-    def __init__(self, path: str, selector: selectors.BaseSelector, handler: Callable[[dict, dict], dict],
+    def __init__(self, path: str, selector: selectors.BaseSelector, handler: Callable[[dict, str], dict],
                  group: str | None = None, readers: str | None = None):
         super().__init__(selector)
         self.path = path
@@ -194,7 +196,7 @@ class ControlServer(LoopServer):
         if request.get("v", PROTOCOL_VERSION) != PROTOCOL_VERSION:
             return _error(f"unsupported protocol version {request.get('v')!r}; this daemon speaks {PROTOCOL_VERSION}")
         try:
-            result = self.handler(request, peer)
+            result = self.handler(request, peer["access"])
         except Exception as exc:
             return self._failed(request["cmd"][:64], peer, exc)
         return {"v": PROTOCOL_VERSION, **result}

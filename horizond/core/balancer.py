@@ -85,10 +85,24 @@ def balance(pools: Mapping[str, PoolStats], options: Options) -> Decision:
         desired, why, weight = _even_split(keys, floor, options)
     else:
         desired, why, weight = _shares(keys, pools, floor, options)
-    desired = _fit_cap(keys, desired, floor, weight, options.max_processes)
+    desired = fit_cap(keys, desired, floor, weight, options.max_processes)
     targets, moves = _step(keys, pools, desired, floor, options)
     reasons = {k: f"{why[k]} -> {desired[k]}{moves[k]}" for k in keys}
     return Decision(targets, reasons, desired)
+
+
+def capped(targets: dict[str, int], min_processes: int, max_processes: int) -> dict[str, int]:
+    """Pool targets (in priority order) cut to sum to at most max_processes, never below a floor:
+    the same water-filling as a balancing step (fit_cap), the larger targets weighing more.
+
+    (The shell needs it after new settings, and after a step whose targets count workers still
+    finishing a job after a restart: without it the slots refilled behind them would leave the
+    supervisor above its cap for good.)
+    """
+    keys = list(targets)
+    floors = pool_floors(len(keys), min_processes, max_processes)
+    floor = {k: min(f, targets[k]) for k, f in zip(keys, floors, strict=True)}  # cutting never raises one
+    return fit_cap(keys, targets, floor, targets, max_processes)
 
 
 def pool_floors(pools: int, min_processes: int, max_processes: int) -> list[int]:
@@ -195,7 +209,7 @@ def _valid(runtime: float | None) -> bool:
     return runtime is not None and runtime >= 0 and math.isfinite(runtime)
 
 
-def _fit_cap(keys, desired, floor, weight, cap):
+def fit_cap(keys, desired, floor, weight, cap):
     """Keep the total under the cap by cutting the largest pools first, never below a floor.
 
     Water-filling: find the highest level L such that every pool capped at L (but kept at its

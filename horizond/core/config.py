@@ -13,6 +13,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from horizond.core.balancer import MODES as BALANCE_MODES  # one list of modes: the balancer's
+from horizond.core.balancer import STRATEGIES
 from horizond.core.configcheck import BAD as _BAD
 from horizond.core.configcheck import Checker as _Checker
 from horizond.core.configcheck import ConfigError, ConfigIssue  # noqa: F401 - part of this module's interface
@@ -22,8 +24,6 @@ from horizond.core.configcheck import number as _number
 from horizond.core.configcheck import plain as _plain
 from horizond.core.configcheck import short as _short
 
-BALANCE_MODES = ("auto", "simple", "off")
-STRATEGIES = ("time", "size")
 MAX_PROCESSES_CAP = 1000
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 MAX_MB = 1_048_576  # 1 TiB

@@ -49,6 +49,10 @@ class MetricStore:
         elif now - self._saved_at >= SAVE_EVERY:
             self.save(redis, metrics, now)
 
+    def save_due_at(self) -> float:
+        """When a change may be saved next (monotonic): the master's loop wakes for it then."""
+        return self._saved_at + SAVE_EVERY
+
     def restore(self, redis: Redis, metrics: Metrics) -> None:
         try:
             raw = redis.get(self.key)

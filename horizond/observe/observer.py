@@ -1,33 +1,27 @@
-"""Observer: samples the queues every few seconds for status, metrics and long waits.
+"""Observer: the master's one sampler of the queues, for balancing, status, metrics and long waits.
 
-Queue lengths and the age of each queue's oldest job are read in one pipelined
-round trip per sample; everything that shows them (Prometheus, `stats`, health,
-long-wait detection) reads the sample instead of asking Redis again.
-
-A queue's estimated wait is the larger of how long its oldest job has waited
-and pending x runtime / working processes. Over its [waits] threshold it is
-logged, counted, and reported to [notify] command / webhook_url, once per queue
-per five minutes. The job counters are saved to Redis from here too (metricstore).
+Queue lengths and the age of each queue's oldest job are read in two pipelined
+round trips per sample (plus RQ 3's rate-limit rows); everything that shows or
+uses them (the balancer, `status`, Prometheus, `stats`/`queues`, long-wait
+detection) reads the sample instead of asking Redis again. The master's loop
+samples every SAMPLE_EVERY seconds, and before a balancing step when the sample
+is older than half that supervisor's cooldown, so Redis calls per second do
+not grow with the job rate. Long waits (core/waits.py, observe/longwaits.py) and
+snapshots (observe/snapshots.py) are computed from the sample elsewhere.
 """
 
 from __future__ import annotations
 
-import json
-import logging
-import os
 import time
 
 from redis import Redis
 from rq.rate_limit import RateLimitRegistry
 from rq.utils import utcparse
 
-from horizond.observe.helpers import Helpers
-from horizond.observe.metricstore import MetricStore, metrics_key
-
-log = logging.getLogger("horizond.observe")
+from horizond.core import waits
+from horizond.core.counts import pools_of, processes_per_queue
 
 SAMPLE_EVERY = 2.0
-DEDUPE = 300.0
 
 
 def queue_depths(redis: Redis, queues) -> tuple[dict[str, int], dict[str, float]]:
@@ -72,107 +66,38 @@ def rate_limits(redis: Redis, shown: int = RATE_LIMITS_SHOWN) -> tuple[list[dict
     return rows[:shown], len(keys)
 
 
-def snapshot_key(prefix: str, queue: str) -> str:
-    return f"{prefix}:snapshots:{queue}"
-
-
 class Observer:
+    """The latest sample: pending jobs and oldest-job age per queue, rate-limit rows, and when."""
+
     def __init__(self):
         self.pending: dict[str, int] = {}
         self.ages: dict[str, float] = {}
         self.rate_limits: list[dict] = []
         self.rate_limit_keys = 0
-        self.sampled_at = -SAMPLE_EVERY
-        self.snapshot_at = time.monotonic()
-        self._notified: dict[str, float] = {}
-        self.store: MetricStore | None = None
-        self.helpers = Helpers()  # [notify] command and webhook processes
+        self.sampled_at = -SAMPLE_EVERY  # monotonic
+        self.sampled_wall: float | None = None  # time.time() of the sample, for status
+        self.samples = 0
 
-    def step(self, master, now: float) -> None:
-        if self.store is None:
-            self.store = MetricStore(metrics_key(master.config.redis_prefix, master.config.socket_path))
-        self.store.step(master.redis, master.metrics, now)
-        if now - self.snapshot_at >= master.config.snapshot_interval:
-            self.snapshot_at = now
-            self.write_snapshots(master)
-        if now - self.sampled_at < SAMPLE_EVERY:
-            return
-        self.sampled_at = now
-        try:
-            self.pending, self.ages = queue_depths(master.redis, master.queues())
-            self.rate_limits, self.rate_limit_keys = rate_limits(master.redis)
-        except Exception:
-            return  # Redis away: status and health say so on their own
-        for queue, wait, threshold in self.long_waits(master, now):
-            master.metrics.long_wait(queue)
-            event = {"event": "long_wait", "queue": queue, "wait_seconds": round(wait, 1),
-                     "threshold_seconds": threshold, "pending": self.pending.get(queue, 0),
-                     "supervisor": master.metrics.supervisor_of.get(queue, _owner(master, queue)),
-                     "host": os.uname().nodename, "time": time.time()}
-            log.warning("long wait on a queue", extra=dict(event, event="long_wait", message_queue=queue))
-            self.helpers.notify(event, master.config.notify_command, master.config.webhook_url)
+    def sample(self, redis: Redis, queues, now: float) -> None:
+        """Read the queues (raises on a Redis error: the caller decides what that means)."""
+        pending, ages = queue_depths(redis, queues)
+        self.rate_limits, self.rate_limit_keys = rate_limits(redis)
+        self.pending, self.ages = pending, ages
+        self.sampled_at, self.sampled_wall = now, time.time()
+        self.samples += 1
 
-    def write_snapshots(self, master) -> None:
-        """One JSON entry per queue per interval, newest first; bounded by count and by TTL,
-        so Redis memory grows with time kept and queues, never with jobs."""
-        cfg = master.config
-        keep = max(1, cfg.snapshot_keep_hours * 3600 // cfg.snapshot_interval)
-        rows = master._commands.queues()
-        try:
-            with master.redis.pipeline(transaction=False) as pipe:
-                for row in rows:
-                    key = snapshot_key(cfg.redis_prefix, row["queue"])
-                    pipe.lpush(key, json.dumps(dict(row, time=time.time()), default=_finite))
-                    pipe.ltrim(key, 0, keep - 1)
-                    pipe.expire(key, cfg.snapshot_keep_hours * 3600 + cfg.snapshot_interval)
-                pipe.execute()
-        except Exception as exc:
-            log.debug("snapshot skipped", extra={"event": "snapshot_failed", "error": str(exc)})
+    def age(self, now: float) -> float:
+        return now - self.sampled_at
+
+    def covers(self, queues) -> bool:
+        return all(q in self.pending for q in queues)
 
     def working(self, master) -> tuple[dict[str, int], set[str]]:
         """Processes taking jobs per queue now (paused ones do not count), and the queues
         that only paused supervisors serve."""
-        counts: dict[str, int] = {}
-        unpaused: set[str] = set()
-        for sup in master.supervisors.values():
-            for pool in sup.pools.values():
-                active = 0 if sup.paused else len(pool.live())
-                for q in pool.queues:
-                    counts[q] = counts.get(q, 0) + active
-                    if not sup.paused:
-                        unpaused.add(q)
-        return counts, set(counts) - unpaused
+        return processes_per_queue(pools_of(master.supervisors.values()))
 
     def estimated_waits(self, master) -> dict[str, float]:
-        """The longer of the oldest job's age and the backlog's pace. A queue nobody works
-        (a crash loop, scaled to 0) will wait for ever; a paused one waits what it waited."""
         working, paused = self.working(master)
-        waits = {}
-        for queue, pending in self.pending.items():
-            runtime = master.metrics.runtime(queue) or 0.0
-            workers = working.get(queue, 0)
-            if workers:
-                backlog = pending * runtime / workers
-            else:
-                backlog = float("inf") if pending and runtime and queue not in paused else 0.0
-            waits[queue] = max(self.ages.get(queue, 0.0), backlog)
-        return waits
-
-    def long_waits(self, master, now: float) -> list[tuple[str, float, int]]:
-        if master.stopping:
-            return []  # workers are leaving on purpose: nobody is falling behind
-        out = []
-        for queue, wait in self.estimated_waits(master).items():
-            threshold = master.config.wait_threshold(queue)
-            if threshold and wait > threshold and now - self._notified.get(queue, -DEDUPE) >= DEDUPE:
-                self._notified[queue] = now
-                out.append((queue, wait if wait != float("inf") else 1e9, threshold))
-        return out
-
-
-def _finite(value):
-    return None if value == float("inf") else str(value)
-
-
-def _owner(master, queue: str) -> str:
-    return next((s.name for s in master.supervisors.values() for p in s.pools.values() if queue in p.queues), "")
+        return waits.estimated_waits(self.pending, self.ages, {q: master.metrics.runtime(q) for q in self.pending},
+                                     working, paused)

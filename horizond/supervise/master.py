@@ -3,6 +3,11 @@
 Signal handlers only record the signal; the loop (woken by the wakeup fd) does
 the work, so no state is ever touched from inside a handler. Children are forked
 directly from here: there is no middle process level to orphan or desynchronise.
+
+The loop's periodic work is a table of duties (duties.py), each run when it
+falls due; the loop sleeps until the nearest deadline. A worker's message
+updates its state and wakes only the duty that cares (a finished job: metrics
+only), so the loop's cost follows time, not the job rate.
 """
 
 from __future__ import annotations
@@ -22,12 +27,20 @@ from horizond import appload, signals
 from horizond.connection import redischeck
 from horizond.supervise import reexec, reloading
 from horizond.core import restarts
-from horizond.control.commands import Commands
+from horizond.control.commands import CommandLayer
+from horizond.control.daemon import QueueSample
 from horizond.core.config import Config, SupervisorConfig
 from horizond.control.server import ControlServer, SocketError
+from horizond.control import views
 from horizond.control.exporter import MetricsServer
+from horizond.supervise.duties import Duties
+from horizond.supervise.masterduties import AFTER_ACTION, LoopDuties
 from horizond.supervise.guard import Guard
+from horizond.observe.helpers import Helpers
+from horizond.observe.longwaits import LongWaitNotifier
 from horizond.observe.metrics import Metrics
+from horizond.observe.metricstore import MetricStore
+from horizond.observe.snapshots import SnapshotWriter
 from horizond.supervise.systemd import Notifier
 from horizond.observe.observer import Observer
 from horizond.supervise.process import WorkerProcess, spawn
@@ -35,24 +48,22 @@ from horizond.connection.redisconn import RedisSpec, master_client
 from horizond.connection.redishealth import RedisHealth
 from horizond.supervise.reports import BadReport
 from horizond.supervise.scaling import Scaler
-from horizond.supervise.supervisor import Slot, Supervisor, describe_exit
+from horizond.supervise.pool import Slot
+from horizond.supervise.supervisor import Supervisor, describe_exit
 from horizond.sysutil import kill_group
-from horizond.worker.child import ChildSpec, client_name
+from horizond.worker.child import ChildSpec
 
 log = logging.getLogger("horizond.master")
 
-TICK = 1.0
-UNBLOCK_EVERY = 0.1
-MEMORY_CHECK_EVERY = 10.0
+REPORTS_EVERY = 0.02  # workers' reports are read in batches at most this often (50 wakeups/s at any job rate)
 
 
-class Master:
+class Master(LoopDuties):
     def __init__(self, config: Config, load_config: Callable[[], Config], log_level: int = logging.INFO,
                  environ: dict | None = None):
         self.config = config
         self.environ = dict(environ if environ is not None else os.environ)  # before systemd's vars are dropped
         self.reexec = False
-        self._memory_checked = time.monotonic()
         self.load_config = load_config
         self.log_level = log_level
         self.pid = os.getpid()
@@ -64,19 +75,27 @@ class Master:
         self.signals: deque[int] = deque()
         self._child_exited = False  # a SIGCHLD came: _reap looks at each child
         self.selector = selectors.DefaultSelector()
+        self.channels = selectors.DefaultSelector()  # the workers' state channels, read as one batch
+        self._channels_muted_until: float | None = None
         self.stopping = False
         self.paused = False  # `horizonctl pause` without a name: new supervisors start paused too
         self.redis = master_client(config)
         self.notifier = Notifier.from_environ()
-        self._commands = Commands(self)
+        self._commands = CommandLayer(self)  # every transport below answers through it
         self.guard = Guard()
         self.scaler = Scaler()
         self.metrics = Metrics()
-        self.observer = Observer()
-        self.exporter = MetricsServer(config.metrics_listen, self.selector, self._commands.metrics_view,
-                                      self._commands.healthz) if config.metrics_listen else None
-        self.control = ControlServer(config.socket_path, self.selector, self._commands.handle,
+        self.observer = Observer()  # the one sampler of queue lengths and ages
+        self.helpers = Helpers()  # [notify] command and webhook processes
+        self.long_waits = LongWaitNotifier(self.helpers)
+        self.snapshots = SnapshotWriter()
+        self.store: MetricStore | None = None
+        self.exporter = MetricsServer(config.metrics_listen, self.selector, self._commands.handle) \
+            if config.metrics_listen else None
+        self.control = ControlServer(config.socket_path, self.selector, self._handle_command,
                                      config.control_group, config.control_readers)
+        self.duties = Duties()
+        self._add_duties()
         self._wakeup: tuple[int, int] | None = None
         self._ready_sent = False
         self.redis_health = RedisHealth()
@@ -90,10 +109,10 @@ class Master:
                 self._handle_signals()
                 self._reap()
                 now = time.monotonic()
-                self._tick(now)
+                self.duties.run_due(now)
                 if self.stopping and not self.children:
                     break
-                ready = self.selector.select(self._timeout(now))
+                ready = self.selector.select(self._timeout(self._unmute_channels()))
                 registered = self.selector.get_map()
                 for key, _ in ready:
                     if registered.get(key.fd) is key:  # not closed (or its fd reused) earlier in this batch
@@ -110,12 +129,13 @@ class Master:
         appload.extend_sys_path(self.config.app_paths)
         appload.preload(self.config.preload)
         gc.freeze()  # what is loaded now stays out of the children's GC passes: their pages stay shared
-        self.observer.helpers.adopt_leftovers()
+        self.helpers.adopt_leftovers()
         read_fd, write_fd = os.pipe()
         os.set_blocking(read_fd, False)
         os.set_blocking(write_fd, False)
         self._wakeup = (read_fd, write_fd)
         self.selector.register(read_fd, selectors.EVENT_READ, self._drain_wakeup)
+        self.selector.register(self.channels.fileno(), selectors.EVENT_READ, self._read_channels)
         signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
         signals.install(self._record_signal)
         away = redischeck.at_startup(self.redis, self.config)  # a wrong password stops us here, before any fork
@@ -133,11 +153,9 @@ class Master:
         carried = reexec.take_state()
         self.paused = bool(carried.get("paused_all"))
         for sup in self.config.supervisors:
-            self.supervisors[sup.name] = Supervisor(sup, self._spawn_worker,
-                                                    self.paused or sup.name in carried.get("paused", ()))
+            self.add_supervisor(sup, paused=self.paused or sup.name in carried.get("paused", ()))
             if (pin := carried.get("pinned", {}).get(sup.name)) is not None:
-                self.supervisors[sup.name].pinned = pin
-                self.supervisors[sup.name].apply_pin()
+                self.supervisors[sup.name].pin(pin)
         if self.config.memory_limit and reexec.master_rss() > self.config.memory_limit * reexec.MB:
             log.error("[master] memory_limit is below the master's size right after start: it will re-execute "
                       "every time it is checked", extra={"event": "memory_limit_too_low",
@@ -147,8 +165,8 @@ class Master:
             "supervisors": [s.name for s in self.config.supervisors], "socket": self.config.socket_path})
 
     def _teardown(self) -> None:
-        if self.observer.store and self.redis_error is None:
-            self.observer.store.save(self.redis, self.metrics)  # counters carry over to the next master
+        if self.store and self.redis_error is None:
+            self.store.save(self.redis, self.metrics)  # counters carry over to the next master
         self.control.close()
         if self.exporter:
             self.exporter.close()
@@ -158,6 +176,7 @@ class Master:
             for fd in self._wakeup:
                 os.close(fd)
         self.selector.close()
+        self.channels.close()
 
     def _record_signal(self, signum, frame) -> None:
         self.signals.append(signum)
@@ -172,13 +191,15 @@ class Master:
     def _handle_signals(self) -> None:
         while self.signals:
             sig = self.signals.popleft()
+            if sig not in (signal.SIGCHLD, signal.SIGUSR1):
+                self.duties.wake(*AFTER_ACTION)  # a stop or a reload
             if sig in (signal.SIGTERM, signal.SIGINT):
                 # during a memory_limit drain the first stop signal is a first one: stop, not kill
                 self.stop(force=self.stopping and not self.reexec, reason=signal.Signals(sig).name)
             elif sig == signal.SIGQUIT:
                 self.stop(force=True, reason="SIGQUIT")
             elif sig == signal.SIGHUP:
-                reloading.reload(self)
+                self.reload()
             elif sig == signal.SIGCHLD:
                 self._child_exited = True
             elif sig == signal.SIGUSR1:
@@ -194,64 +215,17 @@ class Master:
             "event": "status_dump", "uptime": round(time.time() - self.started, 1), "redis_error": self.redis_error,
             "scheduler_pid": self.scheduler.process.pid if self.scheduler.process else None,
             "unsettled_jobs": [u.job_id for u in self.guard.unsettled if u.job_id],
-            "supervisors": [{k: v for k, v in sup.status(now, {}).items() if k != "queues"}
+            "supervisors": [{k: v for k, v in views.supervisor(sup, now, {}).items() if k != "queues"}
                             for sup in [*self.supervisors.values(), *self.removed]]})
 
     def _timeout(self, now: float) -> float:
-        waits = [TICK]
-        if (due := self.notifier.watchdog_due_in(now)) is not None:
-            waits.append(due)
-        for sup in self.supervisors.values():
-            waits += [s.health.not_before - now for s in sup.slots() if s.process is None]
-            if sup.balance_due(now + TICK):
-                waits.append(sup.last_balance + sup.config.balance_cooldown - now)
-            if sup.awaiting_pause():
-                waits.append(UNBLOCK_EVERY)
-        if any(p.blocked_waiting for p in self.children.values()):
-            waits.append(UNBLOCK_EVERY)
-        if self.redis_error is not None:
-            waits.append(self.redis_health.due_in(now))
-        if (due := self.guard.memory_due_in(self.children.values(), now)) is not None:
-            waits.append(due)  # memory_hard: every 0.25 s while a job runs under it
-        return max(0.05, min(waits))
-
-    # --- the loop's work ------------------------------------------------------------
-
-    def _tick(self, now: float) -> None:
-        if not self.stopping:
-            self.redis_health.step(lambda: self.scaler.step(self.redis, list(self.supervisors.values()), now))
-            for sup in self.supervisors.values():
-                sup.tick(now)
-            self._follow_queues(now)
-            self._keep_scheduler(now)
-        workers = [p for p in self.children.values() if p.spec.kind == "worker"]
-        self.guard.check_limits(workers, self.config, now)
-        self.redis_health.step(self._unblock_waiting)
-        self.redis_health.step(lambda: self.guard.step(self.redis, self.config, self.queues(), workers, now))
-        self.removed = [s for s in self.removed if s.processes()]
-        self._enforce_stop_deadlines(now)  # shutdown, and retirements (reload, restart, scale down)
-        self._check_memory(now)
-        self.control.expire(now)
-        if self.exporter:
-            self.exporter.expire(now)
-        self.redis_health.step(lambda: self.observer.step(self, now))
-        self._notify(now)
-
-    def _notify(self, now: float) -> None:
-        """systemd: READY once every worker is registered (or, while Redis is away, started and
-        waiting for it: systemd must not time out the start), then STATUS, drain time, watchdog."""
-        registered = self.redis_error is None
-        if not self._ready_sent and not self.stopping and all(s.settled(registered)
-                                                              for s in self.supervisors.values()):
-            self._ready_sent = True
-            self.notifier.ready()
-        if self.redis_health.probe(self.redis, now):
-            self._wake_redis_waiters()
-        self.notifier.status(self._status_line())
-        if self.stopping:
-            deadlines = [d for p in self.children.values() if (d := p.stop_deadline(self.config.shutdown_grace))]
-            self.notifier.extend_timeout(now, max(deadlines, default=now) - now)
-        self.notifier.watchdog(now)
+        """Sleep until the nearest duty's deadline, or the next Redis probe while Redis is away
+        (a step that met a Redis error made the probe due sooner than it was planned)."""
+        self.duties.due_by("redis_probe", now + self.redis_health.due_in(now))
+        timeout = self.duties.time_to_next(now)
+        if self._channels_muted_until is not None:
+            timeout = min(timeout, max(0.0, self._channels_muted_until - now))
+        return timeout
 
     @property
     def redis_error(self) -> str | None:
@@ -260,42 +234,6 @@ class Master:
 
     def redis_failed(self, exc: Exception) -> None:
         self.redis_health.failed(exc)
-
-    def _status_line(self) -> str:
-        procs = [p for p in self.children.values() if p.spec.kind == "worker"]
-        busy = sum(1 for p in procs if p.state == "busy")
-        paused = [s.name for s in self.supervisors.values() if s.paused]
-        state = "stopping" if self.stopping else "paused" if paused and len(paused) == len(self.supervisors) \
-            else "running"
-        line = f"{state}: {len(self.supervisors)} supervisors, {busy}/{len(procs)} workers busy"
-        if paused and state != "paused":
-            line += f", paused: {', '.join(paused)}"
-        return line + (f", REDIS UNREACHABLE ({self.redis_error})" if self.redis_error else ", redis ok")
-
-    def _wake_redis_waiters(self) -> None:
-        """Redis is back: children still waiting for it try now, not at the end of their back-off."""
-        for proc in self.children.values():
-            if proc.state == "starting":
-                proc.reader.tell(cmd="redis")
-
-    def _unblock_waiting(self) -> None:
-        """Free idle workers told to pause or stop from their blocking dequeue.
-
-        Repeated until each acts on it: a worker that checked its gate just before
-        the word arrived may enter BLMOVE after the first CLIENT UNBLOCK.
-        """
-        waiting = [p for sup in self.supervisors.values() for p in sup.awaiting_pause()]
-        waiting += [p for p in self.children.values() if p.spec.kind == "worker" and p.blocked_waiting]
-        names = {client_name(self.pid, p.pid) for p in waiting}
-        if not names:
-            return
-        try:
-            for client in self.redis.client_list(_type="normal"):
-                if client.get("name") in names:
-                    self.redis.client_unblock(int(client["id"]))
-        except Exception as exc:
-            log.warning("cannot unblock pausing workers", extra={"event": "unblock_failed", "error": str(exc)})
-            self.redis_failed(exc)
 
     def set_paused(self, name: str | None, paused: bool) -> list[str]:
         targets = [self.supervisors[name]] if name else list(self.supervisors.values())
@@ -306,7 +244,35 @@ class Master:
         log.info("paused" if paused else "continued", extra={
             "event": "paused" if paused else "continued", "supervisors": [s.name for s in targets]})
         self.redis_health.step(self._unblock_waiting)  # not while Redis is known away: the loop would wait
+        self.duties.wake("unblock")
         return [s.name for s in targets]
+
+    def restart(self, name: str | None) -> list[str]:
+        """Roll the named supervisor's workers (every supervisor's without a name) onto new ones."""
+        targets = [self.supervisors[name]] if name else list(self.supervisors.values())
+        for sup in targets:
+            sup.replace(sup.config, time.monotonic())
+        return [s.name for s in targets]
+
+    def reload(self) -> dict:
+        """SIGHUP or `horizonctl reload`: re-read the config file, apply only the difference."""
+        return reloading.reload(self)
+
+    def add_supervisor(self, config: SupervisorConfig, paused: bool) -> Supervisor:
+        sup = self.supervisors[config.name] = Supervisor(config, self._spawn_worker, paused)
+        return sup
+
+    def remove_supervisor(self, name: str, now: float) -> None:
+        """Drop a supervisor (a reload removed it): its workers finish their jobs and leave."""
+        sup = self.supervisors.pop(name)
+        sup.drain(now)
+        self.removed.append(sup)
+
+    def queue_sample(self) -> QueueSample:
+        """The observer's latest look at the queues, for the command layer (no Redis call)."""
+        observer = self.observer
+        return QueueSample(pending=observer.pending, ages=observer.ages, estimated_waits=observer.estimated_waits(self),
+                           rate_limits=observer.rate_limits, rate_limit_keys=observer.rate_limit_keys)
 
     def queues(self) -> tuple[str, ...]:
         """Every queue served now (patterns resolved), in supervisor order."""
@@ -316,7 +282,7 @@ class Master:
                 names.update(dict.fromkeys(pool.queues))
         return tuple(names)
 
-    def _follow_queues(self, now: float) -> None:
+    def follow_queues(self, now: float) -> None:
         """The scheduler serves the queues being served: restart it when they change."""
         proc = self.scheduler.process
         if proc is not None and proc.stop_sent is None and set(proc.spec.queues) != set(self.queues()):
@@ -345,23 +311,45 @@ class Master:
 
     def _fork(self, spec: ChildSpec, generation: int) -> WorkerProcess:
         keep_out = [key.fd for key in self.selector.get_map().values()]
-        keep_out += [self.selector.fileno()] + list(self._wakeup or ())
+        keep_out += [key.fd for key in self.channels.get_map().values()]
+        keep_out += [self.selector.fileno(), self.channels.fileno()] + list(self._wakeup or ())
         if self.notifier.fileno() is not None:
             keep_out.append(self.notifier.fileno())
         keep_out += _redis_fds(self.redis)
         proc = spawn(spec, generation, keep_out)
         self.children[proc.pid] = proc
-        self.selector.register(proc.reader.fd, selectors.EVENT_READ, lambda: self._read_channel(proc))
+        self.channels.register(proc.reader.fd, selectors.EVENT_READ, proc)
         return proc
+
+    def _read_channels(self) -> None:
+        """Every worker with something to say, in one batch; then the channels rest REPORTS_EVERY,
+        so a fast job stream costs the loop a wakeup per batch, not two per job."""
+        for key, _ in self.channels.select(0):
+            if self.channels.get_map().get(key.fd) is key:  # not closed earlier in this batch
+                self._read_channel(key.data)
+        self.selector.unregister(self.channels.fileno())
+        self._channels_muted_until = time.monotonic() + REPORTS_EVERY
+
+    def _unmute_channels(self) -> float:
+        now = time.monotonic()
+        if self._channels_muted_until is not None and now >= self._channels_muted_until:
+            self._channels_muted_until = None
+            self.selector.register(self.channels.fileno(), selectors.EVENT_READ, self._read_channels)
+        return now
 
     def _read_channel(self, proc: WorkerProcess) -> None:
         now = time.monotonic()
         try:
+            was = proc.state
             for message in proc.reader.read():
                 finished = proc.apply(message, now)
                 if finished:
                     self.scaler.job_finished(finished["queue"], finished["runtime"])
                     self.metrics.record(supervisor=proc.spec.supervisor.name, now=time.time(), **finished)
+                    if self.store is not None:  # a first change after a quiet spell is saved at once
+                        self.duties.due_by("metrics_save", self.store.save_due_at())
+            if proc.state != was:
+                self._state_changed(proc, was)
             if proc.reader.fault:
                 raise BadReport(proc.reader.fault)
         except BadReport as exc:  # job code wrote to the channel: the worker is killed, the master lives on
@@ -370,15 +358,25 @@ class Master:
         if proc.reader.closed:
             self._close_channel(proc)
 
+    def _state_changed(self, proc: WorkerProcess, was: str) -> None:
+        """Wake only the duties a worker's new state concerns; a job done is metrics only."""
+        if was == "starting" or proc.state == "starting":
+            self.duties.wake("systemd")  # READY waits for every worker to register
+        if proc.state == "busy":
+            if proc.spec.supervisor is not None and proc.spec.supervisor.memory_hard:
+                self.duties.wake("limits")
+        elif proc.stop_sent is not None or (proc.state == "idle" and any(s.paused for s in self.supervisors.values())):
+            self.duties.wake("unblock", "stop_deadlines")  # it must leave, or pause, from a blocking dequeue
+
     def _close_channel(self, proc: WorkerProcess) -> None:
         if proc.reader.fd >= 0:
-            self.selector.unregister(proc.reader.fd)
+            self.channels.unregister(proc.reader.fd)
             proc.reader.close()
 
     def _reap(self) -> None:
         """Wait for the children this master forked, by pid, after a SIGCHLD; never for any child
         (waitid(P_ALL)), which would take a [notify] helper's exit status from its Popen."""
-        self.observer.helpers.reap(time.monotonic())
+        self.helpers.reap(time.monotonic())
         if not self._child_exited:
             return
         self._child_exited = False
@@ -405,6 +403,7 @@ class Master:
             self._read_channel(proc)  # last words: a job it finished just before exiting
             self._close_channel(proc)
         clean, how = describe_exit(status)
+        self.duties.wake("slots", "systemd", "stop_deadlines")  # its slot refills (or backs off)
         if proc.spec.kind == "scheduler":
             self.scheduler.process = None
             self.scheduler.health = restarts.after_exit(
@@ -424,19 +423,6 @@ class Master:
         return None
 
     # --- stop and reload ----------------------------------------------------------------
-
-    def _check_memory(self, now: float) -> None:
-        if self.stopping or now - self._memory_checked < MEMORY_CHECK_EVERY:
-            return
-        self._memory_checked = now
-        rss = reexec.over_limit(self.config.memory_limit)
-        if rss is not None:
-            log.warning("master over its memory_limit: draining, then re-executing", extra={
-                "event": "master_memory_exceeded", "rss_mb": rss // reexec.MB,
-                "memory_limit_mb": self.config.memory_limit})
-            self.reexec = True
-            self.notifier.reloading()  # to systemd this is a reload: READY=1 comes from the new image
-            self.stop(force=False, reason="memory_limit")
 
     def stop(self, force: bool, reason: str) -> None:
         now = time.monotonic()
@@ -458,14 +444,7 @@ class Master:
             log.warning("stopping now: killing workers", extra={"event": "stop_forced", "reason": reason})
             for proc in self.children.values():
                 proc.kill(now)
-
-    def _enforce_stop_deadlines(self, now: float) -> None:
-        for proc in self.children.values():
-            deadline = proc.stop_deadline(self.config.shutdown_grace, shutting_down=self.stopping)
-            if deadline is not None and now >= deadline and proc.kill_sent is None:
-                log.warning("worker did not stop in time; killing it", extra={
-                    "event": "worker_killed", "pid": proc.pid, "job_id": proc.job_id})
-                proc.kill(now)
+        self.duties.wake("slots", "unblock", "stop_deadlines", "systemd")
 
 def _redis_fds(client: Redis) -> list[int]:
     """The master's own Redis sockets: a child must not hold (or write to) them."""

@@ -9,9 +9,9 @@ import socket
 import time
 from dataclasses import dataclass, field
 
-from horizond.supervise import reports
 from horizond import sysutil
-from horizond.worker.channel import StateReader
+from horizond.supervise import reports
+from horizond.worker.channel import WorkerLink
 from horizond.worker.child import ChildSpec, child_main
 
 log = logging.getLogger("horizond.master")
@@ -23,7 +23,7 @@ class WorkerProcess:
 
     pid: int
     spec: ChildSpec
-    reader: StateReader
+    reader: WorkerLink  # its channel: reports in, the master's words out
     generation: int
     started: float = field(default_factory=time.monotonic)
     name: str = ""
@@ -95,7 +95,7 @@ class WorkerProcess:
         if self.stop_sent is None:
             self.stop_sent = now
             if self.spec.kind == "worker":
-                self.reader.tell(cmd="stop")
+                self.reader.send(cmd="stop")
             _signal(self.pid, signal.SIGTERM)
 
     @property
@@ -124,14 +124,6 @@ class WorkerProcess:
             return max(self.stop_sent, self.job_started + self.job_timeout) + grace
         return self.stop_sent + grace
 
-    def snapshot(self, now: float) -> dict:
-        info = {"pid": self.pid, "name": self.name, "state": "stopping" if self.stop_sent else self.state,
-                "uptime": round(now - self.started, 1), "rss": self.rss, "jobs": self.jobs_done}
-        if self.job_id:
-            info.update(job_id=self.job_id, queue=self.job_queue, job_started_at=self.job_started_wall,
-                        job_timeout=self.job_timeout)
-        return info
-
 
 def _signal(pid: int, sig: int) -> None:
     try:
@@ -158,4 +150,4 @@ def spawn(spec: ChildSpec, generation: int, close_fds: list[int]) -> WorkerProce
         os.close(read_fd)
         child_main(spec, write_fd, close_fds)  # never returns
     os.close(write_fd)
-    return WorkerProcess(pid=pid, spec=spec, reader=StateReader(read_fd), generation=generation)
+    return WorkerProcess(pid=pid, spec=spec, reader=WorkerLink(read_fd), generation=generation)

@@ -13,10 +13,9 @@ import time
 from dataclasses import replace
 
 from horizond import appload
-from horizond.core.config import Config, ConfigError
-from horizond.control.server import SocketError
 from horizond.connection.redisconn import RedisSpec, master_client
-from horizond.supervise.supervisor import Supervisor
+from horizond.control.server import SocketError
+from horizond.core.config import Config, ConfigError
 
 log = logging.getLogger("horizond.master")
 
@@ -46,15 +45,14 @@ def apply(master, new: Config, now: float) -> dict:
     for name, sup in list(master.supervisors.items()):
         cfg = new.supervisor(name)
         if cfg is None:
-            sup.drain(now)
-            master.removed.append(master.supervisors.pop(name))
+            master.remove_supervisor(name, now)
             removed.append(name)
         elif cfg != sup.config or everything:
             sup.replace(cfg, now)
             changed.append(name)
     for cfg in new.supervisors:
         if cfg.name not in master.supervisors:
-            master.supervisors[cfg.name] = Supervisor(cfg, master._spawn_worker, master.paused)
+            master.add_supervisor(cfg, master.paused)
             added.append(cfg.name)
     if new.socket_path != old.socket_path:
         log.warning("control socket path changes need a restart", extra={"event": "reload_partial"})
@@ -63,5 +61,5 @@ def apply(master, new: Config, now: float) -> dict:
         master.redis = master_client(new)
     appload.extend_sys_path(new.app_paths)
     master.config = new
-    master._follow_queues(now)
+    master.follow_queues(now)
     return {"added": added, "removed": removed, "changed": changed}

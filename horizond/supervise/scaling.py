@@ -1,7 +1,8 @@
 """Scaler: gathers what the balancer needs and runs each supervisor's balancing step.
 
-The balancer (balancer.py) decides from numbers; this module fetches them: queue
-lengths in one pipelined round trip, the runtime of each queue measured from the
+The balancer (balancer.py) decides from numbers; this module gathers them: queue
+lengths from the master's one sampler (observe/observer.py; the master samples
+afresh when its sample is older than half the cooldown), the runtime of each queue measured from the
 workers' own reports (a moving average, so the "time" strategy works from the
 first jobs on), free memory from psutil, and which queues a pattern matches now.
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import fnmatch
 import logging
+from collections.abc import Callable
 
 import psutil
 from redis import Redis
@@ -31,7 +33,10 @@ class Scaler:
         old = self.runtimes.get(queue)
         self.runtimes[queue] = seconds if old is None else old + RUNTIME_WEIGHT * (seconds - old)
 
-    def step(self, redis: Redis, supervisors: list[Supervisor], now: float) -> None:
+    def step(self, redis: Redis, supervisors: list[Supervisor], now: float,
+             depths: Callable[[list[Supervisor]], dict[str, int]]) -> None:
+        """Balance the supervisors whose cooldown has passed; `depths` gives the pending jobs
+        per queue for them (after their patterns are resolved here)."""
         due = [s for s in supervisors if s.balance_due(now)]
         if not due:
             return
@@ -39,11 +44,7 @@ class Scaler:
             existing = existing_queues(redis) if any(is_pattern(q) for s in due for q in s.config.queues) else ()
             for sup in due:
                 sup.set_queues(resolve(sup.config.queues, existing), now)
-            names = sorted({q for sup in due for pool in sup.pools.values() for q in pool.queues})
-            with redis.pipeline(transaction=False) as pipe:
-                for name in names:
-                    pipe.llen(f"rq:queue:{name}")
-                pending = dict(zip(names, pipe.execute(), strict=True))
+            pending = depths(due)
         except Exception as exc:  # Redis away: keep the current targets
             log.debug("balancing skipped", extra={"event": "balance_skipped", "error": str(exc)})
             return

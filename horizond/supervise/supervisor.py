@@ -1,11 +1,11 @@
-"""Supervisor: one configured supervisor's pools of worker slots.
+"""Supervisor: one configured supervisor's pools of worker slots (pool.py).
 
 A pool serves one queue (balance "auto"/"simple") or the whole queue list in
 priority order (balance "off"); its target comes from the balancer (balancer.py,
-pure) or from an operator's `scale`. A slot is a place for one worker; it
-remembers how its workers died so a crash loop backs off (restarts.py). Workers
-leaving their slot (scale down, restart, reload, recycle, removal) finish their
-job as "retiring" and still count against the pool until they exit.
+pure) or from an operator's `scale`. The supervisor keeps what spans its pools:
+the generation and rolling restarts, pause, the pin, balancing, and the workers
+leaving their slot (scale down, restart, reload, recycle, removal), which finish
+their job as "retiring" and still count against their pool until they exit.
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ import math
 import os
 import signal
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 from horizond.core import balancer, restarts
 from horizond.core.config import SupervisorConfig
+from horizond.supervise.pool import ALL, Pool, Slot, split_evenly
 from horizond.supervise.process import WorkerProcess
 from horizond.worker.rqworker import EXIT_OK, EXIT_REDIS
 
@@ -26,26 +26,6 @@ log = logging.getLogger("horizond.supervisor")
 
 SpawnFn = Callable[[SupervisorConfig, int, bool, tuple[str, ...]], WorkerProcess]
 ROLL_FRACTION = 0.25  # at most this share of a supervisor is being replaced at once
-ALL = "*"  # the pool key when one pool serves every queue (balance = "off")
-
-
-@dataclass
-class Slot:
-    index: int
-    process: WorkerProcess | None = None
-    health: restarts.SlotHealth = field(default_factory=restarts.SlotHealth)
-
-
-@dataclass
-class Pool:
-    key: str
-    queues: tuple[str, ...]
-    target: int = 0
-    reason: str = "start: floor"
-    slots: list[Slot] = field(default_factory=list)
-
-    def live(self) -> list[WorkerProcess]:
-        return [s.process for s in self.slots if s.process]
 
 
 def describe_exit(status: int) -> tuple[bool, str]:
@@ -61,11 +41,6 @@ def describe_exit(status: int) -> tuple[bool, str]:
     if code == EXIT_REDIS:
         return True, f"exit code {code} (Redis went away)"
     return code == EXIT_OK, f"exit code {code}"
-
-
-def split_evenly(total: int, keys: list[str]) -> dict[str, int]:
-    base, extra = divmod(total, max(1, len(keys)))
-    return {k: base + (1 if i < extra else 0) for i, k in enumerate(keys)}
 
 
 class Supervisor:
@@ -117,8 +92,8 @@ class Supervisor:
         """Pools follow the queue list, which grows and shrinks as patterns match queues."""
         layout = {ALL: names} if self.config.balance == "off" else {q: (q,) for q in names}
         for key in [k for k in self.pools if k not in layout]:
-            for slot in self.pools.pop(key).slots:
-                self._retire(slot.process, now, "queue gone")
+            for proc in self.pools.pop(key).empty():
+                self._retire(proc, now, "queue gone")
         floors = balancer.pool_floors(len(layout), self.config.min_processes, self.config.max_processes)
         for (key, queues), floor in zip(layout.items(), floors, strict=True):
             pool = self.pools.get(key)
@@ -137,10 +112,10 @@ class Supervisor:
         self.last_balance = now
         self.memory_ok = memory_ok
         if self.pinned is not None:
-            return self.apply_pin()
+            return self._apply_pin()
         stats = {}
         for key, pool in self.pools.items():
-            mine = pool.live() + [p for p in self.retiring if p.spec.queues == pool.queues]
+            mine = pool.live() + [p for p in self.retiring if pool.serves(p)]
             known = [runtimes[q] for q in pool.queues if q in runtimes]
             busy = [p for p in mine if p.state == "busy"]
             stats[key] = balancer.PoolStats(
@@ -152,7 +127,7 @@ class Supervisor:
         decision = balancer.balance(stats, balancer.Options(
             cfg.balance, cfg.auto_scaling_strategy, cfg.min_processes, cfg.max_processes, cfg.balance_max_shift,
             memory_ok=memory_ok, cooldown=cfg.balance_cooldown))
-        targets = self._capped(decision.targets)
+        targets = balancer.capped(decision.targets, cfg.min_processes, cfg.max_processes)
         for key, pool in self.pools.items():
             if targets[key] != decision.targets[key]:
                 decision.reasons[key] += f" (capped at max_processes {cfg.max_processes} -> {targets[key]})"
@@ -163,7 +138,16 @@ class Supervisor:
                                           "reason": decision.reasons[key]})
             pool.target, pool.reason = decision.targets[key], decision.reasons[key]
 
-    def apply_pin(self) -> None:
+    def pin(self, processes: int | None) -> None:
+        """`horizonctl scale`: hold the supervisor at `processes` (split evenly over its pools),
+        or (None) hand it back to the balancer, which looks again at its next step."""
+        self.pinned = processes
+        if processes is None:
+            self.last_balance = -math.inf
+        else:
+            self._apply_pin()
+
+    def _apply_pin(self) -> None:
         for key, count in split_evenly(self.pinned, list(self.pools)).items():
             self.pools[key].target = count
             self.pools[key].reason = f"pinned at {self.pinned} by horizonctl scale"
@@ -194,21 +178,9 @@ class Supervisor:
                                           "pid": slot.process.pid, "slot": slot.index, "queues": list(pool.queues)})
 
     def _resize(self, pool: Pool, target: int, now: float) -> None:
-        """Slots follow the target; workers still retiring count until they exit.
-
-        Shrinking frees empty slots first, then the oldest idle workers, busy ones
-        last (they finish their job): scaling never kills a job.
-        """
-        retiring = sum(1 for p in self.retiring if p.spec.queues == pool.queues)
-        want = target - retiring if target > len(pool.slots) + retiring else min(len(pool.slots), target)
-        while len(pool.slots) < want:
-            pool.slots.append(Slot(max((s.index for s in pool.slots), default=-1) + 1))
-        if len(pool.slots) > want:
-            order = sorted(pool.slots, key=lambda s: (s.process is not None, s.process is not None and
-                                                      s.process.state == "busy", s.process.started if s.process else 0))
-            for slot in order[: len(pool.slots) - want]:
-                pool.slots.remove(slot)
-                self._retire(slot.process, now, "scale down" if not self.draining else "stop")
+        retiring = sum(1 for p in self.retiring if pool.serves(p))
+        for proc in pool.resize(target, retiring):
+            self._retire(proc, now, "scale down" if not self.draining else "stop")
 
     def _roll(self, now: float) -> None:
         """Replace old-generation workers a batch at a time, idle ones first.
@@ -217,26 +189,23 @@ class Supervisor:
         starting, so capacity never drops by more than the batch.
         """
         slots = self.slots()
-        old = [s for s in slots if s.process and s.process.generation != self.generation]
+        old = [(pool, slot) for pool in self.pools.values() for slot in pool.old(self.generation)]
         if not old or any(s.process is None and s.health.failures for s in slots):
             return  # done, or the new workers fail to start: keep the old ones serving
         in_flight = sum(1 for p in self.retiring if p.generation != self.generation)
         in_flight += sum(1 for p in self.live() if p.generation == self.generation and p.state == "starting")
         room = max(1, math.ceil(len(slots) * ROLL_FRACTION)) - in_flight
-        for slot in sorted(old, key=lambda s: s.process.state == "busy")[:max(0, room)]:
-            proc, slot.process = slot.process, None
-            slot.health = restarts.SlotHealth()
-            self._retire(proc, now, "restart")
+        for pool, slot in sorted(old, key=lambda ps: ps[1].process.state == "busy")[:max(0, room)]:
+            self._retire(pool.replace(slot, fresh_health=True), now, "restart")
 
     def _recycle_old(self, now: float) -> None:
         """max_time: a worker past its age leaves after its current job; its slot refills."""
         if not self.config.max_time:
             return
-        for slot in self.slots():
-            proc = slot.process
-            if proc and now - proc.started >= self.config.max_time:
-                slot.process = None
-                self._retire(proc, now, reason="max_time")
+        for pool in self.pools.values():
+            for slot in pool.slots:
+                if slot.process and now - slot.process.started >= self.config.max_time:
+                    self._retire(pool.replace(slot), now, reason="max_time")
 
     def _retire(self, proc: WorkerProcess | None, now: float, reason: str) -> None:
         if proc is None:
@@ -275,8 +244,8 @@ class Supervisor:
         if layout_changed:  # one pool <-> a pool per queue: rebuild the pools
             old = [q for pool in self.pools.values() for q in pool.queues]
             for pool in self.pools.values():
-                for slot in pool.slots:
-                    self._retire(slot.process, now, "reload")
+                for proc in pool.empty():
+                    self._retire(proc, now, "reload")
             self.pools = {}
             self.set_queues(tuple(dict.fromkeys(old)), now)
         self._fit_targets()
@@ -284,34 +253,18 @@ class Supervisor:
     def _fit_targets(self) -> None:
         """After new settings: at least the new floors, at most the new cap (largest pools give way)."""
         if self.pinned is not None:
-            return self.apply_pin()
+            return self._apply_pin()
         floors = balancer.pool_floors(len(self.pools), self.config.min_processes, self.config.max_processes)
         for pool, floor in zip(self.pools.values(), floors, strict=True):
             pool.target = max(pool.target, floor)
-        for key, target in self._capped({k: p.target for k, p in self.pools.items()}).items():
+        for key, target in balancer.capped({k: p.target for k, p in self.pools.items()}, self.config.min_processes,
+                                           self.config.max_processes).items():
             self.pools[key].target = target
-
-    def _capped(self, targets: dict[str, int]) -> dict[str, int]:
-        """Targets that sum to at most max_processes: the largest pools give way, never below a floor.
-
-        (Workers still finishing a job after a restart count for the balancer; without this
-        the slots refilled behind them would leave the supervisor above its cap for good.)
-        """
-        floors = dict(zip(self.pools, balancer.pool_floors(len(self.pools), self.config.min_processes,
-                                                            self.config.max_processes), strict=True))
-        out = dict(targets)
-        excess = sum(out.values()) - self.config.max_processes
-        for key in sorted(out, key=lambda k: -out[k]):
-            give = min(excess, out[key] - floors.get(key, 0))
-            if give > 0:
-                out[key] -= give
-                excess -= give
-        return out
 
     def set_paused(self, paused: bool) -> None:
         self.paused = paused
         for proc in self.live():
-            proc.reader.tell(cmd="pause" if paused else "continue")
+            proc.reader.send(cmd="pause" if paused else "continue")
 
     def awaiting_pause(self) -> list[WorkerProcess]:
         """Idle workers told to pause that have not said so yet: maybe blocked in Redis."""
@@ -322,33 +275,6 @@ class Supervisor:
         self.draining = True
         for pool in self.pools.values():
             self._resize(pool, 0, now)
-
-    def status(self, now: float, queue_sizes: dict[str, int | None]) -> dict:
-        backoff = [
-            {"slot": s.index, "failures": s.health.failures, "last_exit": s.health.last_exit,
-             "restart_in": round(max(0.0, s.health.not_before - now), 1)}
-            for s in self.slots() if s.process is None and s.health.backing_off
-        ]
-        queues = {}
-        for pool in self.pools.values():
-            for q in pool.queues:
-                queues[q] = {"processes": len(pool.live()), "size": queue_sizes.get(q), "pool": pool.key,
-                             "target": pool.target, "reason": pool.reason}
-        live = self.live()
-        return {
-            "name": self.name,
-            "state": self.state,
-            "processes": len(live),
-            "target": self.target(),
-            "pinned": self.pinned,
-            "balance": self.config.balance,
-            "memory_ok": self.memory_ok,
-            "busy": sum(1 for p in live if p.state == "busy"),
-            "retiring": len(self.retiring),
-            "queues": queues,
-            "workers": [p.snapshot(now) for p in live + self.retiring],
-            "backoff": backoff,
-        }
 
 
 def is_pattern(name: str) -> bool:

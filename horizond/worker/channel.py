@@ -22,15 +22,29 @@ class StateWriter:
         self.fd = fd
 
     def send(self, **message) -> None:
-        data = (json.dumps(message, separators=(",", ":")) + "\n").encode()
         try:
-            os.write(self.fd, data)
+            os.write(self.fd, encode(message))
         except (BrokenPipeError, OSError):
             pass  # the master is gone; PDEATHSIG ends this process shortly
 
 
-class StateReader:
-    """Master side: non-blocking reads, reassembling lines split across reads."""
+def encode(message: dict) -> bytes:
+    """One message as its line on the wire (both directions)."""
+    return (json.dumps(message, separators=(",", ":")) + "\n").encode()
+
+
+def decode(line: bytes) -> dict | None:
+    """One line back into its message; None if it is not a JSON object (both ends use this one parser)."""
+    try:
+        message = json.loads(line)
+    except (ValueError, RecursionError):  # RecursionError: nested too deeply
+        return None
+    return message if isinstance(message, dict) else None
+
+
+class WorkerLink:
+    """Master side of one worker's channel: non-blocking reads of its reports (reassembling
+    lines split across reads) and sends of the master's words to it."""
 
     def __init__(self, fd: int):
         self.fd = fd
@@ -39,12 +53,12 @@ class StateReader:
         self._buffer = b""
         os.set_blocking(fd, False)
 
-    def tell(self, **message) -> bool:
+    def send(self, **message) -> bool:
         """Send a word to the worker; never blocks the master (False if it could not)."""
         if self.fd < 0:
             return False
         try:
-            os.write(self.fd, (json.dumps(message, separators=(",", ":")) + "\n").encode())
+            os.write(self.fd, encode(message))
             return True
         except OSError:
             return False
@@ -77,11 +91,8 @@ class StateReader:
     def _parse(self, lines: list[bytes]) -> list[dict]:
         messages = []
         for line in lines:
-            try:
-                message = json.loads(line)
-            except (ValueError, RecursionError):  # RecursionError: nested too deeply
-                message = None
-            if not isinstance(message, dict):
+            message = decode(line)
+            if message is None:
                 self._fail(f"not a JSON object: {line[:60]!r}")
                 break
             messages.append(message)

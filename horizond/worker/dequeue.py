@@ -19,7 +19,7 @@ from rq.exceptions import DequeueTimeout, NoSuchJobError
 from rq.queue import Queue
 from rq.worker.base import StopRequested
 
-from horizond.worker.channel import StateWriter
+from horizond.worker.channel import StateWriter, decode
 
 GATE_WAIT = 30.0  # a paused worker wakes this often so RQ keeps its heartbeat
 # An idle multi-queue worker blocks on its first queue and looks at the others between blocks.
@@ -68,11 +68,12 @@ class Gate:
             return
         *lines, self._buffer = (self._buffer + data).split(b"\n")
         for line in lines:
-            if line == b'{"cmd":"pause"}':
+            word = (decode(line) or {}).get("cmd")
+            if word == "pause":
                 self.paused = True
-            elif line == b'{"cmd":"continue"}':
+            elif word == "continue":
                 self.paused = False
-            elif line == b'{"cmd":"stop"}':
+            elif word == "stop":
                 self.stopping = True
 
     def wait(self, timeout: float) -> None:

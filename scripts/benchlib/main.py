@@ -156,7 +156,7 @@ def profile_master(bench: Bench, n: int) -> dict:
         seconds = time.perf_counter() - started
     finally:
         stop(proc)
-    return {"jobs": n, "seconds": seconds, "ticks": masterprof.calls(str(out), "_tick"),
+    return {"jobs": n, "seconds": seconds, "ticks": masterprof.calls(str(out), "run_due", "duties.py"),
             "summary": masterprof.summary(str(out))}
 
 

@@ -166,11 +166,12 @@ def _master(data: dict) -> str:
     prof = data.get("master_profile")
     if prof:
         per_job = prof["ticks"] / prof["jobs"]
-        why = (": the tick count follows the jobs, not the clock, as the master runs a tick for the messages its "
-               "workers send about each job") if per_job > 0.5 else ""
+        why = (": the count follows the jobs, not the clock, as the master's loop makes a pass for the messages "
+               "its workers send about each job") if per_job > 0.5 else (
+            ": its duties run when due and workers' reports are read in batches (supervise/duties.py)")
         text += (f"\n\nWhere the master's time goes: the master under cProfile (`scripts/benchlib/masterprof.py`, "
                  f"forked children not profiled) while its 2 workers drained {prof['jobs']} no-op jobs in "
-                 f"{prof['seconds']:.1f} s (launch to drained); the master ran its tick {prof['ticks']} times "
+                 f"{prof['seconds']:.1f} s (launch to drained); the master's loop made {prof['ticks']} passes over its duties "
                  f"for those {prof['jobs']} jobs ({per_job:.2f} per job){why}. By own time, then by cumulative "
                  f"time:\n\n```\n{prof['summary']}\n```")
     return text
