@@ -8,9 +8,9 @@ import os
 import sys
 
 from horizond import __version__
-from horizond.observe import logs
-from horizond.core.config import Config, ConfigError
 from horizond.configfile import SYSTEM_CONFIG, load, scrub_secrets
+from horizond.core.config import Config, ConfigError
+from horizond.observe import logs
 
 log = logging.getLogger("horizond")
 
@@ -58,9 +58,9 @@ def main(argv: list[str] | None = None) -> int:
         log.warning("no config file found: running the embedded default (supervisor 'default' on queue 'default')",
                     extra={"event": "embedded_config", "looked_for": SYSTEM_CONFIG})
     from horizond.appload import PreloadAborted
+    from horizond.connection.redischeck import RedisSetupError
     from horizond.control.server import SocketError
     from horizond.supervise.master import Master
-    from horizond.connection.redischeck import RedisSetupError
 
     environ = dict(os.environ)  # reloads and re-exec still see the secrets; children do not
     scrub_secrets(os.environ)

@@ -17,11 +17,11 @@ import pytest
 from rq import Queue
 
 from conftest import wait_until
-from horizond.worker.channel import WorkerLink
+from horizond.connection.redisconn import RedisSpec
 from horizond.core.config import Config, SupervisorConfig
 from horizond.supervise.guard import MEMORY_HARD_EVERY, Guard
 from horizond.supervise.process import WorkerProcess
-from horizond.connection.redisconn import RedisSpec
+from horizond.worker.channel import WorkerLink
 from horizond.worker.child import ChildSpec
 
 STUCK = """

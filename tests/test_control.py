@@ -160,7 +160,8 @@ def test_terminate_wait_returns_once_the_daemon_is_gone(start_daemon, redis):
 
 def test_every_command_says_clearly_that_no_daemon_runs(tmp_path):
     for args in (["status"], ["pause"], ["scale", "a", "1"], ["restart"], ["reload"], ["terminate"], ["workers"]):
-        result = subprocess.run([sys.executable, "-m", "horizond.control.ctl", "--socket", str(tmp_path / "x.sock"), *args],
+        result = subprocess.run([sys.executable, "-m", "horizond.control.ctl",
+                                 "--socket", str(tmp_path / "x.sock"), *args],
                                 capture_output=True, text=True, env=child_env(), cwd=ROOT, timeout=30)
         assert result.returncode == 2, args
         assert "horizond is not running" in result.stderr and "Traceback" not in result.stderr

@@ -111,7 +111,8 @@ def test_health_green_yellow_red(start_daemon, redis):
 
 
 def test_health_is_red_when_no_daemon_runs(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "horizond.control.ctl", "--socket", str(tmp_path / "none"), "health"],
+    result = subprocess.run([sys.executable, "-m", "horizond.control.ctl",
+                             "--socket", str(tmp_path / "none"), "health"],
                             capture_output=True, text=True, env=child_env(), cwd=ROOT, timeout=30)
     assert result.returncode == 2 and "RED" in result.stdout and "not running" in result.stdout
 

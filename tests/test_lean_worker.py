@@ -25,9 +25,9 @@ from rq.registry import (
     StartedJobRegistry,
 )
 
+from horizond.core.config import SupervisorConfig
 from horizond.worker import dequeue
 from horizond.worker.channel import StateWriter
-from horizond.core.config import SupervisorConfig
 from horizond.worker.leanworker import LeanWorker
 from horizond.worker.rqworker import HorizonLeanWorker
 

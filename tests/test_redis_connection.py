@@ -38,7 +38,8 @@ def test_password_from_a_file_works_and_never_shows(tmp_path):
         client = Redis.from_url(server.url, password=SECRET)
         Queue("qa", connection=client).enqueue("testjobs.record", "authed")
         wait_until(lambda: client.hget("test:runs", "authed") == b"1", what="a job through the password")
-        shown = subprocess.run([sys.executable, "-m", "horizond.control.ctl", "--socket", daemon.socket, "config", "show"],
+        shown = subprocess.run([sys.executable, "-m", "horizond.control.ctl",
+                                "--socket", daemon.socket, "config", "show"],
                                capture_output=True, text=True, env=child_env(), cwd=ROOT)
         status = json.dumps(daemon.status())
         assert SECRET not in shown.stdout + status + daemon.log_path.read_text()
@@ -73,7 +74,8 @@ def test_an_evicting_maxmemory_policy_is_warned_about_and_yellow_in_health(tmp_p
         daemon.wait_ready({"alpha": 1})
         warned = [e for e in daemon.log_events() if e.get("event") == "redis_maxmemory_policy"]
         assert warned and "allkeys-lru" in warned[0]["message"] and "noeviction" in warned[0]["message"]
-        result = subprocess.run([sys.executable, "-m", "horizond.control.ctl", "--socket", daemon.socket, "health", "--json"],
+        result = subprocess.run([sys.executable, "-m", "horizond.control.ctl",
+                                 "--socket", daemon.socket, "health", "--json"],
                                 capture_output=True, text=True, env=child_env(), cwd=ROOT)
         verdict = json.loads(result.stdout)
         config = next(i for i in verdict["indicators"] if i["name"] == "redis_config")

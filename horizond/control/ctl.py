@@ -14,9 +14,9 @@ import struct
 import sys
 import time
 
-from horizond.core import health
-from horizond.control import sockdir
 from horizond.configfile import load_control
+from horizond.control import sockdir
+from horizond.core import health
 from horizond.core.config import ConfigError
 
 EXIT_RUNNING, EXIT_PAUSED, EXIT_NOT_RUNNING = 0, 1, 2

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 import psutil
 from redis import Redis
 
-from horizond.supervise import recovery
 from horizond.core.config import Config, SupervisorConfig
+from horizond.supervise import recovery
 from horizond.supervise.process import WorkerProcess
 from horizond.supervise.scaling import existing_queues, resolve
 from horizond.sysutil import hostname

@@ -25,31 +25,31 @@ from redis import Redis
 
 from horizond import appload, signals
 from horizond.connection import redischeck
-from horizond.supervise import reexec, reloading
-from horizond.core import restarts
+from horizond.connection.redisconn import RedisSpec, master_client
+from horizond.connection.redishealth import RedisHealth
+from horizond.control import views
 from horizond.control.commands import CommandLayer
 from horizond.control.daemon import QueueSample
-from horizond.core.config import Config, SupervisorConfig
-from horizond.control.server import ControlServer, SocketError
-from horizond.control import views
 from horizond.control.exporter import MetricsServer
-from horizond.supervise.duties import Duties
-from horizond.supervise.masterduties import AFTER_ACTION, LoopDuties
-from horizond.supervise.guard import Guard
+from horizond.control.server import ControlServer, SocketError
+from horizond.core import restarts
+from horizond.core.config import Config, SupervisorConfig
 from horizond.observe.helpers import Helpers
 from horizond.observe.longwaits import LongWaitNotifier
 from horizond.observe.metrics import Metrics
 from horizond.observe.metricstore import MetricStore
-from horizond.observe.snapshots import SnapshotWriter
-from horizond.supervise.systemd import Notifier
 from horizond.observe.observer import Observer
+from horizond.observe.snapshots import SnapshotWriter
+from horizond.supervise import reexec, reloading
+from horizond.supervise.duties import Duties
+from horizond.supervise.guard import Guard
+from horizond.supervise.masterduties import AFTER_ACTION, LoopDuties
+from horizond.supervise.pool import Slot
 from horizond.supervise.process import WorkerProcess, spawn
-from horizond.connection.redisconn import RedisSpec, master_client
-from horizond.connection.redishealth import RedisHealth
 from horizond.supervise.reports import BadReport
 from horizond.supervise.scaling import Scaler
-from horizond.supervise.pool import Slot
 from horizond.supervise.supervisor import Supervisor, describe_exit
+from horizond.supervise.systemd import Notifier
 from horizond.sysutil import kill_group
 from horizond.worker.child import ChildSpec
 

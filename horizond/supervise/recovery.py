@@ -23,8 +23,8 @@ from rq.utils import now as utcnow
 from rq.utils import utcformat
 from rq.worker_registration import REDIS_WORKER_KEYS, WORKERS_BY_QUEUE_KEY
 
-from horizond.core import policy
 from horizond import sysutil
+from horizond.core import policy
 from horizond.core.config import SupervisorConfig
 from horizond.worker.leanbatch import MOVE_IF_PRESENT
 from horizond.worker.rqworker import parse_worker_name

@@ -17,12 +17,12 @@ from datetime import datetime
 from redis import Redis
 from redis import exceptions as redis_errors
 
-from horizond.worker import dequeue, rqworker
-from horizond.observe import logs
 from horizond import signals, sysutil
-from horizond.worker.channel import StateWriter
-from horizond.core.config import SupervisorConfig
 from horizond.connection.redisconn import RedisSpec
+from horizond.core.config import SupervisorConfig
+from horizond.observe import logs
+from horizond.worker import dequeue, rqworker
+from horizond.worker.channel import StateWriter
 
 log = logging.getLogger("horizond.worker")
 

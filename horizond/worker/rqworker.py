@@ -19,11 +19,11 @@ from rq.queue import Queue
 from rq.utils import now as utcnow
 from rq.worker import SimpleWorker
 
-from horizond.worker import dequeue
-from horizond.core import policy
 from horizond import sysutil
-from horizond.worker.channel import StateWriter
+from horizond.core import policy
 from horizond.core.config import SupervisorConfig
+from horizond.worker import dequeue
+from horizond.worker.channel import StateWriter
 from horizond.worker.dequeue import HorizonQueue
 from horizond.worker.leanworker import LeanWorker
 

@@ -171,8 +171,8 @@ def _master(data: dict) -> str:
             ": its duties run when due and workers' reports are read in batches (supervise/duties.py)")
         text += (f"\n\nWhere the master's time goes: the master under cProfile (`scripts/benchlib/masterprof.py`, "
                  f"forked children not profiled) while its 2 workers drained {prof['jobs']} no-op jobs in "
-                 f"{prof['seconds']:.1f} s (launch to drained); the master's loop made {prof['ticks']} passes over its duties "
-                 f"for those {prof['jobs']} jobs ({per_job:.2f} per job){why}. By own time, then by cumulative "
+                 f"{prof['seconds']:.1f} s (launch to drained); the master's loop made {prof['ticks']} passes over its "
+                 f"duties for those {prof['jobs']} jobs ({per_job:.2f} per job){why}. By own time, then by cumulative "
                  f"time:\n\n```\n{prof['summary']}\n```")
     return text
 

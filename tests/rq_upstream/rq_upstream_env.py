@@ -97,8 +97,8 @@ def _horizon_worker_class() -> type:
     master that is not there: state reports go to /dev/null, the supervisor policy
     is the default one, and there is no pause gate (dequeue.GATE stays None). Its queue
     class, HorizonQueue, replaces rq.Queue for the tests: only its multi-queue dequeue differs."""
-    from horizond.worker.channel import StateWriter
     from horizond.core.config import SupervisorConfig
+    from horizond.worker.channel import StateWriter
     from horizond.worker.rqworker import HorizonLeanWorker
 
     class UpstreamHorizonWorker(HorizonLeanWorker):
