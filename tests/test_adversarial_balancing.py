@@ -137,7 +137,7 @@ def test_memory_hard_is_a_duty_on_its_own_deadline_only_while_a_job_runs_under_i
         child.kill()
         child.wait()
         for proc in (watched, unlimited):
-            proc.reader.close()
+            proc.link.close()
 
 
 def _worker(pid: int, memory_hard: int) -> WorkerProcess:

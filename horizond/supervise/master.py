@@ -318,7 +318,7 @@ class Master(LoopDuties):
         keep_out += _redis_fds(self.redis)
         proc = spawn(spec, generation, keep_out)
         self.children[proc.pid] = proc
-        self.channels.register(proc.reader.fd, selectors.EVENT_READ, proc)
+        self.channels.register(proc.link.fd, selectors.EVENT_READ, proc)
         return proc
 
     def _read_channels(self) -> None:
@@ -341,7 +341,7 @@ class Master(LoopDuties):
         now = time.monotonic()
         try:
             was = proc.state
-            for message in proc.reader.read():
+            for message in proc.link.read():
                 finished = proc.apply(message, now)
                 if finished:
                     self.scaler.job_finished(finished["queue"], finished["runtime"])
@@ -350,12 +350,12 @@ class Master(LoopDuties):
                         self.duties.due_by("metrics_save", self.store.save_due_at())
             if proc.state != was:
                 self._state_changed(proc, was)
-            if proc.reader.fault:
-                raise BadReport(proc.reader.fault)
+            if proc.link.fault:
+                raise BadReport(proc.link.fault)
         except BadReport as exc:  # job code wrote to the channel: the worker is killed, the master lives on
             proc.reject(str(exc), now)
             self._close_channel(proc)
-        if proc.reader.closed:
+        if proc.link.closed:
             self._close_channel(proc)
 
     def _state_changed(self, proc: WorkerProcess, was: str) -> None:
@@ -369,9 +369,9 @@ class Master(LoopDuties):
             self.duties.wake("unblock", "stop_deadlines")  # it must leave, or pause, from a blocking dequeue
 
     def _close_channel(self, proc: WorkerProcess) -> None:
-        if proc.reader.fd >= 0:
-            self.channels.unregister(proc.reader.fd)
-            proc.reader.close()
+        if proc.link.fd >= 0:
+            self.channels.unregister(proc.link.fd)
+            proc.link.close()
 
     def _reap(self) -> None:
         """Wait for the children this master forked, by pid, after a SIGCHLD; never for any child
@@ -399,7 +399,7 @@ class Master(LoopDuties):
 
     def _on_child_exit(self, proc: WorkerProcess, status: int) -> None:
         now = time.monotonic()
-        if proc.reader.fd >= 0:
+        if proc.link.fd >= 0:
             self._read_channel(proc)  # last words: a job it finished just before exiting
             self._close_channel(proc)
         clean, how = describe_exit(status)

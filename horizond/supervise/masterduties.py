@@ -204,7 +204,7 @@ class LoopDuties:
         """Redis is back: children still waiting for it try now, not at the end of their back-off."""
         for proc in self.children.values():
             if proc.state == "starting":
-                proc.reader.send(cmd="redis")
+                proc.link.send(cmd="redis")
 
     def _unblock_waiting(self) -> None:
         """Free idle workers told to pause or stop from their blocking dequeue.

@@ -23,7 +23,7 @@ class WorkerProcess:
 
     pid: int
     spec: ChildSpec
-    reader: WorkerLink  # its channel: reports in, the master's words out
+    link: WorkerLink  # its channel: reports in, the master's words out
     generation: int
     started: float = field(default_factory=time.monotonic)
     name: str = ""
@@ -95,7 +95,7 @@ class WorkerProcess:
         if self.stop_sent is None:
             self.stop_sent = now
             if self.spec.kind == "worker":
-                self.reader.send(cmd="stop")
+                self.link.send(cmd="stop")
             _signal(self.pid, signal.SIGTERM)
 
     @property
@@ -150,4 +150,4 @@ def spawn(spec: ChildSpec, generation: int, close_fds: list[int]) -> WorkerProce
         os.close(read_fd)
         child_main(spec, write_fd, close_fds)  # never returns
     os.close(write_fd)
-    return WorkerProcess(pid=pid, spec=spec, reader=WorkerLink(read_fd), generation=generation)
+    return WorkerProcess(pid=pid, spec=spec, link=WorkerLink(read_fd), generation=generation)

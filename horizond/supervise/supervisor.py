@@ -264,7 +264,7 @@ class Supervisor:
     def set_paused(self, paused: bool) -> None:
         self.paused = paused
         for proc in self.live():
-            proc.reader.send(cmd="pause" if paused else "continue")
+            proc.link.send(cmd="pause" if paused else "continue")
 
     def awaiting_pause(self) -> list[WorkerProcess]:
         """Idle workers told to pause that have not said so yet: maybe blocked in Redis."""
