@@ -246,6 +246,12 @@ class LoopDuties:
             deadline = proc.stop_deadline(self.config.shutdown_grace, shutting_down=self.stopping)
             if deadline is None or proc.kill_sent is not None:
                 continue
+            if now >= deadline and proc.link.fd >= 0:
+                # reports are read in batches: a "busy" still unread would move the deadline out
+                self._read_channel(proc)
+                deadline = proc.stop_deadline(self.config.shutdown_grace, shutting_down=self.stopping)
+                if deadline is None:
+                    continue
             if now >= deadline:
                 log.warning("worker did not stop in time; killing it", extra={
                     "event": "worker_killed", "pid": proc.pid, "job_id": proc.job_id})
