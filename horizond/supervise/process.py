@@ -53,6 +53,8 @@ class WorkerProcess:
         if "rss" in message:
             self.rss = int(message["rss"])
         if state == "busy":
+            if self.state == "busy" and "ok" in message:  # the last job's end, sent with this start
+                finished = self._job_ended(message, now)
             self.state = "busy"
             self.job_id = message.get("job")
             self.job_queue = message.get("q")
@@ -63,17 +65,21 @@ class WorkerProcess:
             self.state = "paused"
         elif state == "idle":
             if self.state == "busy":
-                self.jobs_done += 1
-                if self.job_queue and self.job_started is not None:
-                    finished = {"queue": self.job_queue, "func": message.get("func"), "ok": message.get("ok", True),
-                                "wait": message.get("wait"),
-                                "runtime": message.get("runtime", now - self.job_started)}
+                finished = self._job_ended(message, now)
             self.state = "idle"
             self.job_id = self.job_queue = self.job_started_wall = self.job_started = self.job_timeout = None
             self.horse_pid = None
         elif state == "horse":
             self.horse_pid = message["pid"] if reports.parent_of(message["pid"]) == self.pid else None
         return finished
+
+    def _job_ended(self, message: dict, now: float) -> dict | None:
+        """The facts of the job in hand, which the worker reports ended."""
+        self.jobs_done += 1
+        if not (self.job_queue and self.job_started is not None):
+            return None
+        return {"queue": self.job_queue, "func": message.get("func"), "ok": message.get("ok", True),
+                "wait": message.get("wait"), "runtime": message.get("runtime", now - self.job_started)}
 
     def reject(self, reason: str, now: float) -> None:
         """It sent what no horizond worker sends (job code wrote to its channel): kill it.

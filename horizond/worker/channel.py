@@ -20,8 +20,31 @@ class StateWriter:
 
     def __init__(self, fd: int):
         self.fd = fd
+        self._deferred: dict | None = None
+
+    def defer(self, **message) -> None:
+        """Hold a job's end report for the next report: a worker that has already taken its next
+        job (leannext.py) sends the end with that job's 'busy', one message and one master read a
+        job instead of two. Any other report, or flush(), sends it alone first."""
+        self.flush()
+        self._deferred = message
+
+    def flush(self) -> None:
+        """Send a deferred report now: the next job will not start (put back, stop, exit)."""
+        deferred, self._deferred = self._deferred, None
+        if deferred is not None:
+            self._write(deferred)
 
     def send(self, **message) -> None:
+        deferred, self._deferred = self._deferred, None
+        if deferred is not None:
+            if message.get("s") == "busy" and deferred.get("s") == "idle":
+                message = {**deferred, **message}  # the end of the last job, then the start of this one
+            else:
+                self._write(deferred)
+        self._write(message)
+
+    def _write(self, message: dict) -> None:
         try:
             os.write(self.fd, encode(message))
         except (BrokenPipeError, OSError):

@@ -102,7 +102,10 @@ def _run_worker(spec: ChildSpec, reporter: StateWriter) -> int:
                           name=rqworker.worker_name(spec.master_pid, sup.name))
     worker.horizon_attach(reporter, sup)
     rq_level = "DEBUG" if spec.log_level <= logging.DEBUG else "WARNING"
-    worker.work(max_jobs=sup.max_jobs or None, logging_level=rq_level)
+    try:
+        worker.work(max_jobs=sup.max_jobs or None, logging_level=rq_level)
+    finally:
+        reporter.flush()  # a job's end report still held for a next job that never started
     recycled = sup.max_jobs and worker.horizon_jobs_done >= sup.max_jobs
     asked_to_stop = worker._stop_requested or dequeue.GATE.stopping
     if worker.horizon_exit_reason or asked_to_stop or recycled:

@@ -106,6 +106,8 @@ class TakesNextJob:
             self._lean_batches.put_back(job.id, queue.key, pipe)
             self._lean_write_idle(pipe)
             pipe.execute()
+        if dequeue.GATE is not None:
+            dequeue.GATE.reporter.flush()  # the last job's end report waited for this job's start
 
     def _lean_take_held(self):
         """The held job, unless a pause or stop arrived meanwhile (then it goes back)."""

@@ -66,7 +66,11 @@ class HorizonWorkerMixin:
             return result
         self.horizon_jobs_done += 1
         rss = self._horizon_rss()
-        self.horizon_reporter.send(s="idle", rss=rss, **_outcome(job, forked=bool(getattr(self, "_horse_pid", 0))))
+        ended = {"s": "idle", "rss": rss, **_outcome(job, forked=bool(getattr(self, "_horse_pid", 0)))}
+        if getattr(self, "_lean_next", None) is not None:  # the next job is taken: its 'busy' carries this
+            self.horizon_reporter.defer(**ended)
+        else:
+            self.horizon_reporter.send(**ended)
         self._horizon_check_memory(rss)
         return result
 

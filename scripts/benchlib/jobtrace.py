@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import re
 import sys
 import tempfile
 import threading
@@ -91,6 +92,45 @@ def per_job(lines: list[dict], jobs: int) -> list[dict]:
     counts = collections.Counter(_signature(r) for r in requests(lines))
     return [{"request": sig, "commands": n_cmds, "per_job": count / jobs}
             for (sig, n_cmds), count in counts.most_common()]
+
+
+_SHAPES = [
+    (re.compile(r"horizond:[^ :]+:[0-9.a-z]+:[0-9]+:[A-Za-z0-9_.-]+"), "<worker>"),
+    (re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"), "<job>"),
+    (re.compile(r"\b[0-9a-f]{32}\b"), "<execution>"),
+]
+# Who reads what each command writes: why the lean worker keeps it (RQ's structures, one for one).
+READERS = {
+    "rq:suspended": "`rq suspend`: no job may start once it returns (issue 14, item 7)",
+    "rq:execution:<job>:<execution>": "RQ's Execution: `job.get_executions()`, `rq info`, the executions' cleanup",
+    "rq:executions:<job>": "the job's index of its executions (`Job.get_executions`)",
+    "rq:wip:default": "StartedJobRegistry: `rq info`, the registries' cleanup, horizond's settling of lost jobs",
+    "rq:worker:<worker>:executions": "the worker's executions (`Worker.current_job`, RQ's cleanup of dead workers)",
+    "rq:worker:<worker>": "the worker hash: state, counts, heartbeat and TTL seen by `Worker.all()`, `rq info`",
+    "rq:job:<job>": "the job hash: status, timestamps, worker, result TTL (every RQ reader)",
+    "rq:job:<job>:dependents": "dependents: a job with dependents takes RQ's own success path (atomic enqueue)",
+    "rq:results:<job>": "the result stream: `job.latest_result()`, `job.return_value()`",
+    "rq:finished:default": "FinishedJobRegistry",
+    "rq:queue:default": "the next job, taken with this job's end (one round trip less a job)",
+    "rq:queue:default:intermediate": "the intermediate list: a taken job is never lost if the worker dies",
+    "rq:scheduler-lock:default": "not per job: the lock renewal of horizond's one RQ scheduler",
+}
+
+
+def by_key(lines: list[dict], jobs: int) -> list[dict]:
+    """[{command, key, per_job}] of the commands scripts ran, keys with ids replaced by their kind:
+    what each job writes where, for the explanation of the success path's count."""
+    counts: collections.Counter = collections.Counter()
+    for line in lines:
+        if line["client_type"] != "lua":
+            continue
+        words = line["command"].split()
+        key = words[1].strip('"') if len(words) > 1 else ""
+        for pattern, shape in _SHAPES:
+            key = pattern.sub(shape, key)
+        counts[(words[0].strip('"').upper(), key)] += 1
+    return [{"command": c, "key": k, "per_job": n / jobs, "reader": READERS.get(k, "")}
+            for (c, k), n in sorted(counts.items(), key=lambda item: (item[0][1], item[0][0]))]
 
 
 def _signature(request: list[str]) -> tuple[str, int]:

@@ -123,6 +123,8 @@ def trace_paths(bench: Bench, args, jobs: int = 5) -> dict:
         for name in ("horizond", "rq-pool-simple"):
             lines = jobtrace.record(bench, name, path, jobs)
             out[f"{name} {path}"] = {"jobs": jobs, "requests": jobtrace.per_job(lines, jobs)}
+            if name == "horizond" and path == "noop":
+                out[f"{name} {path}"]["keys"] = jobtrace.by_key(lines, jobs)
     return out
 
 

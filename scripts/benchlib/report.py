@@ -100,6 +100,14 @@ def trace_tables(data: dict) -> str:
     return "\n".join(out).rstrip()
 
 
+def keys_table(data: dict) -> str:
+    """The success path's script commands by key, with the RQ reader that needs each."""
+    rows = ["| command | key | per job | read by |", "|---|---|---:|---|"]
+    rows += [f"| {r['command']} | `{r['key']}` | {r['per_job']:.2f} | {r['reader']} |"
+             for r in data["trace"]["horizond noop"]["keys"]]
+    return "\n".join(rows)
+
+
 def throughput_table(data: dict, path: str) -> str:
     rows = [r for r in data["paths"] if r["path"] == path]
     base = median_of(rows, "rq-pool-simple", path, "jobs_per_s")

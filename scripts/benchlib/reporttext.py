@@ -12,6 +12,8 @@ def document(data: dict) -> str:
     parts = [_header(meta, m), _targets(data), _paths(data)]
     if "trace" in data:
         parts.append(_trace(data))
+        if "keys" in data["trace"].get("horizond noop", {}):
+            parts.append(_success_keys(data))
     parts.append(_throughput(data))
     if "realistic" in data:
         parts.append(_realistic(data))
@@ -104,6 +106,27 @@ for: a single command, a `MULTI`/`EXEC` block or a script call, its commands lis
 work done less often than once per job (the scheduler, idle heartbeats, a new connection).
 
 {report.trace_tables(data)}"""
+
+
+def _success_keys(data: dict) -> str:
+    t = data["trace"]["horizond noop"]
+    scripts = sum(r["per_job"] for r in t["requests"] if r["request"].startswith("EVALSHA"))
+    inner = sum(r["per_job"] for r in t["keys"])
+    return f"""### Why the success path stays above 24 commands: what each command writes, and who reads it
+
+The same traced jobs as above, the lean worker's script commands by key (ids replaced by their kind):
+{inner:.1f} commands a job inside {scripts:.1f} script calls (each `EVALSHA` counts one more).
+
+{report.keys_table(data)}
+
+Every command is one of RQ's own writes for the job (built by RQ's helpers, see
+horizond/worker/leanbatch.py), or a guard that RQ makes with a separate read or `WATCH`
+(the suspension, the job still started, no dependents). Leaving any out changes what an RQ tool
+reads. The one saving left that keeps RQ's end state is merging a job's end with the next job's
+start: one `EVALSHA` and one round trip. The lean worker does not do that, because the start's
+writes are built by RQ's helpers from the next job's hash, and that hash only arrives with the
+end script's reply. The target of 24 is therefore not met on this path; the `result_ttl=0`,
+failure and retry paths meet theirs."""
 
 
 def _throughput(data: dict) -> str:
