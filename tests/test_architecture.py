@@ -12,7 +12,8 @@ import pathlib
 PACKAGE = pathlib.Path(__file__).resolve().parent.parent / "horizond"
 
 # What each part may import from horizond. "base" is the top-level helper modules.
-BASE = {"horizond", "horizond.sysutil", "horizond.signals", "horizond.appload", "horizond.configfile"}
+BASE = {"horizond", "horizond.sysutil", "horizond.signals", "horizond.appload", "horizond.configfile",
+        "horizond.jobs"}
 ALLOWED = {
     "core": {"core"},
     "base": {"core", "base"},

@@ -310,6 +310,9 @@ def cmd_failed(path, args) -> int:
         else:
             for key in ("id", "queue", "func", "args", "kwargs", "description", "enqueued_at", "failed_at"):
                 print(f"{key + ':':<13} {job[key]}")
+            policy = {k: v for k, v in (job.get("policy") or {}).items() if v is not None}
+            if policy:
+                print(f"{'policy:':<13} {json.dumps(policy, separators=(', ', ': '))}")
             print(job["traceback"].rstrip())
         return 0
     jobs = call(path, "failed", queue=args.queue, limit=args.limit)

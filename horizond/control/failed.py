@@ -153,7 +153,16 @@ def show(redis: Redis, queues: tuple[str, ...], job_id: str) -> dict:
     job = Job.fetch(job_id, connection=redis)
     return dict(_summary(job, registry.name), traceback=_cut(job.exc_info or "", SHOWN_TRACEBACK, keep_end=True),
                 args=_cut(repr(job.args), SHOWN), kwargs=_cut(repr(job.kwargs), SHOWN),
-                description=_cut(job.description, SHOWN), enqueued_at=str(job.enqueued_at))
+                description=_cut(job.description, SHOWN), enqueued_at=str(job.enqueued_at),
+                policy=_policy(job))
+
+
+def _policy(job: Job) -> dict:
+    """What governed its tries: RQ's counters, and horizond's per-job options with what they
+    counted (exceptions, releases) and why the retries stopped (worker/jobcontrol.py)."""
+    mine = job.meta.get("horizond") if isinstance(job.meta, dict) else None
+    return {"retries_left": job.retries_left, "retry_intervals": job.retry_intervals,
+            "number_of_retries": job.number_of_retries, **(mine if isinstance(mine, dict) else {})}
 
 
 def retry(redis: Redis, queues: tuple[str, ...], ids: list[str]) -> list[str]:

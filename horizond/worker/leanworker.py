@@ -388,5 +388,6 @@ def _policy_fields(job: Job) -> dict:
     as RQ encodes them; RQ's stock path persists them with its whole-job save."""
     if not getattr(job, "horizon_policy_applied", False):
         return {}
-    encoded = job.to_dict(include_meta=False)
-    return {k: encoded[k] for k in ("timeout", "retries_left", "retry_intervals") if k in encoded}
+    meta = getattr(job, "horizon_meta_changed", False)  # per-job options noted (worker/jobcontrol.py)
+    encoded = job.to_dict(include_meta=meta)
+    return {k: encoded[k] for k in ("timeout", "retries_left", "retry_intervals", "meta") if k in encoded}

@@ -22,7 +22,7 @@ from rq.worker import SimpleWorker
 from horizond import sysutil
 from horizond.core import policy
 from horizond.core.config import SupervisorConfig
-from horizond.worker import dequeue
+from horizond.worker import dequeue, jobcontrol
 from horizond.worker.channel import StateWriter
 from horizond.worker.dequeue import HorizonQueue
 from horizond.worker.leanworker import LeanWorker
@@ -106,17 +106,27 @@ class HorizonWorkerMixin:
         return super().main_work_horse(job, queue)
 
     def _horizon_apply_policy(self, job: Job) -> None:
+        """The job's timeout and tries: its own (enqueue time, then its function's
+        @job_options), else its supervisor's (core/policy.py, core/jobopts.py)."""
         sup = self.horizon_supervisor
-        timeout = policy.job_timeout(job.timeout, sup.timeout)
+        options = jobcontrol.declared(job)
+        timeout = policy.job_timeout(job.timeout, options.timeout or sup.timeout)
         if timeout != job.timeout:
             job.timeout = timeout
             job.horizon_policy_applied = True
         if job.retries_left is None:
-            rule = policy.retry_rule(None, None, sup.tries, sup.backoff)
+            tries = options.tries if options.tries is not None else sup.tries
+            backoff = options.backoff if options.backoff is not None else sup.backoff
+            rule = policy.retry_rule(None, None, tries, backoff)
             if rule is not None:
                 job.retries_left = rule.retries_left
                 job.retry_intervals = list(rule.intervals)
                 job.horizon_policy_applied = True
+        jobcontrol.watch(job, options)
+
+    def handle_exception(self, job: Job, *exc_info):
+        jobcontrol.after_exception(job, exc_info[0] if exc_info else None)  # before RQ reads should_retry
+        return super().handle_exception(job, *exc_info)
 
     def _horizon_rss(self) -> int:
         return self._horizon_process.memory_info().rss if self._horizon_process else 0
