@@ -37,7 +37,7 @@ FULL, READ = "full", "read"
 # results, tracebacks), so `failed_show` is not here and a reader's `failed` list and `config`
 # are cut (READER_VIEWS).
 READ_ONLY = frozenset({"ping", "status", "config", "supervisors", "workers", "health", "failed",
-                       "stats", "queues", "trends", "metrics"})
+                       "stats", "queues", "trends", "metrics", "cron"})
 READER_VIEWS = views.READER_VIEWS
 
 
@@ -55,6 +55,7 @@ class CommandLayer:
             "health": self.health, "failed": self.failed, "failed_show": self.failed_show, "retry": self.retry,
             "forget": self.forget, "flush": self.flush, "prune_failed": self.prune_failed, "clear": self.clear,
             "stats": self.stats, "queues": self.queues, "trends": self.trends, "metrics": self.metrics,
+            "cron": self.cron,
         }
 
     def handle(self, request: dict, access: str) -> dict:
@@ -217,6 +218,10 @@ class CommandLayer:
         return views.metrics(self.daemon)
 
     # --- failed jobs and health ---------------------------------------------------------
+
+    def cron(self) -> list[dict]:
+        self._redis()  # Redis away: say so at once
+        return self.daemon.cron_schedule()
 
     def failed(self, queue: str | None = None, limit: int = 50) -> list[dict]:
         return failed.listing(self._redis(), self.daemon.queues(), queue, _positive(limit, "limit"))

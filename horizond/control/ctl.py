@@ -285,6 +285,22 @@ def cmd_trends(path, args) -> int:
     return 0
 
 
+def cmd_cron(path, args) -> int:
+    rows = call(path, "cron")
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    if not rows:
+        print("no [cron] entries and no [maintenance] in the config")
+        return 0
+    print(f"{'NAME':<20} {'SCHEDULE':<16} {'NEXT':<21} {'LAST':<21} WHAT")
+    for r in rows:
+        what = f"{r['func']} on {r['queue']}" if r["func"] else f"prune failed jobs older than " \
+            f"{r['prune_failed_hours']} h" if r.get("prune_failed_hours") else "maintenance"
+        print(f"{r['name']:<20} {r['cron']:<16} {r['next']:<21} {r['last'] or '-':<21} {what}")
+    return 0
+
+
 def cmd_health(path, args) -> int:
     try:
         result = call(path, "health")
@@ -418,6 +434,7 @@ def build_parser() -> argparse.ArgumentParser:
     trends.add_argument("queue", metavar="QUEUE")
     trends.add_argument("--limit", type=int, default=60)
     add("health", cmd_health, "health verdict; exit 0 green, 1 yellow, 2 red", json_flag=True)
+    add("cron", cmd_cron, "[cron] entries and [maintenance]: schedule, next and last run (UTC)", json_flag=True)
     failed = add("failed", cmd_failed, "failed jobs, newest first; 'failed show ID' for one", json_flag=True)
     failed.add_argument("rest", nargs="*", metavar="show ID")
     failed.add_argument("--queue")

@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from horizond.core import cron
 from horizond.core.balancer import MODES as BALANCE_MODES  # one list of modes: the balancer's
 from horizond.core.balancer import STRATEGIES
 from horizond.core.configcheck import BAD as _BAD
@@ -118,6 +119,8 @@ class Config:
     control_group: str | None = None  # full control for its members
     control_readers: str | None = None  # read-only commands for its members
     control_user: str | None = None  # the daemon's user when not root: the only other uid horizonctl trusts
+    cron: tuple[cron.CronEntry, ...] = ()  # [cron.NAME]: periodic jobs, once per occurrence fleet-wide
+    maintenance: cron.CronEntry | None = None  # [maintenance]: failed-job pruning on a schedule
     source: str = "<embedded default>"
     embedded: bool = False
 
@@ -188,6 +191,8 @@ _TABLES: dict[str, set[str]] = {
     "waits": set(),  # queue names or patterns -> seconds
     "defaults": _SUPERVISOR_KEYS,
     "supervisors": set(),  # names are free-form
+    "cron": set(),  # [cron.NAME]: names are free-form (core/cron.py)
+    "maintenance": {"cron", "prune_failed_hours", "timezone"},
 }
 
 
@@ -310,13 +315,14 @@ def build(data: Mapping[str, Any], source: str, env: Env = Env()) -> Config:
     check.unknown_keys("", data, set(_TABLES))
     tables = {name: check.table("", data, name) for name in _TABLES}
     for name, allowed in _TABLES.items():
-        if name not in ("supervisors", "waits"):
+        if name not in ("supervisors", "waits", "cron", "maintenance"):
             check.unknown_keys(name, tables[name], allowed)
     fields_ = {**_redis(check, tables["redis"], env), **_control(check, tables["control"], env),
                **_master(check, tables["master"]), **_observability(check, tables),
                "supervisors": _supervisors(check, tables),
                "app_paths": check.get("app", tables["app"], "paths", "strs", ()),
-               "preload": check.get("app", tables["app"], "preload", "strs", ())}
+               "preload": check.get("app", tables["app"], "preload", "strs", ()),
+               **cron.parse_tables(check, tables["cron"], tables["maintenance"])}
     if check.issues:
         raise ConfigError(_unique(check.issues))
     return Config(source=source, **fields_)
@@ -517,7 +523,20 @@ def to_toml_dict(config: Config) -> dict[str, Any]:
                                      ("webhook_url", config.webhook_url)) if v},
         "waits": dict(config.waits),
         "supervisors": sups,
+        **_cron_toml(config),
     }
+
+
+def _cron_toml(config: Config) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if config.cron:
+        out["cron"] = {e.name: {"cron": e.cron, "func": e.func, "queue": e.queue, "args": list(e.args),
+                                "kwargs": dict(e.kwargs), "timezone": e.timezone} for e in config.cron}
+    if config.maintenance is not None:
+        m = config.maintenance
+        out["maintenance"] = {"cron": m.cron, "timezone": m.timezone,
+                              **({"prune_failed_hours": m.prune_failed_hours} if m.prune_failed_hours else {})}
+    return out
 
 
 def redact_url(url: str) -> str:

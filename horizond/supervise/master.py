@@ -41,6 +41,7 @@ from horizond.observe.metricstore import MetricStore
 from horizond.observe.observer import Observer
 from horizond.observe.snapshots import SnapshotWriter
 from horizond.supervise import reexec, reloading
+from horizond.supervise.cron import CronRunner
 from horizond.supervise.duties import Duties
 from horizond.supervise.guard import Guard
 from horizond.supervise.masterduties import AFTER_ACTION, LoopDuties
@@ -94,6 +95,7 @@ class Master(LoopDuties):
             if config.metrics_listen else None
         self.control = ControlServer(config.socket_path, self.selector, self._handle_command,
                                      config.control_group, config.control_readers)
+        self.cron: CronRunner | None = None  # built by its duty from the config in force
         self.duties = Duties()
         self._add_duties()
         self._wakeup: tuple[int, int] | None = None

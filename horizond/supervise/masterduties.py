@@ -19,6 +19,7 @@ exit, a control action (AFTER_ACTION), a signal, Redis coming back (AFTER_REDIS)
 | snapshots      | [metrics] snapshot_interval   |                                               |
 | redis_probe    | 1 s                           | PROBE_EVERY up; 0.25 s / 2 s while away       |
 | systemd        | 1 s (STATUS, drain time)      | the watchdog ping                             |
+| cron           | 60 s                          | the next occurrence; 0 while a prune runs     |
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import time
 from horizond.control.commands import READ_ONLY
 from horizond.observe.metricstore import SAVE_EVERY, MetricStore, metrics_key
 from horizond.observe.observer import SAMPLE_EVERY
-from horizond.supervise import reexec
+from horizond.supervise import cron, reexec
 from horizond.supervise.process import WorkerProcess
 from horizond.supervise.supervisor import Supervisor
 from horizond.worker.child import client_name
@@ -65,6 +66,7 @@ class LoopDuties:
         add("snapshots", self.config.snapshot_interval, self._write_snapshots)
         add("redis_probe", TICK, self._probe_redis)  # PROBE_EVERY while up; 0.25 s / 2 s while away
         add("systemd", TICK, self._notify)  # READY, STATUS, drain time, watchdog
+        add("cron", cron.IDLE_CHECK, self._run_cron)  # [cron.NAME], [maintenance]: at each occurrence
         started = time.monotonic()
         self.duties["snapshots"].next_due = started + self.config.snapshot_interval
         self.duties["master_memory"].next_due = started + MEMORY_CHECK_EVERY  # its size right after start is logged
@@ -167,6 +169,26 @@ class LoopDuties:
         self.redis_health.step(lambda: self.snapshots.write(self.redis, cfg.redis_prefix, cfg.snapshot_interval,
                                                             cfg.snapshot_keep_hours, self._commands.queues()))
         return cfg.snapshot_interval
+
+    def _run_cron(self, now: float) -> float | None:
+        """Claim due [cron]/[maintenance] occurrences (once fleet-wide, supervise/cron.py)."""
+        if self.cron is None or self.cron.config is not self.config:  # first run, or reloaded
+            self.cron = cron.CronRunner.of(self.config)
+        if not self.cron.entries or self.stopping:
+            return None
+        wait: list[float] = []
+        try:
+            self.redis_health.step(lambda: wait.append(self.cron.step(self.redis, time.time())))
+        except Exception as exc:  # noqa: BLE001 - a bad entry must not take the master down
+            log.error("cron step failed", extra={"event": "cron_failed", "error": f"{type(exc).__name__}: {exc}"})
+            return cron.RETRY_AFTER_ERROR
+        return wait[0] if wait else None
+
+    def cron_schedule(self) -> list[dict]:
+        """`horizonctl cron`: each entry's next occurrence and the fleet's last claim of it."""
+        if self.cron is None or self.cron.config is not self.config:
+            self.cron = cron.CronRunner.of(self.config)
+        return self.cron.describe(self.redis, time.time())
 
     def _probe_redis(self, now: float) -> float:
         if self.redis_health.probe(self.redis, now):

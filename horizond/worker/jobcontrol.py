@@ -80,8 +80,10 @@ def after_exception(job: Job, exc_type: type | None) -> None:
         return  # a job without options of its own ends exactly as under RQ
     state = _state(job)
     state["exceptions"] = count = state.get("exceptions", 0) + 1
-    if issubclass(exc_type, jobs.MaxAttemptsExceeded | jobs.RetryUntilPassed):
-        why = exc_type.__name__
+    if issubclass(exc_type, jobs.MaxAttemptsExceeded):
+        why = "tries: released with no tries left"
+    elif issubclass(exc_type, jobs.RetryUntilPassed):
+        why = "retry_until: the deadline passed before this attempt started"
     elif job.should_retry:
         why = jobopts.stop_retrying(options, count, time.time(), job.get_retry_interval(),
                                     issubclass(exc_type, JobTimeoutException),
