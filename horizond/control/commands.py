@@ -25,7 +25,7 @@ from redis.exceptions import TimeoutError as RedisTimeout
 from horizond import __version__
 from horizond.connection import redischeck
 from horizond.connection.redisconn import RedisSpec
-from horizond.control import failed, views
+from horizond.control import batches, failed, views
 from horizond.control.daemon import Daemon, SupervisorState
 from horizond.core import counts, health
 from horizond.core.config import MAX_PROCESSES_CAP, to_toml_dict
@@ -37,7 +37,7 @@ FULL, READ = "full", "read"
 # results, tracebacks), so `failed_show` is not here and a reader's `failed` list and `config`
 # are cut (READER_VIEWS).
 READ_ONLY = frozenset({"ping", "status", "config", "supervisors", "workers", "health", "failed",
-                       "stats", "queues", "trends", "metrics", "cron"})
+                       "stats", "queues", "trends", "metrics", "cron", "batches", "batch_show"})
 READER_VIEWS = views.READER_VIEWS
 
 
@@ -55,7 +55,7 @@ class CommandLayer:
             "health": self.health, "failed": self.failed, "failed_show": self.failed_show, "retry": self.retry,
             "forget": self.forget, "flush": self.flush, "prune_failed": self.prune_failed, "clear": self.clear,
             "stats": self.stats, "queues": self.queues, "trends": self.trends, "metrics": self.metrics,
-            "cron": self.cron,
+            "cron": self.cron, "batches": self.batches, "batch_show": self.batch_show,
         }
 
     def handle(self, request: dict, access: str) -> dict:
@@ -78,7 +78,7 @@ class CommandLayer:
             return {"ok": False, "error": f"bad arguments for {name!r}: {exc}"}
         try:
             result = command(**args)
-        except (CommandError, failed.FailedError) as exc:
+        except (CommandError, failed.FailedError, batches.BatchError) as exc:
             return {"ok": False, "error": str(exc)}
         except (RedisConnectionError, RedisTimeout) as exc:  # the loop learns it too: no one else waits for it
             self.daemon.redis_failed(exc)
@@ -222,6 +222,14 @@ class CommandLayer:
     def cron(self) -> list[dict]:
         self._redis()  # Redis away: say so at once
         return self.daemon.cron_schedule()
+
+    def batches(self, limit: int = 50) -> dict:
+        return batches.listing(self._redis(), _positive(limit, "limit"))
+
+    def batch_show(self, name: str) -> dict:
+        if not isinstance(name, str) or not name:
+            raise CommandError("batch show: NAME must be a batch (RQ group) name")
+        return batches.summary(self._redis(), name, ids=True)
 
     def failed(self, queue: str | None = None, limit: int = 50) -> list[dict]:
         return failed.listing(self._redis(), self.daemon.queues(), queue, _positive(limit, "limit"))

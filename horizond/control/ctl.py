@@ -301,6 +301,24 @@ def cmd_cron(path, args) -> int:
     return 0
 
 
+def cmd_batches(path, args) -> int:
+    showing = args.command == "batch"
+    result = call(path, "batch_show", name=args.name) if showing else call(path, "batches", limit=args.limit)
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    rows = [result] if showing else result["batches"]
+    print(f"{'BATCH':<34} {'TOTAL':>7} {'DONE %':>7} {'FINISHED':>8} {'FAILED':>7} {'PENDING':>7} {'EXPIRED':>7}")
+    for r in rows:
+        print(f"{r['name'][:34]:<34} {r['total']:>7} {r['progress']:>7} {r['finished']:>8} {r['failed']:>7} "
+              f"{r['pending']:>7} {r['expired']:>7}")
+    if showing and result.get("failed_ids"):
+        print("failed: " + ", ".join(result["failed_ids"]))
+    elif not showing and result["total"] > len(rows):
+        print(f"... {result['total'] - len(rows)} more batches (--limit)")
+    return 0
+
+
 def cmd_health(path, args) -> int:
     try:
         result = call(path, "health")
@@ -434,6 +452,11 @@ def build_parser() -> argparse.ArgumentParser:
     trends.add_argument("queue", metavar="QUEUE")
     trends.add_argument("--limit", type=int, default=60)
     add("health", cmd_health, "health verdict; exit 0 green, 1 yellow, 2 red", json_flag=True)
+    batches = add("batches", cmd_batches, "RQ groups (batches) and their progress", json_flag=True)
+    batches.add_argument("--limit", type=int, default=50)
+    batch = add("batch", cmd_batches, "'batch show NAME': one batch's progress and its failed jobs", json_flag=True)
+    batch.add_argument("action", choices=["show"])
+    batch.add_argument("name", metavar="NAME")
     add("cron", cmd_cron, "[cron] entries and [maintenance]: schedule, next and last run (UTC)", json_flag=True)
     failed = add("failed", cmd_failed, "failed jobs, newest first; 'failed show ID' for one", json_flag=True)
     failed.add_argument("rest", nargs="*", metavar="show ID")
