@@ -133,6 +133,7 @@ class CommandLayer:
             "scheduler": {"pid": scheduler.pid if scheduler else None, "failures": daemon.scheduler.health.failures},
             "supervisors": sups,
             "rate_limits": daemon.queue_sample().rate_limits,
+            "start_rates": daemon.queue_sample().start_rates,
         }
 
     def supervisors(self) -> list[dict]:

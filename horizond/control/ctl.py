@@ -138,6 +138,9 @@ def print_status(status: dict) -> None:
     print_supervisors(status["supervisors"])
     if status.get("rate_limits"):
         _print_rate_limits(status["rate_limits"], len(status["rate_limits"]))
+    for row in status.get("start_rates", ()):
+        print(f"limit {row['pattern']}: {row['started']} of {row['allowed']} starts "
+              f"in the last {row['per_seconds']:g} s")
 
 
 def print_supervisors(sups: list[dict]) -> None:

@@ -86,6 +86,7 @@ class QueueSample:
     estimated_waits: dict[str, float] = field(default_factory=dict)
     rate_limits: list[dict] = field(default_factory=list)
     rate_limit_keys: int = 0
+    start_rates: list[dict] = field(default_factory=list)  # [limits] rate windows: started vs allowed
 
 
 @runtime_checkable

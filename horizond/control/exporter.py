@@ -80,7 +80,13 @@ class _Collector:
         for row in v["rate_limits"]:
             for family, field in zip(limits, ("concurrency", "slots_used", "waiting"), strict=True):
                 family.add_metric([row["key"]], row[field])
-        yield from (processed, failed, duration, wait, size, workers, memory, waits, *limits)
+        rates = [GaugeMetricFamily(f"horizon_limit_rate_{name}", text, labels=["limit"]) for name, text in (
+            ("allowed", "[limits] rate: jobs allowed to start per window"),
+            ("started", "[limits] rate: jobs started in the current window"))]
+        for row in v.get("start_rates", ()):
+            rates[0].add_metric([row["pattern"]], row["allowed"])
+            rates[1].add_metric([row["pattern"]], row["started"])
+        yield from (processed, failed, duration, wait, size, workers, memory, waits, *limits, *rates)
 
 
 class MetricsServer(LoopServer):

@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from horizond.core import cron
+from horizond.core import cron, limits
 from horizond.core.balancer import MODES as BALANCE_MODES  # one list of modes: the balancer's
 from horizond.core.balancer import STRATEGIES
 from horizond.core.configcheck import BAD as _BAD
@@ -121,6 +121,7 @@ class Config:
     control_user: str | None = None  # the daemon's user when not root: the only other uid horizonctl trusts
     cron: tuple[cron.CronEntry, ...] = ()  # [cron.NAME]: periodic jobs, once per occurrence fleet-wide
     maintenance: cron.CronEntry | None = None  # [maintenance]: failed-job pruning on a schedule
+    limits: tuple[limits.QueueLimit, ...] = ()  # [limits."PATTERN"]: concurrency and start rate, fleet-wide
     source: str = "<embedded default>"
     embedded: bool = False
 
@@ -193,6 +194,7 @@ _TABLES: dict[str, set[str]] = {
     "supervisors": set(),  # names are free-form
     "cron": set(),  # [cron.NAME]: names are free-form (core/cron.py)
     "maintenance": {"cron", "prune_failed_hours", "timezone"},
+    "limits": set(),  # [limits."PATTERN"] (core/limits.py)
 }
 
 
@@ -315,14 +317,15 @@ def build(data: Mapping[str, Any], source: str, env: Env = Env()) -> Config:
     check.unknown_keys("", data, set(_TABLES))
     tables = {name: check.table("", data, name) for name in _TABLES}
     for name, allowed in _TABLES.items():
-        if name not in ("supervisors", "waits", "cron", "maintenance"):
+        if name not in ("supervisors", "waits", "cron", "maintenance", "limits"):
             check.unknown_keys(name, tables[name], allowed)
     fields_ = {**_redis(check, tables["redis"], env), **_control(check, tables["control"], env),
                **_master(check, tables["master"]), **_observability(check, tables),
                "supervisors": _supervisors(check, tables),
                "app_paths": check.get("app", tables["app"], "paths", "strs", ()),
                "preload": check.get("app", tables["app"], "preload", "strs", ()),
-               **cron.parse_tables(check, tables["cron"], tables["maintenance"])}
+               **cron.parse_tables(check, tables["cron"], tables["maintenance"]),
+               "limits": limits.parse_table(check, tables["limits"])}
     if check.issues:
         raise ConfigError(_unique(check.issues))
     return Config(source=source, **fields_)
@@ -524,6 +527,9 @@ def to_toml_dict(config: Config) -> dict[str, Any]:
         "waits": dict(config.waits),
         "supervisors": sups,
         **_cron_toml(config),
+        **({"limits": {lim.pattern: {**({"concurrency": lim.concurrency} if lim.concurrency else {}),
+                                     **({"rate": list(lim.rate)} if lim.rate else {})}
+                       for lim in config.limits}} if config.limits else {}),
     }
 
 

@@ -66,6 +66,21 @@ def rate_limits(redis: Redis, shown: int = RATE_LIMITS_SHOWN) -> tuple[list[dict
     return rows[:shown], len(keys)
 
 
+def start_rates(redis: Redis, queue_limits, prefix: str) -> list[dict]:
+    """[limits] rates: per pattern, jobs started in the current window against the allowed.
+    One round trip for all of them (their concurrency shows among RQ's rate limits)."""
+    rated = [lim for lim in queue_limits if lim.rate]
+    if not rated:
+        return []
+    now = time.time()
+    with redis.pipeline(transaction=False) as pipe:
+        for lim in rated:
+            pipe.zcount(lim.starts_key(prefix), now - lim.rate[1], "+inf")
+        counts = pipe.execute()
+    return [{"pattern": lim.pattern, "allowed": lim.rate[0], "per_seconds": lim.rate[1], "started": n}
+            for lim, n in zip(rated, counts, strict=True)]
+
+
 class Observer:
     """The latest sample: pending jobs and oldest-job age per queue, rate-limit rows, and when."""
 
@@ -74,14 +89,16 @@ class Observer:
         self.ages: dict[str, float] = {}
         self.rate_limits: list[dict] = []
         self.rate_limit_keys = 0
+        self.start_rates: list[dict] = []  # [limits] rate windows (start_rates)
         self.sampled_at = -SAMPLE_EVERY  # monotonic
         self.sampled_wall: float | None = None  # time.time() of the sample, for status
         self.samples = 0
 
-    def sample(self, redis: Redis, queues, now: float) -> None:
+    def sample(self, redis: Redis, queues, now: float, queue_limits=(), prefix: str = "horizond") -> None:
         """Read the queues (raises on a Redis error: the caller decides what that means)."""
         pending, ages = queue_depths(redis, queues)
         self.rate_limits, self.rate_limit_keys = rate_limits(redis)
+        self.start_rates = start_rates(redis, queue_limits, prefix)
         self.pending, self.ages = pending, ages
         self.sampled_at, self.sampled_wall = now, time.time()
         self.samples += 1

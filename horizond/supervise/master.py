@@ -32,7 +32,7 @@ from horizond.control.commands import CommandLayer
 from horizond.control.daemon import QueueSample
 from horizond.control.exporter import MetricsServer
 from horizond.control.server import ControlServer, SocketError
-from horizond.core import restarts
+from horizond.core import limits, restarts
 from horizond.core.config import Config, SupervisorConfig
 from horizond.observe.helpers import Helpers
 from horizond.observe.longwaits import LongWaitNotifier
@@ -274,7 +274,8 @@ class Master(LoopDuties):
         """The observer's latest look at the queues, for the command layer (no Redis call)."""
         observer = self.observer
         return QueueSample(pending=observer.pending, ages=observer.ages, estimated_waits=observer.estimated_waits(self),
-                           rate_limits=observer.rate_limits, rate_limit_keys=observer.rate_limit_keys)
+                           rate_limits=observer.rate_limits, rate_limit_keys=observer.rate_limit_keys,
+                           start_rates=observer.start_rates)
 
     def queues(self) -> tuple[str, ...]:
         """Every queue served now (patterns resolved), in supervisor order."""
@@ -307,8 +308,11 @@ class Master(LoopDuties):
 
     def _spawn_worker(self, sup: SupervisorConfig, generation: int, paused: bool,
                       queues: tuple[str, ...]) -> WorkerProcess:
-        spec = ChildSpec("worker", RedisSpec.of(self.config), self.pid, self.log_level, supervisor=sup,
-                         paused=paused, queues=queues)
+        cfg = self.config
+        spec = ChildSpec("worker", RedisSpec.of(cfg), self.pid, self.log_level, supervisor=sup, paused=paused,
+                         queues=queues, prefix=cfg.redis_prefix,
+                         limits=tuple(lim for lim in cfg.limits if any(limits.limit_for(cfg.limits, q) is lim
+                                                                       for q in queues or sup.queues)))
         return self._fork(spec, generation)
 
     def _fork(self, spec: ChildSpec, generation: int) -> WorkerProcess:

@@ -100,7 +100,7 @@ class LoopDuties:
         names = [q for sup in due for pool in sup.pools.values() for q in pool.queues]
         fresh_enough = min(s.config.balance_cooldown for s in due) / 2
         if self.observer.age(now) > fresh_enough or not self.observer.covers(names):
-            self.observer.sample(self.redis, self.queues(), now)
+            self.observer.sample(self.redis, self.queues(), now, self.config.limits, self.config.redis_prefix)
             self.duties.wake("sample")  # long waits are judged on it; the next sample is due a period on
         return self.observer.pending
 
@@ -144,7 +144,7 @@ class LoopDuties:
         """The one read of queue lengths and ages, then the long waits judged on it."""
         def sample():
             if self.observer.age(now) >= SAMPLE_EVERY / 2:  # not just read for a balancing step
-                self.observer.sample(self.redis, self.queues(), now)
+                self.observer.sample(self.redis, self.queues(), now, self.config.limits, self.config.redis_prefix)
         try:
             self.redis_health.step(sample)
         except Exception:

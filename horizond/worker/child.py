@@ -20,6 +20,7 @@ from redis import exceptions as redis_errors
 from horizond import signals, sysutil
 from horizond.connection.redisconn import RedisSpec
 from horizond.core.config import SupervisorConfig
+from horizond.core.limits import QueueLimit
 from horizond.observe import logs
 from horizond.worker import dequeue, rqworker
 from horizond.worker.channel import StateWriter
@@ -40,6 +41,8 @@ class ChildSpec:
     supervisor: SupervisorConfig | None = None
     queues: tuple[str, ...] = ()
     paused: bool = False
+    limits: tuple[QueueLimit, ...] = ()  # [limits] whose patterns match these queues
+    prefix: str = "horizond"  # [redis] prefix: horizond's own keys
 
 
 def child_main(spec: ChildSpec, write_fd: int, close_fds: list[int]) -> None:
@@ -100,7 +103,7 @@ def _run_worker(spec: ChildSpec, reporter: StateWriter) -> int:
         return rqworker.EXIT_OK  # told to stop before Redis came back
     worker = worker_class(list(spec.queues or sup.queues), connection=connection,
                           name=rqworker.worker_name(spec.master_pid, sup.name))
-    worker.horizon_attach(reporter, sup)
+    worker.horizon_attach(reporter, sup, spec.limits, spec.prefix)
     rq_level = "DEBUG" if spec.log_level <= logging.DEBUG else "WARNING"
     try:
         worker.work(max_jobs=sup.max_jobs or None, logging_level=rq_level)

@@ -5,7 +5,7 @@ always in some list), but from several queues with plain BLPOP: a worker killed
 between BLPOP's reply and the StartedJobRegistry write loses the job. Here every
 dequeue is a move: one round trip (a Lua LMOVE over the queues in priority
 order), then a short BLMOVE on the first queue so an idle worker still blocks
-(growing from 50 ms after a job to 1 s when idle: see MULTI_QUEUE_BLOCK).
+(growing from 50 ms after a job to 0.25 s when idle: see MULTI_QUEUE_BLOCK).
 The master sweeps intermediate lists for what a dead worker left there.
 """
 
@@ -24,8 +24,12 @@ from horizond.worker.channel import StateWriter, decode
 GATE_WAIT = 30.0  # a paused worker wakes this often so RQ keeps its heartbeat
 # An idle multi-queue worker blocks on its first queue and looks at the others between blocks.
 # Right after a job it looks again soon (a stream of jobs often continues); each empty look
-# doubles the block, up to MULTI_QUEUE_BLOCK, so a long-idle worker costs 2 commands a second.
-MULTI_QUEUE_BLOCK = 1.0
+# doubles the block, up to MULTI_QUEUE_BLOCK: a job arriving on a lower queue waits at most that
+# long for an idle worker, and a long-idle worker of N queues costs 4 x (N + 2) commands a second
+# (the move script's EVALSHA and its N LMOVEs, then the BLMOVE). At 1 s, lower queues waited ten
+# times longer than under RQ's BLPOP (docs/benchmarks.md) and a queue limit's promoted job
+# (worker/limiting.py) sat up to 1 s before a free slot was used.
+MULTI_QUEUE_BLOCK = 0.25
 MULTI_QUEUE_FIRST_BLOCK = 0.05
 
 # Move the first available job id, in priority order, into its queue's intermediate list.

@@ -20,9 +20,10 @@ from rq.utils import now as utcnow
 from rq.worker import SimpleWorker
 
 from horizond import sysutil
-from horizond.core import policy
+from horizond.core import limits, policy
 from horizond.core.config import SupervisorConfig
-from horizond.worker import dequeue, jobcontrol
+from horizond.core.limits import QueueLimit
+from horizond.worker import dequeue, jobcontrol, limiting
 from horizond.worker.channel import StateWriter
 from horizond.worker.dequeue import HorizonQueue
 from horizond.worker.leanworker import LeanWorker
@@ -43,9 +44,14 @@ class HorizonWorkerMixin:
     horizon_supervisor: SupervisorConfig
     horizon_exit_reason: str | None = None
     horizon_jobs_done = 0
+    horizon_limits: tuple[QueueLimit, ...] = ()
+    horizon_prefix = "horizond"
     _horizon_process: psutil.Process | None = None
 
-    def horizon_attach(self, reporter: StateWriter, supervisor: SupervisorConfig) -> None:
+    def horizon_attach(self, reporter: StateWriter, supervisor: SupervisorConfig,
+                       queue_limits: tuple[QueueLimit, ...] = (), prefix: str = "horizond") -> None:
+        self.horizon_limits = queue_limits
+        self.horizon_prefix = prefix
         self.horizon_pid = os.getpid()
         self.horizon_reporter = reporter
         self.horizon_supervisor = supervisor
@@ -57,6 +63,8 @@ class HorizonWorkerMixin:
 
     def execute_job(self, job: Job, queue: Queue):
         self._horizon_apply_policy(job)
+        if self.horizon_limits and not self._horizon_admitted(job, queue):
+            return None
         self.horizon_reporter.send(s="busy", job=job.id, q=queue.name, t=time.time(), timeout=job.timeout)
         # No `finally`: if RQ's bookkeeping fails (Redis gone mid-job) the worker
         # leaves still "busy", so the master settles the job instead of losing it.
@@ -127,6 +135,19 @@ class HorizonWorkerMixin:
     def handle_exception(self, job: Job, *exc_info):
         jobcontrol.after_exception(job, exc_info[0] if exc_info else None)  # before RQ reads should_retry
         return super().handle_exception(job, *exc_info)
+
+    def _horizon_admitted(self, job: Job, queue: Queue) -> bool:
+        """[limits]: start the job, or leave it waiting for its limit (worker/limiting.py); then
+        the worker shows idle, as after a job, and dequeues again."""
+        limit = limits.limit_for(self.horizon_limits, queue.name)
+        if limit is None or limiting.admit(self.connection, job, queue, limit, self.horizon_prefix) == \
+                limiting.ADMITTED:
+            return True
+        self.horizon_reporter.flush()  # the last job's end, held for this start
+        write_idle = getattr(self, "_lean_write_idle", None)
+        if write_idle is not None:
+            write_idle()  # the lean worker's idle write, left out of the last job's end
+        return False
 
     def _horizon_rss(self) -> int:
         return self._horizon_process.memory_info().rss if self._horizon_process else 0
