@@ -6,6 +6,7 @@ when it runs as root). With HORIZOND_SCREENSHOTS=DIR the page tour saves a PNG o
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import time
@@ -22,6 +23,7 @@ from selenium.webdriver.support import expected_conditions  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
 from conftest import wait_until  # noqa: E402
+from horizond.observe.snapshots import snapshot_key  # noqa: E402
 from horizond.web import auth  # noqa: E402
 from webfixtures import PASSWORDS, WebProcess, fail_jobs, write_config  # noqa: E402
 
@@ -122,6 +124,13 @@ def test_page_tour_and_live_overview(web, browser, redis):
         for n in range(3 + 4 * i):
             Queue(q, connection=redis).enqueue("testjobs.record", f"{q}-{n}")
     failed = fail_jobs(redis, "emails", [f"customer-{i}" for i in range(6)])
+    now = time.time()  # an hour of the master's snapshots, for the Metrics charts
+    for minute in range(60, -1, -1):
+        row = {"queue": "emails", "pending": 20 + minute % 7, "processes": 4, "processed": 3000 - 40 * minute,
+               "failed": 60 - minute // 2, "jobs_per_minute": 40 + (minute * 7) % 13,
+               "recent_runtime": 0.2 + minute % 5 / 10,
+               "estimated_wait": 2 + minute % 9, "time": now - 60 * minute}
+        redis.lpush(snapshot_key("horizond", "emails"), json.dumps(row))
     log_in(browser, web, "admin")
     wait_until(lambda: "Overview" in browser.title, what="the overview")
     fail_jobs(redis, "reports", ["late"])
