@@ -235,3 +235,22 @@ def test_the_master_runs_the_dashboard_as_a_child_and_restarts_it(start_daemon):
     daemon.signal(signal.SIGTERM)
     assert daemon.wait_exit() == 0
     wait_until(lambda: not answering(), 10, what="the dashboard to stop with the master")
+
+
+def test_merged_windows_page_through_many_queues_and_equal_scores_exactly_once(redis):
+    from horizond.web import reads
+
+    keys = {f"q{i:02d}": f"rq:failed:q{i:02d}" for i in range(40)}
+    expected = set()
+    for i, key in enumerate(keys.values()):
+        for n in range(i % 5):  # uneven: some queues empty, many entries sharing a score
+            redis.zadd(key, {f"job-{i}-{n}": 1000 + n % 2})
+            expected.add(f"job-{i}-{n}")
+    seen, cursor = [], reads.Cursor()
+    while cursor is not None:
+        page, cursor = reads.window(redis, keys, cursor, 7)
+        seen += [job_id for _, _, job_id in page]
+    assert sorted(seen) == sorted(expected) and len(seen) == len(set(seen))
+    scores = [redis.zscore(f"rq:failed:{job_id.split('-')[0] and 'q%02d' % int(job_id.split('-')[1])}", job_id)
+              for job_id in seen]
+    assert scores == sorted(scores, reverse=True)  # newest first across every queue

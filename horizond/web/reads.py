@@ -19,7 +19,7 @@ from redis import Redis
 from rq.utils import utcparse
 
 PAGE = 50
-SEARCH_BUDGET = 2000  # registry entries a search looks at per request
+SEARCH_BUDGET = 1000  # registry entries a search looks at per request
 STATES = {"failed": "rq:failed:{}", "completed": "rq:finished:{}", "running": "rq:wip:{}"}
 JOB_FIELDS = ("description", "origin", "status", "enqueued_at", "started_at", "ended_at", "worker_name")
 
@@ -70,15 +70,21 @@ class Cursor:
 def window(redis: Redis, keys: dict[str, str], cursor: Cursor, limit: int) -> tuple[list[tuple], Cursor | None]:
     """Newest `limit` entries over several sorted sets (queue -> key), from `cursor` on.
 
-    Each set gives at most limit + skip entries; equal scores are ordered by (queue, id)
-    so a page boundary inside a second full of failures loses and repeats nothing."""
+    Two round trips whatever the spread: first a few entries of every set (about need / sets
+    each), which fixes the score S of the need-th newest; then, only from the sets that may
+    hold more at or above S, up to `need` entries down to S. So 500 queues cost about
+    500 + need entries, not 500 x need. Equal scores are ordered by (queue, id), so a page
+    boundary inside a second full of failures loses and repeats nothing."""
     top = "+inf" if cursor.score == float("inf") else cursor.score
-    names = list(keys)
-    with redis.pipeline(transaction=False) as pipe:
-        for queue in names:
-            pipe.zrevrangebyscore(keys[queue], top, "-inf", start=0, num=limit + cursor.skip, withscores=True)
-        replies = pipe.execute()
-    merged = sorted(((score, queue, text(member)) for queue, rows in zip(names, replies, strict=True)
+    names, need = list(keys), limit + cursor.skip + 1  # one more than the page: is there a next one?
+    small = max(1, -(-need // max(1, len(names))))
+    batches = _fetch(redis, [(keys[q], top, "-inf", small) for q in names])
+    scores = sorted((score for rows in batches for _, score in rows), reverse=True)
+    floor = scores[need - 1] if len(scores) >= need else "-inf"
+    again = [i for i, rows in enumerate(batches) if len(rows) == small and (floor == "-inf" or rows[-1][1] >= floor)]
+    for i, rows in zip(again, _fetch(redis, [(keys[names[i]], top, floor, need) for i in again]), strict=True):
+        batches[i] = rows
+    merged = sorted(((score, queue, text(member)) for queue, rows in zip(names, batches, strict=True)
                      for member, score in rows), reverse=True)
     if cursor.skip:
         at = [m for m in merged if m[0] == cursor.score][cursor.skip:]
@@ -89,6 +95,13 @@ def window(redis: Redis, keys: dict[str, str], cursor: Cursor, limit: int) -> tu
     last = page[-1][0]
     same = sum(1 for m in page if m[0] == last) + (cursor.skip if last == cursor.score else 0)
     return page, Cursor(last, same)
+
+
+def _fetch(redis: Redis, ranges: list[tuple]) -> list[list]:
+    with redis.pipeline(transaction=False) as pipe:
+        for key, high, low, count in ranges:
+            pipe.zrevrangebyscore(key, high, low, start=0, num=count, withscores=True)
+        return pipe.execute() if ranges else []
 
 
 def job_rows(redis: Redis, entries: list[tuple], with_exception: bool) -> list[dict]:
@@ -177,11 +190,13 @@ def jobs(redis: Redis, state: str, flt: Filter, cursor: Cursor, queues: list[str
 
 
 def pending(redis: Redis, flt: Filter, queues: list[str], limit: int = PAGE) -> list[dict]:
-    """The newest pending jobs: the tail of each queue's list (RPUSH'd), at most `limit` each."""
+    """The newest pending jobs: the tail of each queue's list (RPUSH'd): `limit` of one queue,
+    or the newest few of each of many, merged by enqueue time."""
     names = [flt.queue] if flt.queue else queues
+    each = limit if flt.queue else max(3, -(-limit // max(1, len(names))))  # the newest few of every queue
     with redis.pipeline(transaction=False) as pipe:
         for q in names:
-            pipe.lrange(f"rq:queue:{q}", -limit, -1)
+            pipe.lrange(f"rq:queue:{q}", -each, -1)
         tails = pipe.execute()
     entries = [(0, q, text(j)) for q, ids in zip(names, tails, strict=True) for j in ids]
     rows = [r for r in job_rows(redis, entries, with_exception=False) if flt.matches(r)]
