@@ -251,6 +251,5 @@ def test_merged_windows_page_through_many_queues_and_equal_scores_exactly_once(r
         page, cursor = reads.window(redis, keys, cursor, 7)
         seen += [job_id for _, _, job_id in page]
     assert sorted(seen) == sorted(expected) and len(seen) == len(set(seen))
-    scores = [redis.zscore(f"rq:failed:{job_id.split('-')[0] and 'q%02d' % int(job_id.split('-')[1])}", job_id)
-              for job_id in seen]
+    scores = [redis.zscore(f"rq:failed:q{int(job_id.split('-')[1]):02d}", job_id) for job_id in seen]
     assert scores == sorted(scores, reverse=True)  # newest first across every queue
