@@ -60,6 +60,12 @@ def log_in(browser, web, name: str, password: str | None = None) -> None:
     WebDriverWait(browser, 10).until(expected_conditions.staleness_of(button))  # the answer has loaded
 
 
+def text_of(browser, element_id: str) -> str:
+    """The element's text once the page that has it has loaded (a submit may still be loading)."""
+    located = expected_conditions.presence_of_element_located((By.ID, element_id))
+    return WebDriverWait(browser, 15).until(located).text
+
+
 def test_admin_logs_in_and_sees_the_queues(web, browser, redis):
     Queue("emails", connection=redis).enqueue("testjobs.record", "x")
     fail_jobs(redis, "reports", ["r1"])
@@ -102,8 +108,8 @@ def test_bulk_retry_of_a_filtered_set_requeues_exactly_that_set(web, browser, re
     button = browser.find_element(By.ID, "bulk-retry")
     button.click()
     WebDriverWait(browser, 10).until(expected_conditions.staleness_of(button))
-    wait_until(lambda: browser.find_element(By.ID, "bulk-state").text.startswith("done"), 20, what="the bulk retry")
-    assert "31 requeued" in browser.find_element(By.ID, "bulk-state").text
+    wait_until(lambda: text_of(browser, "bulk-state").startswith("done"), 20, what="the bulk retry")
+    assert "31 requeued" in text_of(browser, "bulk-state")
     queued = {j.decode() for q in ("emails", "sms") for j in redis.lrange(f"rq:queue:{q}", 0, -1)}
     assert queued == set(alpha)
     still_failed = {j.decode() for j in redis.zrange("rq:failed:emails", 0, -1)}
@@ -113,9 +119,9 @@ def test_bulk_retry_of_a_filtered_set_requeues_exactly_that_set(web, browser, re
 def test_failed_logins_are_rate_limited(web, browser):
     for _ in range(auth.FAIL_LIMIT_USER):
         log_in(browser, web, "admin", "wrong-password")
-        assert "wrong name or password" in browser.find_element(By.ID, "login-error").text
+        assert "wrong name or password" in text_of(browser, "login-error")
     log_in(browser, web, "admin")
-    assert "too many failed logins" in browser.find_element(By.ID, "login-error").text
+    assert "too many failed logins" in text_of(browser, "login-error")
 
 
 def test_page_tour_and_live_overview(web, browser, redis):
