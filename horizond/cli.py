@@ -37,6 +37,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["web"]:  # `horizond web --config FILE`: the dashboard alone
+        from horizond.web.server import main as web_main
+
+        return web_main(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         config = load(args.config)

@@ -47,7 +47,8 @@ def load(explicit: str | None, environ=os.environ) -> Config:
     config = parse(text, path, env)  # decodes, naming the first byte that is not UTF-8
     base = os.path.dirname(os.path.abspath(path))
     paths = tuple(p if os.path.isabs(p) else os.path.normpath(os.path.join(base, p)) for p in config.app_paths)
-    return replace(config, app_paths=paths, redis_password=redis_password(config, environ),
+    users = config.web_users_file and os.path.join(base, config.web_users_file)  # relative to the file
+    return replace(config, app_paths=paths, web_users_file=users, redis_password=redis_password(config, environ),
                    sentinel_password=redis_password(config, environ, "sentinel_password_file",
                                                     "REDIS_SENTINEL_PASSWORD"))
 
@@ -89,3 +90,23 @@ def redis_password(config: Config, environ, key: str = "password_file", variable
                                        f"cannot read {path}: {exc.strerror}")]) from None
     except UnicodeDecodeError:
         raise ConfigError([ConfigIssue(config.source, "redis", key, f"{path} is not UTF-8 text")]) from None
+
+
+def load_web(explicit: str | None, environ=os.environ) -> dict:
+    """[web] as `horizonctl web-user` needs it (users_file resolved like the daemon resolves it);
+    nothing else in the file, and no secret, is read. Raises ConfigError or OSError."""
+    import tomllib
+
+    from horizond.core.webconfig import parse_web
+
+    path, _ = config_path(explicit, environ)
+    with open(path, "rb") as handle:
+        text = handle.read()
+    try:
+        data = tomllib.loads(text.decode("utf-8"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError, RecursionError) as exc:
+        raise ConfigError([ConfigIssue(path, "", None, f"not a readable TOML file: {exc}")]) from None
+    fields = parse_web(data, path)
+    if fields["web_users_file"]:
+        fields["web_users_file"] = os.path.join(os.path.dirname(os.path.abspath(path)), fields["web_users_file"])
+    return fields

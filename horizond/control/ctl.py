@@ -14,8 +14,8 @@ import struct
 import sys
 import time
 
-from horizond.configfile import load_control
-from horizond.control import sockdir
+from horizond.configfile import load_control, load_web
+from horizond.control import sockdir, webusers
 from horizond.core import health
 from horizond.core.config import ConfigError
 
@@ -421,6 +421,14 @@ def _gone(pid: int) -> bool:
         return True
 
 
+def cmd_web_user(path, args) -> int:
+    try:
+        users_file = None if args.users_file else load_web(args.config)["web_users_file"]
+        return webusers.command(args, users_file)
+    except (webusers.UsersError, ConfigError) as exc:
+        raise Failed(str(exc) if isinstance(exc, webusers.UsersError) else "; ".join(map(str, exc.issues))) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="horizonctl", description="Control a running horizond.")
     parser.add_argument("--socket", metavar="PATH", help="control socket (default: from the config)")
@@ -478,6 +486,7 @@ def build_parser() -> argparse.ArgumentParser:
     clear = add("clear", cmd_clear, "delete a queue's pending jobs")
     clear.add_argument("queue", metavar="QUEUE")
     clear.add_argument("--yes", action="store_true", help="do not ask")
+    webusers.add_parser(sub, cmd_web_user)
     config = add("config", cmd_config, "configuration")
     config.add_argument("action", choices=["show"], help="show: the effective config as TOML")
     return parser
@@ -486,7 +495,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return args.func(find_socket(args), args)
+        return args.func(None if getattr(args, "local", False) else find_socket(args), args)
     except NotRunning as exc:
         print(f"horizonctl: {exc}", file=sys.stderr)
         if args.command == "status" and args.json:

@@ -174,7 +174,7 @@ def retry(redis: Redis, queues: tuple[str, ...], ids: list[str]) -> list[str]:
 
 
 def retry_all(redis: Redis, queues: tuple[str, ...], only: str | None, cursor=None,
-              budget: float = BUDGET) -> dict:
+              budget: float = BUDGET, match: Callable[[Job], bool] | None = None) -> dict:
     """Requeue failed jobs, oldest first, for up to `budget` seconds (see the module doc)."""
     def requeue(registry: FailedJobRegistry, job_id: str, job: Job | None) -> str:
         if job is None:
@@ -185,7 +185,7 @@ def retry_all(redis: Redis, queues: tuple[str, ...], only: str | None, cursor=No
         except (InvalidJobOperation, NoSuchJobError):  # taken by someone else meanwhile
             return GONE
         return DONE
-    return _walk(redis, queues, only, cursor, budget, requeue)
+    return _walk(redis, queues, only, cursor, budget, requeue, match)
 
 
 def forget(redis: Redis, queues: tuple[str, ...], ids: list[str]) -> list[str]:
@@ -196,7 +196,7 @@ def forget(redis: Redis, queues: tuple[str, ...], ids: list[str]) -> list[str]:
 
 
 def flush(redis: Redis, queues: tuple[str, ...], only: str | None, older_than: float | None = None,
-          cursor=None, budget: float = BUDGET) -> dict:
+          cursor=None, budget: float = BUDGET, match: Callable[[Job], bool] | None = None) -> dict:
     """Delete failed jobs (all, or those that failed more than `older_than` seconds ago)."""
     cutoff = time.time() - older_than if older_than is not None else None
 
@@ -208,14 +208,16 @@ def flush(redis: Redis, queues: tuple[str, ...], only: str | None, older_than: f
             return KEPT
         registry.remove(job, delete_job=True)
         return DONE
-    return _walk(redis, queues, only, cursor, budget, delete)
+    return _walk(redis, queues, only, cursor, budget, delete, match)
 
 
 def _walk(redis: Redis, queues: tuple[str, ...], only: str | None, cursor, budget: float,
-          act: Callable[[FailedJobRegistry, str, Job | None], str]) -> dict:
+          act: Callable[[FailedJobRegistry, str, Job | None], str],
+          match: Callable[[Job], bool] | None = None) -> dict:
     """Apply `act` to failed-registry entries from `cursor` ([registry, offset]; None: the
     start) until all are seen or `budget` is spent. Entries `act` keeps advance the offset;
-    entries it removes shift the rest down, so the offset stays."""
+    entries it removes shift the rest down, so the offset stays. With `match` (the
+    dashboard's filter) only the jobs it accepts are acted on; the others are kept."""
     registries = _registries(redis, queues, only)
     index, offset, began = _cursor(cursor)
     deadline = time.monotonic() + budget
@@ -228,7 +230,8 @@ def _walk(redis: Redis, queues: tuple[str, ...], only: str | None, cursor, budge
             continue
         for job_id, job in zip(ids, Job.fetch_many(ids, connection=redis), strict=True):
             failed_since = job is not None and job.ended_at is not None and job.ended_at.timestamp() > began
-            outcome = KEPT if failed_since else act(registry, job_id, job)
+            skipped = failed_since or (match is not None and job is not None and not match(job))
+            outcome = KEPT if skipped else act(registry, job_id, job)
             if outcome == KEPT:
                 offset += 1
             elif outcome == DONE:

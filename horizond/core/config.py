@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from horizond.core import cron, limits
+from horizond.core import cron, limits, webconfig
 from horizond.core.balancer import MODES as BALANCE_MODES  # one list of modes: the balancer's
 from horizond.core.balancer import STRATEGIES
 from horizond.core.configcheck import BAD as _BAD
@@ -122,6 +122,10 @@ class Config:
     cron: tuple[cron.CronEntry, ...] = ()  # [cron.NAME]: periodic jobs, once per occurrence fleet-wide
     maintenance: cron.CronEntry | None = None  # [maintenance]: failed-job pruning on a schedule
     limits: tuple[limits.QueueLimit, ...] = ()  # [limits."PATTERN"]: concurrency and start rate, fleet-wide
+    web_listen: str | None = None  # [web]: the dashboard's "HOST:PORT"; None = off (webconfig.py)
+    web_base_path: str = "/horizon"
+    web_users_file: str | None = None
+    web_proxy_user_header: str | None = None
     source: str = "<embedded default>"
     embedded: bool = False
 
@@ -190,6 +194,7 @@ _TABLES: dict[str, set[str]] = {
     "metrics": {"listen", "snapshot_interval", "snapshot_keep_hours"},
     "notify": {"command", "webhook_url"},
     "waits": set(),  # queue names or patterns -> seconds
+    "web": webconfig.KEYS,
     "defaults": _SUPERVISOR_KEYS,
     "supervisors": set(),  # names are free-form
     "cron": set(),  # [cron.NAME]: names are free-form (core/cron.py)
@@ -321,6 +326,7 @@ def build(data: Mapping[str, Any], source: str, env: Env = Env()) -> Config:
             check.unknown_keys(name, tables[name], allowed)
     fields_ = {**_redis(check, tables["redis"], env), **_control(check, tables["control"], env),
                **_master(check, tables["master"]), **_observability(check, tables),
+               **webconfig.web_fields(check, tables["web"]),
                "supervisors": _supervisors(check, tables),
                "app_paths": check.get("app", tables["app"], "paths", "strs", ()),
                "preload": check.get("app", tables["app"], "preload", "strs", ()),
@@ -525,6 +531,7 @@ def to_toml_dict(config: Config) -> dict[str, Any]:
         "notify": {k: v for k, v in (("command", list(config.notify_command)),
                                      ("webhook_url", config.webhook_url)) if v},
         "waits": dict(config.waits),
+        "web": webconfig.to_toml(config),
         "supervisors": sups,
         **_cron_toml(config),
         **({"limits": {lim.pattern: {**({"concurrency": lim.concurrency} if lim.concurrency else {}),

@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 
 import psutil
 
+from horizond.core import restarts
+
 log = logging.getLogger("horizond.observe")
 
 WEBHOOK_TIMEOUT = 5.0
@@ -109,3 +111,75 @@ class Helpers:
                 done = True
             if done:
                 self.adopted.discard(pid)
+
+
+class KeptChild:
+    """A long-lived helper the master keeps running (the dashboard: `horizond web`).
+
+    Started as its own program through Popen, not forked from the master's state, and never
+    a thread: the master forks workers. Reaped by its own handle, restarted with the workers'
+    crash-loop back-off (core/restarts.py) when it exits, restarted at once when what it was
+    started with changes (a reload), stopped with the master.
+    """
+
+    def __init__(self, what: str):
+        self.what = what
+        self.proc: subprocess.Popen | None = None
+        self.argv: list[str] | None = None
+        self.env: dict | None = None
+        self.token = None  # what it was started with: a change restarts it
+        self.health = restarts.SlotHealth()
+        self.started = 0.0
+        self.leaving: list[subprocess.Popen] = []  # told to stop, not reaped yet
+
+    def want(self, argv: list[str] | None, env: dict, token=None) -> None:
+        """Run `argv` (None: nothing); a different argv or token replaces the running one."""
+        if (argv, token) != (self.argv, self.token):
+            self.stop()
+            self.health = restarts.SlotHealth()
+        self.argv, self.env, self.token = argv, env, token
+
+    def keep(self, now: float) -> float | None:
+        """Reap it if it exited, start it when due; seconds until it is next due (None: not waiting)."""
+        if self.proc is not None and (code := self.proc.poll()) is not None:
+            lived = now - self.started
+            self.health = restarts.after_exit(self.health, failed=True, lived=lived, now=now,
+                                              how=f"exit status {code}" if code >= 0 else f"signal {-code}")
+            log.error(f"{self.what} exited; restarting it", extra={
+                "event": "helper_exited", "helper": self.what, "pid": self.proc.pid, "exit_code": code,
+                "restart_in": round(max(0.0, self.health.not_before - now), 1)})
+            self.proc = None
+        self.leaving = [p for p in self.leaving if p.poll() is None]
+        if self.argv is None or self.proc is not None:
+            return None
+        if self.leaving:
+            return 0.1  # the one it replaces still holds its port
+        if not self.health.ready(now):
+            return self.health.not_before - now
+        try:
+            self.proc = subprocess.Popen(self.argv, env=self.env, stdin=subprocess.DEVNULL, start_new_session=True)
+        except OSError as exc:
+            self.health = restarts.after_exit(self.health, failed=True, lived=0.0, now=now, how=str(exc))
+            log.error(f"cannot start the {self.what}", extra={"event": "spawn_failed", "child": self.what,
+                                                               "error": str(exc)})
+            return max(0.05, self.health.not_before - now)
+        self.started = now
+        log.info(f"{self.what} started", extra={"event": "helper_started", "helper": self.what, "pid": self.proc.pid})
+        return None
+
+    def stop(self, wait: float = 0.0) -> None:
+        """SIGTERM; with `wait`, reap it here (killed past `wait` s), else keep() reaps it."""
+        if self.proc is not None:
+            if self.proc.poll() is None:
+                self.proc.terminate()
+            self.leaving.append(self.proc)
+            self.proc = None
+        if not wait:
+            return
+        for proc in self.leaving:
+            try:
+                proc.wait(wait)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        self.leaving = []

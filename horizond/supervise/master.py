@@ -17,6 +17,7 @@ import logging
 import os
 import selectors
 import signal
+import sys
 import time
 from collections import deque
 from collections.abc import Callable
@@ -34,7 +35,7 @@ from horizond.control.exporter import MetricsServer
 from horizond.control.server import ControlServer, SocketError
 from horizond.core import limits, restarts
 from horizond.core.config import Config, SupervisorConfig
-from horizond.observe.helpers import Helpers
+from horizond.observe.helpers import Helpers, KeptChild
 from horizond.observe.longwaits import LongWaitNotifier
 from horizond.observe.metrics import Metrics
 from horizond.observe.metricstore import MetricStore
@@ -88,6 +89,7 @@ class Master(LoopDuties):
         self.metrics = Metrics()
         self.observer = Observer()  # the one sampler of queue lengths and ages
         self.helpers = Helpers()  # [notify] command and webhook processes
+        self.web = KeptChild("dashboard")  # `horizond web` while [web] listen is set
         self.long_waits = LongWaitNotifier(self.helpers)
         self.snapshots = SnapshotWriter()
         self.store: MetricStore | None = None
@@ -144,6 +146,7 @@ class Master(LoopDuties):
         if away is not None:
             self.redis_health.failed(away)  # known from the start: no step waits for it, READY does not either
         self.control.open()
+        self.want_web()
         if self.exporter:
             try:
                 self.exporter.open()
@@ -167,6 +170,7 @@ class Master(LoopDuties):
             "supervisors": [s.name for s in self.config.supervisors], "socket": self.config.socket_path})
 
     def _teardown(self) -> None:
+        self.web.stop(wait=5.0)
         if self.store and self.redis_error is None:
             self.store.save(self.redis, self.metrics)  # counters carry over to the next master
         self.control.close()
@@ -269,6 +273,18 @@ class Master(LoopDuties):
         sup = self.supervisors.pop(name)
         sup.drain(now)
         self.removed.append(sup)
+
+    def want_web(self) -> None:
+        """The dashboard runs as its own process while [web] listen is set (restarted when a reload
+        changes what it reads); it re-reads the same config file, with the secrets it names."""
+        cfg = self.config
+        argv = [sys.executable, "-m", "horizond", "web", "--config", cfg.source, "--parent", str(self.pid)] \
+            if cfg.web_listen and not cfg.embedded else None
+        env = {k: v for k, v in self.environ.items() if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")}
+        token = (cfg.web_listen, cfg.web_base_path, cfg.web_users_file, cfg.web_proxy_user_header,
+                 RedisSpec.of(cfg), cfg.redis_prefix, cfg.snapshot_interval, cfg.health, cfg.app_paths)
+        self.web.want(argv, env, token)
+        self.duties.wake("slots")
 
     def queue_sample(self) -> QueueSample:
         """The observer's latest look at the queues, for the command layer (no Redis call)."""
@@ -446,6 +462,7 @@ class Master(LoopDuties):
                 sup.drain(now, reason="shutdown")
             if self.scheduler.process:
                 self.scheduler.process.terminate(now)
+            self.web.want(None, {})
         if force:
             log.warning("stopping now: killing workers", extra={"event": "stop_forced", "reason": reason})
             for proc in self.children.values():

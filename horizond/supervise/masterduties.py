@@ -116,6 +116,8 @@ class LoopDuties:
                 if s.process is None]
         if self.scheduler.process is None and not self.stopping:
             ends.append(self.scheduler.health.not_before - now)
+        if (web_due := self.web.keep(now)) is not None:  # the dashboard's process
+            ends.append(web_due)
         return max(0.05, min(ends)) if ends else None
 
     def _workers(self) -> list[WorkerProcess]:

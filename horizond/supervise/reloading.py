@@ -61,5 +61,6 @@ def apply(master, new: Config, now: float) -> dict:
         master.redis = master_client(new)
     appload.extend_sys_path(new.app_paths)
     master.config = new
+    master.want_web()
     master.follow_queues(now)
     return {"added": added, "removed": removed, "changed": changed}

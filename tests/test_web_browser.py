@@ -1,0 +1,154 @@
+"""The dashboard in a real browser: Debian's chromium headless, driven by selenium and chromedriver.
+
+Skipped, saying why, where chromium or chromedriver is missing (scripts/test installs them
+when it runs as root). With HORIZOND_SCREENSHOTS=DIR the page tour saves a PNG of each page.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+from rq import Queue
+
+pytest.importorskip("flask")
+webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (pip install -e .[test])")
+
+from selenium.webdriver.common.by import By  # noqa: E402, I001
+from selenium.webdriver.support import expected_conditions  # noqa: E402
+from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+
+from conftest import wait_until  # noqa: E402
+from horizond.observe.snapshots import snapshot_key  # noqa: E402
+from horizond.web import auth  # noqa: E402
+from webfixtures import PASSWORDS, WebProcess, fail_jobs, write_config  # noqa: E402
+
+CHROMIUM = shutil.which("chromium")
+DRIVER = shutil.which("chromedriver")
+pytestmark = pytest.mark.skipif(not (CHROMIUM and DRIVER), reason="chromium and chromium-driver are not installed "
+                                "(apt-get install chromium chromium-driver; scripts/test does it as root)")
+
+
+@pytest.fixture
+def web(tmp_path, redis_url):
+    process = WebProcess(write_config(tmp_path, redis_url))
+    yield process
+    process.stop()
+
+
+@pytest.fixture
+def browser():
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1280,900"):
+        options.add_argument(arg)
+    driver = webdriver.Chrome(service=webdriver.ChromeService(executable_path=DRIVER), options=options)
+    yield driver
+    driver.quit()
+
+
+def log_in(browser, web, name: str, password: str | None = None) -> None:
+    browser.get(f"{web.url}/login")
+    browser.find_element(By.ID, "name").send_keys(name)
+    browser.find_element(By.ID, "password").send_keys(password or PASSWORDS[name])
+    button = browser.find_element(By.ID, "login")
+    button.click()
+    WebDriverWait(browser, 10).until(expected_conditions.staleness_of(button))  # the answer has loaded
+
+
+def text_of(browser, element_id: str) -> str:
+    """The element's text once the page that has it has loaded (a submit may still be loading)."""
+    located = expected_conditions.presence_of_element_located((By.ID, element_id))
+    return WebDriverWait(browser, 15).until(located).text
+
+
+def test_admin_logs_in_and_sees_the_queues(web, browser, redis):
+    Queue("emails", connection=redis).enqueue("testjobs.record", "x")
+    fail_jobs(redis, "reports", ["r1"])
+    log_in(browser, web, "admin")
+    wait_until(lambda: "Overview" in browser.title, what="the overview")
+    browser.find_element(By.LINK_TEXT, "Queues").click()
+    names = [row.find_elements(By.TAG_NAME, "td")[0].text
+             for row in browser.find_elements(By.CSS_SELECTOR, "#queues tbody tr")]
+    assert names == ["emails", "reports"]
+
+
+def test_a_viewer_finds_no_arguments_on_a_failed_jobs_page(web, browser, redis):
+    [job_id] = fail_jobs(redis, "emails", ["card-4111-1111"])
+    log_in(browser, web, "viewer")
+    wait_until(lambda: "Overview" in browser.title, what="the overview")
+    browser.get(f"{web.url}/jobs/{job_id}")
+    page = browser.page_source
+    assert "RuntimeError" in page and "card-4111" not in page and not browser.find_elements(By.ID, "args")
+    assert not browser.find_elements(By.ID, "retry")
+
+
+def test_a_post_without_the_csrf_token_is_refused(web, browser, redis):
+    [job_id] = fail_jobs(redis, "emails", ["x"])
+    log_in(browser, web, "admin")
+    wait_until(lambda: "Overview" in browser.title, what="the overview")
+    status = browser.execute_async_script(
+        "const done = arguments[arguments.length - 1];"
+        f"fetch('{web.url}/jobs/{job_id}/retry', {{method: 'POST', credentials: 'same-origin'}})"
+        ".then(r => done(r.status));")
+    assert status == 403
+    assert redis.zscore("rq:failed:emails", job_id) is not None
+
+
+def test_bulk_retry_of_a_filtered_set_requeues_exactly_that_set(web, browser, redis):
+    alpha = fail_jobs(redis, "emails", [f"alpha-{i}" for i in range(30)]) + fail_jobs(redis, "sms", ["alpha-sms"])
+    beta = fail_jobs(redis, "emails", [f"beta-{i}" for i in range(20)])
+    log_in(browser, web, "admin")
+    wait_until(lambda: "Overview" in browser.title, what="the overview")
+    browser.get(f"{web.url}/failed?q=alpha")
+    button = browser.find_element(By.ID, "bulk-retry")
+    button.click()
+    WebDriverWait(browser, 10).until(expected_conditions.staleness_of(button))
+    wait_until(lambda: text_of(browser, "bulk-state").startswith("done"), 20, what="the bulk retry")
+    assert "31 requeued" in text_of(browser, "bulk-state")
+    queued = {j.decode() for q in ("emails", "sms") for j in redis.lrange(f"rq:queue:{q}", 0, -1)}
+    assert queued == set(alpha)
+    still_failed = {j.decode() for j in redis.zrange("rq:failed:emails", 0, -1)}
+    assert still_failed == set(beta)
+
+
+def test_failed_logins_are_rate_limited(web, browser):
+    for _ in range(auth.FAIL_LIMIT_USER):
+        log_in(browser, web, "admin", "wrong-password")
+        assert "wrong name or password" in text_of(browser, "login-error")
+    log_in(browser, web, "admin")
+    assert "too many failed logins" in text_of(browser, "login-error")
+
+
+def test_page_tour_and_live_overview(web, browser, redis):
+    """Every page renders in the browser; the Overview's live figures follow Redis within seconds."""
+    for i, q in enumerate(("default", "emails", "reports")):
+        for n in range(3 + 4 * i):
+            Queue(q, connection=redis).enqueue("testjobs.record", f"{q}-{n}")
+    failed = fail_jobs(redis, "emails", [f"customer-{i}" for i in range(6)])
+    now = time.time()  # an hour of the master's snapshots, for the Metrics charts
+    for minute in range(60, -1, -1):
+        row = {"queue": "emails", "pending": 20 + minute % 7, "processes": 4, "processed": 3000 - 40 * minute,
+               "failed": 60 - minute // 2, "jobs_per_minute": 40 + (minute * 7) % 13,
+               "recent_runtime": 0.2 + minute % 5 / 10,
+               "estimated_wait": 2 + minute % 9, "time": now - 60 * minute}
+        redis.lpush(snapshot_key("horizond", "emails"), json.dumps(row))
+    log_in(browser, web, "admin")
+    wait_until(lambda: "Overview" in browser.title, what="the overview")
+    fail_jobs(redis, "reports", ["late"])
+    figure = lambda: browser.find_element(By.CSS_SELECTOR, '[data-k="failed_kept"]').text
+    wait_until(lambda: figure() == "7", 10, what="the live figure to follow Redis")
+    shots = os.environ.get("HORIZOND_SCREENSHOTS")
+    for name, path in (("overview", "/"), ("recent", "/jobs?state=pending"), ("failed", "/failed"),
+                       ("job", f"/jobs/{failed[0]}"), ("metrics", "/metrics?queue=emails"), ("workers", "/workers"),
+                       ("queues", "/queues")):
+        browser.get(f"{web.url}{path}")
+        assert "Error" not in browser.title, name
+        if shots:
+            time.sleep(0.3)
+            Path(shots).mkdir(parents=True, exist_ok=True)
+            browser.save_screenshot(str(Path(shots) / f"{name}.png"))
