@@ -836,7 +836,8 @@ def test_to_toml_dict_of_embedded_default_round_trips():
 
 def test_to_toml_dict_shows_every_effective_value():
     data = to_toml_dict(parse(FULL, SRC, ROOT))
-    assert set(data) == {"redis", "control", "app", "master", "health", "metrics", "notify", "waits", "supervisors"}
+    assert set(data) == {"redis", "control", "app", "master", "health", "metrics", "notify", "waits", "fleet",
+                         "supervisors"}
     assert data["health"]["failed_jobs"] == [10, 50]  # defaults shown too
     emails = data["supervisors"]["emails"]
     assert emails["timeout"] == 90  # inherited from [defaults], shown explicitly

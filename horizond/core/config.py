@@ -58,7 +58,10 @@ OTHER_BOUNDS: dict[tuple[str, str], tuple[float, float, str]] = {
     ("health", "*"): (0, 1_000_000_000, ""),  # warning and critical
     ("waits", "*"): (0, 31_536_000, "s"),
     ("redis", "url"): (0, 2**31 - 1, ""),  # the db number
+    ("fleet", "heartbeat"): (0.1, 3600, "s"),
 }
+FLEET_NODE_MAX = 128  # characters of a [fleet] node id (it is part of Redis key names)
+DEFAULT_HEARTBEAT = 2.0
 
 
 @dataclass(frozen=True)
@@ -118,6 +121,8 @@ class Config:
     control_group: str | None = None  # full control for its members
     control_readers: str | None = None  # read-only commands for its members
     control_user: str | None = None  # the daemon's user when not root: the only other uid horizonctl trusts
+    fleet_node: str | None = None  # [fleet] node: this master's id in the fleet; None = the host name
+    fleet_heartbeat: float = DEFAULT_HEARTBEAT  # [fleet] heartbeat: seconds between membership writes
     source: str = "<embedded default>"
     embedded: bool = False
 
@@ -185,6 +190,7 @@ _TABLES: dict[str, set[str]] = {
     "health": {"failed_jobs", "queue_size", "oldest_job_age", "worker_memory"},
     "metrics": {"listen", "snapshot_interval", "snapshot_keep_hours"},
     "notify": {"command", "webhook_url"},
+    "fleet": {"node", "heartbeat"},
     "waits": set(),  # queue names or patterns -> seconds
     "defaults": _SUPERVISOR_KEYS,
     "supervisors": set(),  # names are free-form
@@ -313,7 +319,7 @@ def build(data: Mapping[str, Any], source: str, env: Env = Env()) -> Config:
         if name not in ("supervisors", "waits"):
             check.unknown_keys(name, tables[name], allowed)
     fields_ = {**_redis(check, tables["redis"], env), **_control(check, tables["control"], env),
-               **_master(check, tables["master"]), **_observability(check, tables),
+               **_master(check, tables["master"]), **_observability(check, tables), **_fleet(check, tables["fleet"]),
                "supervisors": _supervisors(check, tables),
                "app_paths": check.get("app", tables["app"], "paths", "strs", ()),
                "preload": check.get("app", tables["app"], "preload", "strs", ())}
@@ -417,6 +423,17 @@ def _master(check: _Checker, t: Mapping[str, Any]) -> dict:
             "memory_limit": _bounded(check, "master", t, "memory_limit", "int", 0)}
 
 
+def _fleet(check: _Checker, t: Mapping[str, Any]) -> dict:
+    """[fleet]: the node id names Redis keys (so a plain token), the heartbeat sets their expiry."""
+    node = check.get("fleet", t, "node", "str", None)
+    if node is not None and not (re.fullmatch(r"[A-Za-z0-9_.\-]+", node) and len(node) <= FLEET_NODE_MAX):
+        check.add("fleet", "node",
+                  f"expected 1 to {FLEET_NODE_MAX} letters, digits, '.', '_' or '-', got {_short(node)}")
+        node = None
+    return {"fleet_node": node,
+            "fleet_heartbeat": _bounded(check, "fleet", t, "heartbeat", "number", DEFAULT_HEARTBEAT)}
+
+
 def _observability(check: _Checker, tables: Mapping[str, Mapping[str, Any]]) -> dict:
     health = []
     lo, hi, _ = OTHER_BOUNDS[("health", "*")]
@@ -516,6 +533,7 @@ def to_toml_dict(config: Config) -> dict[str, Any]:
         "notify": {k: v for k, v in (("command", list(config.notify_command)),
                                      ("webhook_url", config.webhook_url)) if v},
         "waits": dict(config.waits),
+        "fleet": {**({"node": config.fleet_node} if config.fleet_node else {}), "heartbeat": config.fleet_heartbeat},
         "supervisors": sups,
     }
 
