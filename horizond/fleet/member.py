@@ -73,6 +73,7 @@ class FleetMember:
         self._away = False
         self._beats = 0
         self._conflict_logged = -CONFLICT_LOG_EVERY
+        self._released: set[str] = set()  # continued by the last reconcile (the fleet let them go)
 
     # --- start and stop ----------------------------------------------------------------------
 
@@ -203,9 +204,9 @@ class FleetMember:
         for name in sorted(want):
             if not sups[name].paused:
                 self._local("pause", name)
-        for name in sorted(released):
-            if name in sups and sups[name].paused:
-                self._local("continue", name)
+        self._released = {name for name in released if name in sups and sups[name].paused}
+        for name in sorted(self._released):
+            self._local("continue", name)
 
     def _local(self, cmd: str, supervisor: str | None, **args) -> dict:
         reply = self.handle({"cmd": cmd, "args": {"supervisor": supervisor, **args}}, "full")
@@ -226,7 +227,8 @@ class FleetMember:
         if not replies:
             return
         try:
-            with self.host.redis.pipeline(transaction=False) as pipe:
+            with self.host.redis.pipeline(transaction=False) as pipe:  # the entry again: as the commands left it
+                pipe.set(self.keys.node(self.node), json.dumps(self.entry()), px=self._ttl_ms())
                 for command_id, reply in replies.items():
                     pipe.hset(self.keys.ack(command_id), self.node, json.dumps(reply, default=str))
                     pipe.expire(self.keys.ack(command_id), ACK_TTL)
@@ -254,6 +256,9 @@ class FleetMember:
                                            "budget": fleetview.budget(self.desired, supervisor)}}
         if action == "terminate":
             return self.handle({"cmd": "terminate"}, "full")
+        named = [supervisor] if supervisor else list(self.host.supervisors)
+        if action == "continue" and not any(self.host.supervisors[n].paused for n in named):
+            return {"ok": True, "result": {"continued": sorted(self._released & set(named))}}
         return self._local(action, supervisor)
 
     # --- the wake channel --------------------------------------------------------------------
