@@ -72,13 +72,14 @@ def test_fleet_pause_and_continue_reach_all_three_nodes_within_a_second(fleet):
     for action, want in (("pause", "paused"), ("continue", "running")):
         sent_at = time.monotonic()
         sent = _call(nodes[1], "fleet", action=action)
-        wait_until(lambda: all(set(_states(n).values()) == {want} for n in nodes), timeout=1.0, interval=0.02,
+        wait_until(lambda want=want: all(set(_states(n).values()) == {want} for n in nodes), timeout=1.0,
+                   interval=0.02,
                    what=f"{action} on all three nodes")
         took = time.monotonic() - sent_at
         print(f"fleet {action}: every node {want} {took * 1000:.0f} ms after the command")
         assert took < 1.0
         assert sorted(sent["nodes"]) == ["n1", "n2", "n3"]
-        wait_until(lambda: len(_call(nodes[1], "fleet_confirmations", id=sent["id"])["confirmed"]) == 3,
+        wait_until(lambda sent=sent: len(_call(nodes[1], "fleet_confirmations", id=sent["id"])["confirmed"]) == 3,
                    timeout=1.0, what="three confirmations")
     # horizonctl reports each node's confirmation
     done = horizonctl("pause", "--fleet", "beta", socket_path=nodes[2].socket)
