@@ -73,6 +73,7 @@ class FleetMember:
         self._away = False
         self._beats = 0
         self._conflict_logged = -CONFLICT_LOG_EVERY
+        self._subscribe_after = 0  # the beat from which to (re)try subscribing
         self._released: set[str] = set()  # continued by the last reconcile (the fleet let them go)
 
     # --- start and stop ----------------------------------------------------------------------
@@ -264,10 +265,24 @@ class FleetMember:
     # --- the wake channel --------------------------------------------------------------------
 
     def _subscribe(self) -> None:
-        if self._pubsub is not None:
+        """Listen on the wake channel; refused (an ACL without the channel), the beats carry on
+        alone and commands land within a heartbeat instead of at once (said once, retried)."""
+        if self._pubsub is not None or self._beats < self._subscribe_after:
             return
         pubsub = self.host.redis.pubsub()
-        pubsub.subscribe(self.keys.wake)
+        try:
+            pubsub.subscribe(self.keys.wake)
+        except (RedisConnectionError, RedisTimeout):
+            pubsub.close()
+            raise
+        except RedisError as exc:
+            pubsub.close()
+            if self._subscribe_after == 0:
+                log.warning("cannot subscribe to the fleet's wake channel: fleet commands land at the next "
+                            "heartbeat", extra={"event": "fleet_wake_refused", "channel": self.keys.wake,
+                                                "error": str(exc)})
+            self._subscribe_after = self._beats + PRUNE_EVERY
+            return
         self._pubsub = pubsub
         self._pubsub_fd = pubsub.connection._sock.fileno()
         self.host.selector.register(self._pubsub_fd, selectors.EVENT_READ, self._on_wake)
