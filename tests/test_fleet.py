@@ -37,10 +37,10 @@ max_processes = 1
 def fleet(tmp_path, redis_url):
     started: list[Daemon] = []
 
-    def start(node: str, folder: str | None = None) -> Daemon:
+    def start(node: str, folder: str | None = None, heartbeat: float = HEARTBEAT) -> Daemon:
         where = tmp_path / (folder or node)
         where.mkdir(exist_ok=True)
-        daemon = Daemon(where, redis_url, BODY.format(node=node, heartbeat=HEARTBEAT))
+        daemon = Daemon(where, redis_url, BODY.format(node=node, heartbeat=heartbeat))
         started.append(daemon)
         return daemon
 
@@ -49,8 +49,8 @@ def fleet(tmp_path, redis_url):
         daemon.cleanup()
 
 
-def _three(fleet) -> list[Daemon]:
-    nodes = [fleet(f"n{i}") for i in (1, 2, 3)]
+def _three(fleet, heartbeat: float = HEARTBEAT) -> list[Daemon]:
+    nodes = [fleet(f"n{i}", heartbeat=heartbeat) for i in (1, 2, 3)]
     for node in nodes:
         node.wait_ready({"alpha": 1, "beta": 1})
     wait_until(lambda: len(_call(nodes[0], "nodes")) == 3, what="three nodes listed")
@@ -68,7 +68,8 @@ def _states(daemon: Daemon) -> dict[str, str]:
 
 
 def test_fleet_pause_and_continue_reach_all_three_nodes_within_a_second(fleet):
-    nodes = _three(fleet)
+    """With the default 2 s heartbeat: the wake channel, not the next beat, brings the command."""
+    nodes = _three(fleet, heartbeat=2.0)
     for action, want in (("pause", "paused"), ("continue", "running")):
         sent_at = time.monotonic()
         sent = _call(nodes[1], "fleet", action=action)
@@ -242,3 +243,20 @@ def test_with_redis_away_the_master_runs_on_and_status_fleet_answers_with_an_err
     finally:
         daemon.cleanup()
         server.stop()
+
+
+def test_restart_and_terminate_fleet_reach_every_node_and_each_confirms(fleet):
+    nodes = _three(fleet)
+    def alpha_pids(node: Daemon) -> set[int]:
+        return {w["pid"] for s in node.status()["supervisors"] if s["name"] == "alpha" for w in s["workers"]}
+
+    before = {n.proc.pid: alpha_pids(n) for n in nodes}
+    done = horizonctl("restart", "--fleet", "alpha", socket_path=nodes[0].socket)
+    assert done.returncode == 0 and done.stdout.count('confirmed {"restarting": ["alpha"]}') == 3, done.stdout
+    wait_until(lambda: all(alpha_pids(n) and alpha_pids(n).isdisjoint(before[n.proc.pid]) for n in nodes),
+               timeout=10, what="alpha's workers replaced on every node")
+    done = horizonctl("terminate", "--fleet", socket_path=nodes[1].socket)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.count("confirmed {\"pid\"") == 3, done.stdout
+    for node in nodes:
+        assert node.wait_exit(30) == 0
