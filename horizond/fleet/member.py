@@ -63,6 +63,7 @@ class FleetMember:
         self.host, self.handle, self.wake = host, handle, wake
         self.node = host.config.fleet_node or sysutil.hostname()
         self.hostname = sysutil.hostname()
+        self.token = sysutil.start_token(os.getpid())  # this process for good: a stranger at our pid has another
         self.keys = FleetKeys(host.config.redis_prefix)
         self.extra: Callable[[], dict] = dict  # more for the entry (demand, floors: the fleet planner's)
         self.desired: dict[str, str] = {}  # the last desired state read; kept while Redis is away
@@ -92,7 +93,7 @@ class FleetMember:
                 pipe.xrevrange(self.keys.commands, count=1)
                 taken, current, desired, last = pipe.execute()
         except RedisError as exc:
-            self._lost(exc)
+            self._lost(exc, connection=isinstance(exc, (RedisConnectionError, RedisTimeout)))
             return
         if not taken:
             other = _decode_entry(current)
@@ -192,8 +193,10 @@ class FleetMember:
         status = self.handle({"cmd": "status"}, "full")["result"]
         fleet_max = {name: getattr(sup.config, "fleet_max_processes", None)
                      for name, sup in self.host.supervisors.items()}
-        return fleetview.entry(status, node=self.node, host=self.hostname, heartbeat=self.host.config.fleet_heartbeat,
-                               now=time.time(), fleet_max=fleet_max, extra=self.extra())
+        entry = fleetview.entry(status, node=self.node, host=self.hostname, heartbeat=self.host.config.fleet_heartbeat,
+                                now=time.time(), fleet_max=fleet_max, extra=self.extra())
+        entry["token"] = self.token
+        return entry
 
     def _reconcile(self) -> None:
         """Pause what the fleet wants paused (a node that starts, reconnects or reloads adopts it);
@@ -333,8 +336,13 @@ class FleetMember:
         return other.get("host") == self.hostname and other.get("pid") == os.getpid()
 
     def _may_take_over(self, other: dict) -> bool:
-        """Same host, and its pid is gone or no longer a horizond (a crash, then a restart)."""
-        return other.get("host") == self.hostname and not _horizond_alive(other["pid"])
+        """Same host, and the master that wrote it is gone (a crash, then a restart): no process at
+        its pid, or one that started at another time (sysutil.start_token), or no horizond there."""
+        if other.get("host") != self.hostname:
+            return False
+        if isinstance(other.get("token"), str):
+            return sysutil.start_token(other["pid"]) != other["token"]
+        return not _horizond_alive(other["pid"])
 
     def _conflict_text(self, other: dict) -> str:
         seen = other["last_seen"]
