@@ -7,7 +7,7 @@ import logging
 import os
 import sys
 
-from horizond import __version__
+from horizond import __version__, sysutil
 from horizond.configfile import SYSTEM_CONFIG, load, scrub_secrets
 from horizond.core.config import Config, ConfigError
 from horizond.observe import logs
@@ -20,7 +20,8 @@ def summary(config: Config) -> str:
     high = sum(s.max_processes for s in config.supervisors)
     return (f"{config.source}: OK: {len(config.supervisors)} supervisors "
             f"({', '.join(s.name for s in config.supervisors)}), {len(config.all_queues())} queues, "
-            f"{low}-{high} worker processes")
+            f"{low}-{high} worker processes; fleet node {config.fleet_node or sysutil.hostname()!r}"
+            f"{'' if config.fleet_node else ' (the host name)'}, heartbeat {config.fleet_heartbeat:g} s")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -65,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     from horizond.appload import PreloadAborted
     from horizond.connection.redischeck import RedisSetupError
     from horizond.control.server import SocketError
+    from horizond.fleet.member import FleetConflict
     from horizond.supervise.master import Master
 
     environ = dict(os.environ)  # reloads and re-exec still see the secrets; children do not
@@ -78,6 +80,9 @@ def main(argv: list[str] | None = None) -> int:
     except RedisSetupError as exc:
         log.error(str(exc), extra={"event": "redis_setup_failed"})
         return 2
+    except FleetConflict as exc:
+        log.error(str(exc), extra={"event": "fleet_node_duplicate"})
+        return 1
     except PreloadAborted:
         return 1  # logged as preload_failed, naming the module
 

@@ -212,7 +212,10 @@ def start_daemon(tmp_path, redis_url):
     daemons: list[Daemon] = []
 
     def start(body: str, env: dict | None = None, **options) -> Daemon:
-        daemon = Daemon(tmp_path, redis_url, body, env, **options)
+        running = [d for d in daemons if d.proc.poll() is None]  # a restart reuses the place of the one gone
+        where = tmp_path if not running else tmp_path / f"daemon{len(daemons) + 1}"  # own config, socket, log
+        where.mkdir(exist_ok=True)
+        daemon = Daemon(where, redis_url, body, env, **options)
         daemons.append(daemon)
         return daemon
 

@@ -113,6 +113,7 @@ def other_tables(draw) -> dict:
                     **({"listen": f"127.0.0.1:{free_port()}"} if draw(st.booleans()) else {})},
         "health": draw(st.dictionaries(st.sampled_from(HEALTH_KEYS), pairs)),
         "waits": draw(st.dictionaries(st.sampled_from([QUEUE, "*", "c*"]), st.sampled_from(waits))),
+        "fleet": {"heartbeat": draw(st.sampled_from(edge("fleet", "heartbeat", 2)))},
     }
 
 
@@ -274,7 +275,7 @@ def test_the_edge_lists_cover_every_bound():
     assert set(SUPERVISOR_BOUNDS) == covered
     others = {("master", "shutdown_grace"), ("master", "hard_timeout_grace"), ("master", "memory_limit"),
               ("metrics", "snapshot_interval"), ("metrics", "snapshot_keep_hours"), ("metrics", "listen"),
-              ("health", "*"), ("waits", "*"), ("redis", "url")}
+              ("health", "*"), ("waits", "*"), ("redis", "url"), ("fleet", "heartbeat")}
     assert set(OTHER_BOUNDS) == others
 
 

@@ -22,8 +22,9 @@ ALLOWED = {
     "worker": {"core", "base", "connection", "observe", "worker"},
     "control": {"core", "base", "connection", "observe", "control"},
     "web": {"core", "base", "connection", "observe", "control", "web"},
-    "supervise": {"core", "base", "connection", "observe", "worker", "control", "supervise"},
-    "entry": {"core", "base", "connection", "observe", "worker", "control", "supervise", "web", "entry"},
+    "fleet": {"core", "base", "connection", "observe", "control", "fleet"},
+    "supervise": {"core", "base", "connection", "observe", "worker", "control", "fleet", "supervise"},
+    "entry": {"core", "base", "connection", "observe", "worker", "control", "fleet", "supervise", "web", "entry"},
 }
 ENTRY = {"horizond.cli", "horizond.__main__", "horizond.demo"}
 # The pure core decides; it does no I/O, so none of these may appear in it.

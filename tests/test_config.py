@@ -836,7 +836,7 @@ def test_to_toml_dict_of_embedded_default_round_trips():
 
 def test_to_toml_dict_shows_every_effective_value():
     data = to_toml_dict(parse(FULL, SRC, ROOT))
-    assert set(data) == {"redis", "control", "app", "master", "health", "metrics", "notify", "waits", "web",
+    assert set(data) == {"redis", "control", "app", "master", "health", "metrics", "notify", "waits", "web", "fleet",
                          "supervisors"}
     assert data["health"]["failed_jobs"] == [10, 50]  # defaults shown too
     emails = data["supervisors"]["emails"]

@@ -73,10 +73,12 @@ def test_bad_cron_tables_are_refused_naming_the_key():
 
 def test_two_masters_on_one_redis_enqueue_each_occurrence_exactly_once(start_daemon, redis):
     """Every master claims every entry; the WATCH/MULTI claim lets exactly one win each second."""
-    first = start_daemon(EVERY_SECOND)
-    second = start_daemon(EVERY_SECOND)
+    first = start_daemon(EVERY_SECOND + '[fleet]\nnode = "one"\n')
+    second = start_daemon(EVERY_SECOND + '[fleet]\nnode = "two"\n')
     first.wait_ready({"alpha": 1})
     second.wait_ready({"alpha": 1})
+    nodes = json.loads(horizonctl("nodes", "--json", socket_path=first.socket).stdout)
+    assert sorted(n["node"] for n in nodes) == ["one", "two"]  # both live: both race for every second
     wait_until(lambda: redis.llen("test:cron:t") >= 6, timeout=20, what="6 occurrences run")
     ids = [i.decode() for i in redis.lrange("test:cron:t", 0, -1)]
     assert len(ids) == len(set(ids)), f"an occurrence ran twice: {ids}"
@@ -84,8 +86,9 @@ def test_two_masters_on_one_redis_enqueue_each_occurrence_exactly_once(start_dae
     assert seconds == list(range(seconds[0], seconds[0] + len(seconds))), "an occurrence was skipped"
     claimed_by = {Job.fetch(i, connection=redis).origin for i in ids}
     assert claimed_by == {"qa"}
-    nodes = {redis.hget("horizond:cron:tick", "node").decode() for _ in range(1)}
-    assert nodes  # the last claimer is named
+    claimers = {json.loads(horizonctl("cron", "--json", socket_path=d.socket).stdout)[0]["last_node"]
+                for d in (first, second)}
+    assert len(claimers) == 1 and claimers.pop().split(":")[1] in {str(first.proc.pid), str(second.proc.pid)}
     shown = json.loads(horizonctl("cron", "--json", socket_path=first.socket).stdout)
     assert shown[0]["name"] == "tick" and shown[0]["last_job"] and shown[0]["next"] > shown[0]["last"]
 

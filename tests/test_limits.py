@@ -66,7 +66,8 @@ def test_bad_limits_are_refused_naming_the_table_and_key():
 
 @pytest.mark.slow
 def test_two_masters_never_exceed_a_limit_together_over_a_30_s_load(start_daemon, redis):
-    first, second = start_daemon(TWO_MASTERS), start_daemon(TWO_MASTERS)
+    first = start_daemon(TWO_MASTERS + '[fleet]\nnode = "one"\n')
+    second = start_daemon(TWO_MASTERS + '[fleet]\nnode = "two"\n')
     first.wait_ready({"alpha": 3})
     second.wait_ready({"alpha": 3})
     queues = {name: Queue(name, connection=redis) for name in ("partner-a", "partner-b", "paced")}

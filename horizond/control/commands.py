@@ -27,7 +27,7 @@ from horizond.connection import redischeck
 from horizond.connection.redisconn import RedisSpec
 from horizond.control import batches, failed, views
 from horizond.control.daemon import Daemon, SupervisorState
-from horizond.core import counts, health
+from horizond.core import counts, fleetview, health
 from horizond.core.config import MAX_PROCESSES_CAP, to_toml_dict
 from horizond.observe import observer as observe
 from horizond.observe.snapshots import snapshot_key
@@ -37,7 +37,8 @@ FULL, READ = "full", "read"
 # results, tracebacks), so `failed_show` is not here and a reader's `failed` list and `config`
 # are cut (READER_VIEWS).
 READ_ONLY = frozenset({"ping", "status", "config", "supervisors", "workers", "health", "failed",
-                       "stats", "queues", "trends", "metrics", "cron", "batches", "batch_show"})
+                       "stats", "queues", "trends", "metrics", "cron", "batches", "batch_show", "nodes",
+                       "fleet_status"})
 READER_VIEWS = views.READER_VIEWS
 
 
@@ -56,6 +57,8 @@ class CommandLayer:
             "forget": self.forget, "flush": self.flush, "prune_failed": self.prune_failed, "clear": self.clear,
             "stats": self.stats, "queues": self.queues, "trends": self.trends, "metrics": self.metrics,
             "cron": self.cron, "batches": self.batches, "batch_show": self.batch_show,
+            "nodes": self.nodes, "fleet_status": self.fleet_status, "fleet": self.fleet,
+            "fleet_confirmations": self.fleet_confirmations,
         }
 
     def handle(self, request: dict, access: str) -> dict:
@@ -158,6 +161,12 @@ class CommandLayer:
         return {"paused": self.daemon.set_paused(self._optional_name(supervisor), True)}
 
     def resume(self, supervisor: str | None = None) -> dict:
+        """A supervisor the fleet holds paused stays paused: the fleet's pause wins (README "Fleet")."""
+        held = self.daemon.fleet.held()
+        blocked = sorted(held if supervisor is None else held & {supervisor})
+        if blocked:
+            again = "horizonctl continue --fleet" + (f" {supervisor}" if supervisor else "")
+            raise CommandError(f"paused fleet-wide: {', '.join(blocked)}; '{again}' continues on every node")
         return {"continued": self.daemon.set_paused(self._optional_name(supervisor), False)}
 
     def scale(self, supervisor: str, processes: int | str) -> dict:
@@ -183,6 +192,52 @@ class CommandLayer:
     def terminate(self) -> dict:
         self.daemon.stop(force=False, reason="horizonctl terminate")
         return {"pid": self.daemon.pid}
+
+    # --- the fleet (horizond/fleet/: this node's membership; README "Fleet") ------------------
+
+    def nodes(self) -> list[dict]:
+        self._redis()
+        return self.daemon.fleet.nodes()
+
+    def fleet_status(self) -> dict:
+        """The merged view of every live node; while Redis is away, this node alone, with the error."""
+        fleet = self.daemon.fleet
+        error = self.daemon.redis_error
+        if error is None:
+            try:
+                return {**fleet.view(), "node": fleet.node, "error": None}
+            except (RedisConnectionError, RedisTimeout) as exc:
+                self.daemon.redis_failed(exc)
+                error = f"{type(exc).__name__}: {exc}"
+        return {**fleetview.merge([fleet.entry()], fleet.desired), "node": fleet.node,
+                "error": f"Redis unreachable ({error}): only this node is shown"}
+
+    def fleet(self, action: str, supervisor: str | None = None, processes: int | str | None = None) -> dict:
+        """Store a fleet command for every node (pause, continue, scale: desired state; restart,
+        terminate: one-off); returns its id and the nodes whose confirmations to wait for."""
+        if action not in fleetview.ACTIONS:
+            raise CommandError(f"fleet: unknown action {action!r}; expected one of {', '.join(fleetview.ACTIONS)}")
+        if supervisor is not None and (not isinstance(supervisor, str) or not fleetview.NAME.fullmatch(supervisor)):
+            raise CommandError(f"fleet: expected a supervisor name, got {supervisor!r}")
+        if action == "terminate" and supervisor is not None:
+            raise CommandError("terminate --fleet stops every master; it takes no supervisor")
+        if action == "scale":
+            if supervisor is None:
+                raise CommandError("scale --fleet needs a supervisor")
+            if processes == "auto":
+                processes = None
+            elif isinstance(processes, bool) or not isinstance(processes, int) or \
+                    not 0 <= processes <= fleetview.MAX_FLEET_PROCESSES:
+                raise CommandError(f"scale --fleet: processes must be 'auto' or a whole number from 0 to "
+                                   f"{fleetview.MAX_FLEET_PROCESSES}, got {processes!r}")
+        elif processes is not None:
+            raise CommandError(f"fleet {action}: takes no process count")
+        self._redis()
+        return self.daemon.fleet.send(action, supervisor, processes)
+
+    def fleet_confirmations(self, id: str) -> dict:  # noqa: A002 - the command's id, as sent
+        self._redis()
+        return {"id": id, "confirmed": self.daemon.fleet.confirmations(id)}
 
     # --- metrics ------------------------------------------------------------------------
 

@@ -167,6 +167,8 @@ def print_workers(workers: list[dict]) -> None:
 
 
 def cmd_status(path, args) -> int:
+    if args.fleet:
+        return cmd_fleet_status(path, args)
     result = call(path, "status")
     print(json.dumps(result, indent=2)) if args.json else print_status(result)
     return EXIT_PAUSED if result["state"] == "paused" else EXIT_RUNNING
@@ -189,6 +191,8 @@ def cmd_config(path, args) -> int:
 
 
 def cmd_pause(path, args) -> int:
+    if args.fleet:
+        return fleet_command(path, args.command, args.supervisor)
     names = call(path, "pause" if args.command == "pause" else "continue", supervisor=args.supervisor)
     verb, key = ("paused", "paused") if args.command == "pause" else ("continued", "continued")
     print(f"{verb}: {', '.join(names[key]) or 'nothing'}")
@@ -202,6 +206,8 @@ def cmd_scale(path, args) -> int:
             value = int(value)
         except ValueError:
             raise Failed(f"scale: PROCESSES must be a whole number or 'auto', got {value!r}") from None
+    if args.fleet:
+        return fleet_command(path, "scale", args.supervisor, processes=value)
     result = call(path, "scale", supervisor=args.supervisor, processes=value)
     how = "auto (configured balancing)" if result["pinned"] is None else f"pinned at {result['pinned']}"
     print(f"{result['supervisor']}: {how}, target {result['target']} processes")
@@ -209,6 +215,8 @@ def cmd_scale(path, args) -> int:
 
 
 def cmd_restart(path, args) -> int:
+    if args.fleet:
+        return fleet_command(path, "restart", args.supervisor)
     result = call(path, "restart", supervisor=args.supervisor)
     print(f"restarting (rolling, in-flight jobs finish): {', '.join(result['restarting'])}")
     return 0
@@ -222,6 +230,10 @@ def cmd_reload(path, args) -> int:
 
 
 def cmd_terminate(path, args) -> int:
+    if args.fleet:
+        if args.wait:
+            raise Failed("terminate --fleet does not take --wait (other hosts' daemons cannot be waited for here)")
+        return fleet_command(path, "terminate", None)
     pid = call(path, "terminate")["pid"]
     print(f"horizond (pid {pid}) is stopping; in-flight jobs finish first")
     if args.wait:
@@ -229,6 +241,87 @@ def cmd_terminate(path, args) -> int:
             time.sleep(0.1)
         print("horizond has stopped")
     return 0
+
+
+# --- the fleet ----------------------------------------------------------------------------------
+
+CONFIRM_WITHIN = 3.0  # a node that has not confirmed a fleet command by then is named
+
+
+def fleet_command(path, action: str, supervisor: str | None, **args) -> int:
+    """Send a fleet command through the local daemon; wait up to 3 s for each node's confirmation
+    (the daemon never waits: this client polls it). Exit 0 when every node confirmed, 1 if not."""
+    sent = call(path, "fleet", action=action, supervisor=supervisor, **args)
+    expected = sent["nodes"]
+    what = " ".join(str(x) for x in (action, supervisor, args.get("processes")) if x is not None)
+    print(f"fleet {what}: sent to {len(expected)} node(s) (command {sent['id']})")
+    deadline = time.monotonic() + CONFIRM_WITHIN
+    confirmed: dict = {}
+    note = ""
+    while True:
+        try:
+            confirmed = call(path, "fleet_confirmations", id=sent["id"])["confirmed"]
+        except NotRunning:  # terminate --fleet: the local daemon itself has gone
+            note = " (the local daemon stopped: no more confirmations can be read here)"
+            break
+        if set(expected) <= set(confirmed) or time.monotonic() >= deadline:
+            break
+        time.sleep(0.1)
+    failed = 0
+    for node in sorted(set(expected) | set(confirmed)):
+        reply = confirmed.get(node)
+        if reply is None:
+            failed += 1
+            print(f"  {node}: did not confirm within {CONFIRM_WITHIN:g} s{note}")
+        elif reply.get("ok"):
+            print(f"  {node}: confirmed {json.dumps(reply.get('result'), sort_keys=True)}")
+        else:
+            failed += 1
+            print(f"  {node}: refused: {reply.get('error')}")
+    missing = sorted(set(expected) - set(confirmed))
+    if missing:
+        print(f"not confirmed within {CONFIRM_WITHIN:g} s: {', '.join(missing)}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _ago(epoch: float) -> str:
+    return f"{max(0.0, time.time() - epoch):.1f}s ago"
+
+
+def cmd_nodes(path, args) -> int:
+    rows = call(path, "nodes")
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    print(f"{'NODE':<24} {'HOST':<24} {'PID':>7} {'STATE':<9} {'SEEN':>10} {'SUPS':>4} {'PROCS':>5}  VERSION")
+    for r in rows:
+        print(f"{r['node']:<24} {r['host']:<24} {r['pid']:>7} {r['state']:<9} {_ago(r['last_seen']):>10} "
+              f"{r['supervisors']:>4} {r['processes']:>5}  {r.get('version') or '-'}")
+    return 0
+
+
+def cmd_fleet_status(path, args) -> int:
+    view = call(path, "fleet_status")
+    if args.json:
+        print(json.dumps(view, indent=2))
+        return EXIT_ERROR if view.get("error") else EXIT_RUNNING
+    if view.get("error"):
+        print(f"warning: {view['error']}")
+    print(f"fleet: {len(view['nodes'])} node(s); this is {view['node']}")
+    print(f"{'NODE':<24} {'HOST':<24} {'PID':>7} {'STATE':<9} {'SEEN':>10}  SUPERVISORS (processes)")
+    for n in view["nodes"]:
+        sups = ", ".join(f"{s['name']} ({s['processes']}{', paused' if s.get('paused') else ''})"
+                         for s in n["supervisors"])
+        print(f"{n['node']:<24} {n['host']:<24} {n['pid']:>7} {n['state']:<9} {_ago(n['last_seen']):>10}  {sups}")
+    print(f"\n{'SUPERVISOR':<20} {'PROCS':>5} {'BUDGET':>6}  PER NODE")
+    for s in view["supervisors"]:
+        budget = "-" if s["budget"] is None else s["budget"]
+        per_node = ", ".join(f"{node} {n}" for node, n in s["nodes"].items())
+        print(f"{s['name']:<20} {s['processes']:>5} {budget:>6}  {per_node}")
+    print(f"\n{'QUEUE':<24} {'SIZE':>7} {'PROCS':>5}")
+    for name, q in view["queues"].items():
+        print(f"{name:<24} {q['size'] if q['size'] is not None else '?':>7} {q['processes']:>5}")
+    return EXIT_ERROR if view.get("error") else EXIT_RUNNING
 
 
 def _seconds(value) -> str:
@@ -435,27 +528,31 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", "-c", metavar="PATH", help="config file to read the socket path from")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def add(name, func, help, json_flag=False, supervisor=None):
+    def add(name, func, help, json_flag=False, supervisor=None, fleet=False):
         p = sub.add_parser(name, help=help)
         p.set_defaults(func=func)
         if json_flag:
             p.add_argument("--json", action="store_true", help="machine-readable output")
+        if fleet:
+            p.add_argument("--fleet", action="store_true", help="on every live node of this Redis and prefix")
         if supervisor == "optional":
             p.add_argument("supervisor", nargs="?", help="one supervisor (default: all)")
         elif supervisor == "required":
             p.add_argument("supervisor")
         return p
 
-    add("status", cmd_status, "state; exit 0 running, 1 paused, 2 not running", json_flag=True)
+    add("status", cmd_status, "state; exit 0 running, 1 paused, 2 not running", json_flag=True, fleet=True)
+    add("nodes", cmd_nodes, "the fleet's live nodes", json_flag=True)
     add("supervisors", cmd_table, "supervisors table", json_flag=True)
     add("workers", cmd_table, "workers table: pid, state, job, age, RSS", json_flag=True, supervisor="optional")
-    add("pause", cmd_pause, "stop starting jobs (in-flight jobs finish)", supervisor="optional")
-    add("continue", cmd_pause, "start taking jobs again", supervisor="optional")
-    scale = add("scale", cmd_scale, "pin a supervisor's process count, or 'auto'", supervisor="required")
+    add("pause", cmd_pause, "stop starting jobs (in-flight jobs finish)", supervisor="optional", fleet=True)
+    add("continue", cmd_pause, "start taking jobs again", supervisor="optional", fleet=True)
+    scale = add("scale", cmd_scale, "pin a supervisor's process count, or 'auto' (--fleet: a fleet-wide total)",
+                supervisor="required", fleet=True)
     scale.add_argument("processes", metavar="PROCESSES", help="a number, or 'auto'")
-    add("restart", cmd_restart, "rolling graceful restart of workers", supervisor="optional")
+    add("restart", cmd_restart, "rolling graceful restart of workers", supervisor="optional", fleet=True)
     add("reload", cmd_reload, "re-read the config file (like SIGHUP) and say what changed")
-    terminate = add("terminate", cmd_terminate, "graceful shutdown")
+    terminate = add("terminate", cmd_terminate, "graceful shutdown", fleet=True)
     terminate.add_argument("--wait", action="store_true", help="return once the daemon is gone")
     add("stats", cmd_stats, "throughput, failures, runtimes and waits per queue and job function", json_flag=True)
     add("queues", cmd_stats, "per queue: pending, processes, jobs/min, waits, time to clear", json_flag=True)

@@ -90,6 +90,21 @@ class QueueSample:
 
 
 @runtime_checkable
+class FleetAgent(Protocol):
+    """This master as a fleet member (horizond/fleet/member.py), as the commands see it."""
+
+    node: str
+    desired: dict[str, str]  # the fleet's desired state as last read (core/fleetview.py)
+
+    def held(self) -> frozenset[str]: ...  # supervisors the fleet holds paused here
+    def entry(self) -> dict: ...  # this node's membership entry, built now (no Redis)
+    def nodes(self) -> list[dict]: ...
+    def view(self) -> dict: ...
+    def send(self, action: str, supervisor: str | None, processes: int | None) -> dict: ...
+    def confirmations(self, command_id: str) -> dict: ...
+
+
+@runtime_checkable
 class Daemon(Protocol):
     """The running daemon as every command sees it, whatever transport asked."""
 
@@ -99,6 +114,7 @@ class Daemon(Protocol):
     config: Config
     redis: Redis
     metrics: Metrics
+    fleet: FleetAgent
 
     @property
     def supervisors(self) -> Mapping[str, SupervisorState]: ...

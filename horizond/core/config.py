@@ -59,7 +59,10 @@ OTHER_BOUNDS: dict[tuple[str, str], tuple[float, float, str]] = {
     ("health", "*"): (0, 1_000_000_000, ""),  # warning and critical
     ("waits", "*"): (0, 31_536_000, "s"),
     ("redis", "url"): (0, 2**31 - 1, ""),  # the db number
+    ("fleet", "heartbeat"): (0.1, 3600, "s"),
 }
+FLEET_NODE_MAX = 128  # characters of a [fleet] node id (it is part of Redis key names)
+DEFAULT_HEARTBEAT = 2.0
 
 
 @dataclass(frozen=True)
@@ -126,6 +129,8 @@ class Config:
     web_base_path: str = "/horizon"
     web_users_file: str | None = None
     web_proxy_user_header: str | None = None
+    fleet_node: str | None = None  # [fleet] node: this master's id in the fleet; None = the host name
+    fleet_heartbeat: float = DEFAULT_HEARTBEAT  # [fleet] heartbeat: seconds between membership writes
     source: str = "<embedded default>"
     embedded: bool = False
 
@@ -193,6 +198,7 @@ _TABLES: dict[str, set[str]] = {
     "health": {"failed_jobs", "queue_size", "oldest_job_age", "worker_memory"},
     "metrics": {"listen", "snapshot_interval", "snapshot_keep_hours"},
     "notify": {"command", "webhook_url"},
+    "fleet": {"node", "heartbeat"},
     "waits": set(),  # queue names or patterns -> seconds
     "web": webconfig.KEYS,
     "defaults": _SUPERVISOR_KEYS,
@@ -325,7 +331,7 @@ def build(data: Mapping[str, Any], source: str, env: Env = Env()) -> Config:
         if name not in ("supervisors", "waits", "cron", "maintenance", "limits"):
             check.unknown_keys(name, tables[name], allowed)
     fields_ = {**_redis(check, tables["redis"], env), **_control(check, tables["control"], env),
-               **_master(check, tables["master"]), **_observability(check, tables),
+               **_master(check, tables["master"]), **_observability(check, tables), **_fleet(check, tables["fleet"]),
                **webconfig.web_fields(check, tables["web"]),
                "supervisors": _supervisors(check, tables),
                "app_paths": check.get("app", tables["app"], "paths", "strs", ()),
@@ -432,6 +438,17 @@ def _master(check: _Checker, t: Mapping[str, Any]) -> dict:
             "memory_limit": _bounded(check, "master", t, "memory_limit", "int", 0)}
 
 
+def _fleet(check: _Checker, t: Mapping[str, Any]) -> dict:
+    """[fleet]: the node id names Redis keys (so a plain token), the heartbeat sets their expiry."""
+    node = check.get("fleet", t, "node", "str", None)
+    if node is not None and not (re.fullmatch(r"[A-Za-z0-9_.\-]+", node) and len(node) <= FLEET_NODE_MAX):
+        check.add("fleet", "node",
+                  f"expected 1 to {FLEET_NODE_MAX} letters, digits, '.', '_' or '-', got {_short(node)}")
+        node = None
+    return {"fleet_node": node,
+            "fleet_heartbeat": _bounded(check, "fleet", t, "heartbeat", "number", DEFAULT_HEARTBEAT)}
+
+
 def _observability(check: _Checker, tables: Mapping[str, Mapping[str, Any]]) -> dict:
     health = []
     lo, hi, _ = OTHER_BOUNDS[("health", "*")]
@@ -532,6 +549,7 @@ def to_toml_dict(config: Config) -> dict[str, Any]:
                                      ("webhook_url", config.webhook_url)) if v},
         "waits": dict(config.waits),
         "web": webconfig.to_toml(config),
+        "fleet": {**({"node": config.fleet_node} if config.fleet_node else {}), "heartbeat": config.fleet_heartbeat},
         "supervisors": sups,
         **_cron_toml(config),
         **({"limits": {lim.pattern: {**({"concurrency": lim.concurrency} if lim.concurrency else {}),

@@ -35,6 +35,7 @@ from horizond.control.exporter import MetricsServer
 from horizond.control.server import ControlServer, SocketError
 from horizond.core import limits, restarts
 from horizond.core.config import Config, SupervisorConfig
+from horizond.fleet.member import FleetConflict, FleetMember
 from horizond.observe.helpers import Helpers, KeptChild
 from horizond.observe.longwaits import LongWaitNotifier
 from horizond.observe.metrics import Metrics
@@ -99,6 +100,7 @@ class Master(LoopDuties):
                                      config.control_group, config.control_readers)
         self.cron: CronRunner | None = None  # built by its duty from the config in force
         self.duties = Duties()
+        self.fleet = FleetMember(self, self._handle_command, lambda: self.duties.wake("fleet"))
         self._add_duties()
         self._wakeup: tuple[int, int] | None = None
         self._ready_sent = False
@@ -154,11 +156,19 @@ class Master(LoopDuties):
                 self.control.close()
                 raise SocketError(f"[metrics] listen = {self.config.metrics_listen!r}: cannot listen: "
                                   f"{exc.strerror or exc}") from None
+        try:
+            self.fleet.claim()  # a live master under the same node id: refuse to start
+        except FleetConflict:
+            self.control.close()
+            if self.exporter:
+                self.exporter.close()
+            raise
         self.guard.recover_at_startup(self.redis, self.config, try_now=self.redis_error is None)
         carried = reexec.take_state()
         self.paused = bool(carried.get("paused_all"))
         for sup in self.config.supervisors:
-            self.add_supervisor(sup, paused=self.paused or sup.name in carried.get("paused", ()))
+            self.add_supervisor(sup, paused=self.paused or sup.name in carried.get("paused", ())
+                                or self.fleet.wants_paused(sup.name))
             if (pin := carried.get("pinned", {}).get(sup.name)) is not None:
                 self.supervisors[sup.name].pin(pin)
         if self.config.memory_limit and reexec.master_rss() > self.config.memory_limit * reexec.MB:
@@ -173,6 +183,7 @@ class Master(LoopDuties):
         self.web.stop(wait=5.0)
         if self.store and self.redis_error is None:
             self.store.save(self.redis, self.metrics)  # counters carry over to the next master
+        self.fleet.leave()
         self.control.close()
         if self.exporter:
             self.exporter.close()

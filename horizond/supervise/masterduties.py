@@ -20,6 +20,7 @@ exit, a control action (AFTER_ACTION), a signal, Redis coming back (AFTER_REDIS)
 | redis_probe    | 1 s                           | PROBE_EVERY up; 0.25 s / 2 s while away       |
 | systemd        | 1 s (STATUS, drain time)      | the watchdog ping                             |
 | cron           | 60 s                          | the next occurrence; 0 while a prune runs     |
+| fleet          | [fleet] heartbeat             | (woken by a message on the fleet's wake channel) |
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ RETRY_BALANCE = 0.25  # a balancing step that could not read the queues tries ag
 # duties a control action (scale, pause, restart, reload, terminate ...) or a signal may have made due
 AFTER_ACTION = ("balance", "slots", "unblock", "limits", "stop_deadlines", "sample", "systemd")
 # duties skipped while Redis was away: they run as soon as a probe sees it back
-AFTER_REDIS = ("balance", "unblock", "guard", "sample", "metrics_save", "systemd")
+AFTER_REDIS = ("balance", "unblock", "guard", "sample", "metrics_save", "systemd", "fleet")
 
 
 class LoopDuties:
@@ -67,6 +68,7 @@ class LoopDuties:
         add("redis_probe", TICK, self._probe_redis)  # PROBE_EVERY while up; 0.25 s / 2 s while away
         add("systemd", TICK, self._notify)  # READY, STATUS, drain time, watchdog
         add("cron", cron.IDLE_CHECK, self._run_cron)  # [cron.NAME], [maintenance]: at each occurrence
+        add("fleet", self.config.fleet_heartbeat, self._fleet_beat)  # membership, desired state, fleet commands
         started = time.monotonic()
         self.duties["snapshots"].next_due = started + self.config.snapshot_interval
         self.duties["master_memory"].next_due = started + MEMORY_CHECK_EVERY  # its size right after start is logged
@@ -191,6 +193,9 @@ class LoopDuties:
         if self.cron is None or self.cron.config is not self.config:
             self.cron = cron.CronRunner.of(self.config)
         return self.cron.describe(self.redis, time.time())
+    def _fleet_beat(self, now: float) -> float:
+        self.duties["fleet"].period = self.config.fleet_heartbeat  # a reload may change it
+        return self.fleet.beat(now)
 
     def _probe_redis(self, now: float) -> float:
         if self.redis_health.probe(self.redis, now):

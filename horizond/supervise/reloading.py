@@ -52,7 +52,7 @@ def apply(master, new: Config, now: float) -> dict:
             changed.append(name)
     for cfg in new.supervisors:
         if cfg.name not in master.supervisors:
-            master.add_supervisor(cfg, master.paused)
+            master.add_supervisor(cfg, master.paused or master.fleet.wants_paused(cfg.name))  # held fleet-wide
             added.append(cfg.name)
     if new.socket_path != old.socket_path:
         log.warning("control socket path changes need a restart", extra={"event": "reload_partial"})
