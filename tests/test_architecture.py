@@ -20,8 +20,9 @@ ALLOWED = {
     "observe": {"core", "base", "connection", "observe"},
     "worker": {"core", "base", "connection", "observe", "worker"},
     "control": {"core", "base", "connection", "observe", "control"},
-    "supervise": {"core", "base", "connection", "observe", "worker", "control", "supervise"},
-    "entry": {"core", "base", "connection", "observe", "worker", "control", "supervise", "entry"},
+    "fleet": {"core", "base", "connection", "observe", "control", "fleet"},
+    "supervise": {"core", "base", "connection", "observe", "worker", "control", "fleet", "supervise"},
+    "entry": {"core", "base", "connection", "observe", "worker", "control", "fleet", "supervise", "entry"},
 }
 ENTRY = {"horizond.cli", "horizond.__main__", "horizond.demo"}
 # The pure core decides; it does no I/O, so none of these may appear in it.

@@ -25,6 +25,7 @@ from horizond.core.configcheck import plain as _plain
 from horizond.core.configcheck import short as _short
 
 MAX_PROCESSES_CAP = 1000
+MAX_FLEET_PROCESSES = 1_000_000  # a fleet budget: processes over all nodes
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 MAX_MB = 1_048_576  # 1 TiB
 MAX_SECONDS = 2_592_000  # 30 days: a job timeout or a back-off longer than that is a mistake
@@ -47,6 +48,7 @@ SUPERVISOR_BOUNDS: dict[str, tuple[float, float, str]] = {
     "max_jobs": (0, 1_000_000_000, ""),
     "max_time": (0, 31_536_000, "s"),
     "min_free_memory": (0, MAX_MB, "MB"),  # or "0%" .. "100%"
+    "fleet_max_processes": (1, MAX_FLEET_PROCESSES, ""),  # or unset: no fleet budget
 }
 OTHER_BOUNDS: dict[tuple[str, str], tuple[float, float, str]] = {
     ("master", "shutdown_grace"): (0, 86_400, "s"),
@@ -80,6 +82,7 @@ class SupervisorConfig:
     max_time: int = 0
     worker_class: str | None = None
     min_free_memory: str = "5%"  # no scale-up while the host has less available: "512" MB or "5%"
+    fleet_max_processes: int | None = None  # the most processes over all nodes (fleet/leader.py); None = no budget
 
     def free_memory_floor(self, total_bytes: int) -> int:
         """min_free_memory in bytes for a host with this much memory."""
@@ -118,6 +121,10 @@ class Config:
     control_group: str | None = None  # full control for its members
     control_readers: str | None = None  # read-only commands for its members
     control_user: str | None = None  # the daemon's user when not root: the only other uid horizonctl trusts
+    # [fleet] (stand-in on branch fleet-b; helper A owns the table): this master's node id
+    # (None = the host name, resolved by the shell) and its heartbeat in seconds
+    fleet_node: str | None = None
+    fleet_heartbeat: float = 2.0
     source: str = "<embedded default>"
     embedded: bool = False
 
@@ -186,6 +193,7 @@ _TABLES: dict[str, set[str]] = {
     "metrics": {"listen", "snapshot_interval", "snapshot_keep_hours"},
     "notify": {"command", "webhook_url"},
     "waits": set(),  # queue names or patterns -> seconds
+    "fleet": {"node", "heartbeat"},
     "defaults": _SUPERVISOR_KEYS,
     "supervisors": set(),  # names are free-form
 }
@@ -208,6 +216,7 @@ _SUPERVISOR_KINDS = {
     "max_time": "int",
     "worker_class": "str",
     "min_free_memory": "memory",
+    "fleet_max_processes": "int",
 }
 
 
@@ -251,12 +260,17 @@ def _check_supervisor_values(check: _Checker, origin: Callable[..., str], v: dic
         check.add(origin("auto_scaling_strategy"), "auto_scaling_strategy",
                   f"expected one of {', '.join(map(repr, STRATEGIES))}, got {v['auto_scaling_strategy']!r}")
     for key, bounds in SUPERVISOR_BOUNDS.items():
-        if key not in bad and key not in ("backoff", "min_free_memory") and \
+        if key not in bad and key not in ("backoff", "min_free_memory") and v[key] is not None and \
                 not check.within(origin(key), key, v[key], bounds):
             bad.add(key)
     if v["min_processes"] > v["max_processes"] and not bad & {"min_processes", "max_processes"}:
         check.add(origin("min_processes", "max_processes"), "min_processes",
                   f"min_processes ({v['min_processes']}) is greater than max_processes ({v['max_processes']})")
+    budget = v["fleet_max_processes"]
+    if budget is not None and not bad & {"fleet_max_processes", "min_processes"} and budget < v["min_processes"]:
+        check.add(origin("fleet_max_processes", "min_processes"), "fleet_max_processes",
+                  f"fleet_max_processes ({budget}) is below min_processes ({v['min_processes']}): "
+                  "not even one node could run its floor")
     lo, hi, _ = SUPERVISOR_BOUNDS["backoff"]
     if any(not lo <= b <= hi for b in v["backoff"]):
         check.add(origin("backoff"), "backoff", f"each value must be between {lo} and {hi} s, got {list(v['backoff'])}")
@@ -314,7 +328,7 @@ def build(data: Mapping[str, Any], source: str, env: Env = Env()) -> Config:
             check.unknown_keys(name, tables[name], allowed)
     fields_ = {**_redis(check, tables["redis"], env), **_control(check, tables["control"], env),
                **_master(check, tables["master"]), **_observability(check, tables),
-               "supervisors": _supervisors(check, tables),
+               **_fleet(check, tables["fleet"]), "supervisors": _supervisors(check, tables),
                "app_paths": check.get("app", tables["app"], "paths", "strs", ()),
                "preload": check.get("app", tables["app"], "preload", "strs", ())}
     if check.issues:
@@ -417,6 +431,21 @@ def _master(check: _Checker, t: Mapping[str, Any]) -> dict:
             "memory_limit": _bounded(check, "master", t, "memory_limit", "int", 0)}
 
 
+_NODE = re.compile(r"[A-Za-z0-9_.-]{1,200}")
+
+
+def _fleet(check: _Checker, t: Mapping[str, Any]) -> dict:
+    node = check.get("fleet", t, "node", "str", None)
+    if node is not None and not _NODE.fullmatch(node):
+        check.add("fleet", "node", f"expected letters, digits, '_', '.' or '-' (1 to 200), got {_short(node)}")
+        node = None
+    heartbeat = check.get("fleet", t, "heartbeat", "number", 2.0)
+    if not 0.05 <= heartbeat <= 3600:
+        check.add("fleet", "heartbeat", f"must be between 0.05 and 3600 s, got {_short(heartbeat)}")
+        heartbeat = 2.0
+    return {"fleet_node": node, "fleet_heartbeat": float(heartbeat)}
+
+
 def _observability(check: _Checker, tables: Mapping[str, Mapping[str, Any]]) -> dict:
     health = []
     lo, hi, _ = OTHER_BOUNDS[("health", "*")]
@@ -516,6 +545,7 @@ def to_toml_dict(config: Config) -> dict[str, Any]:
         "notify": {k: v for k, v in (("command", list(config.notify_command)),
                                      ("webhook_url", config.webhook_url)) if v},
         "waits": dict(config.waits),
+        "fleet": {**({"node": config.fleet_node} if config.fleet_node else {}), "heartbeat": config.fleet_heartbeat},
         "supervisors": sups,
     }
 

@@ -34,13 +34,14 @@ from horizond.control.exporter import MetricsServer
 from horizond.control.server import ControlServer, SocketError
 from horizond.core import restarts
 from horizond.core.config import Config, SupervisorConfig
+from horizond.fleet.node import Fleet
 from horizond.observe.helpers import Helpers
 from horizond.observe.longwaits import LongWaitNotifier
 from horizond.observe.metrics import Metrics
 from horizond.observe.metricstore import MetricStore
 from horizond.observe.observer import Observer
 from horizond.observe.snapshots import SnapshotWriter
-from horizond.supervise import reexec, reloading
+from horizond.supervise import recovery, reexec, reloading
 from horizond.supervise.duties import Duties
 from horizond.supervise.guard import Guard
 from horizond.supervise.masterduties import AFTER_ACTION, LoopDuties
@@ -94,6 +95,8 @@ class Master(LoopDuties):
             if config.metrics_listen else None
         self.control = ControlServer(config.socket_path, self.selector, self._handle_command,
                                      config.control_group, config.control_readers)
+        self.fleet = Fleet(config.fleet_node, config.redis_prefix, config.fleet_heartbeat, self.pid,
+                           recovery.settle_dead_node)
         self.duties = Duties()
         self._add_duties()
         self._wakeup: tuple[int, int] | None = None
@@ -167,6 +170,8 @@ class Master(LoopDuties):
     def _teardown(self) -> None:
         if self.store and self.redis_error is None:
             self.store.save(self.redis, self.metrics)  # counters carry over to the next master
+        if self.redis_error is None and not self.reexec:
+            self.fleet.leave(self.redis)  # the leader steps down: a successor takes over at its next beat
         self.control.close()
         if self.exporter:
             self.exporter.close()
@@ -342,8 +347,10 @@ class Master(LoopDuties):
         try:
             was = proc.state
             for message in proc.link.read():
+                job_id = proc.job_id
                 finished = proc.apply(message, now)
                 if finished:
+                    self.fleet.member.finished_here(job_id)
                     self.scaler.job_finished(finished["queue"], finished["runtime"])
                     self.metrics.record(supervisor=proc.spec.supervisor.name, now=time.time(), **finished)
                     if self.store is not None:  # a first change after a quiet spell is saved at once

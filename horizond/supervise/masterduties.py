@@ -19,6 +19,7 @@ exit, a control action (AFTER_ACTION), a signal, Redis coming back (AFTER_REDIS)
 | snapshots      | [metrics] snapshot_interval   |                                               |
 | redis_probe    | 1 s                           | PROBE_EVERY up; 0.25 s / 2 s while away       |
 | systemd        | 1 s (STATUS, drain time)      | the watchdog ping                             |
+| fleet_leader   | [fleet] heartbeat (2 s)       | (lease, grants, dead nodes: fleet/node.py)    |
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ RETRY_BALANCE = 0.25  # a balancing step that could not read the queues tries ag
 # duties a control action (scale, pause, restart, reload, terminate ...) or a signal may have made due
 AFTER_ACTION = ("balance", "slots", "unblock", "limits", "stop_deadlines", "sample", "systemd")
 # duties skipped while Redis was away: they run as soon as a probe sees it back
-AFTER_REDIS = ("balance", "unblock", "guard", "sample", "metrics_save", "systemd")
+AFTER_REDIS = ("balance", "unblock", "guard", "sample", "metrics_save", "systemd", "fleet_leader")
 
 
 class LoopDuties:
@@ -65,6 +66,7 @@ class LoopDuties:
         add("snapshots", self.config.snapshot_interval, self._write_snapshots)
         add("redis_probe", TICK, self._probe_redis)  # PROBE_EVERY while up; 0.25 s / 2 s while away
         add("systemd", TICK, self._notify)  # READY, STATUS, drain time, watchdog
+        add("fleet_leader", self.config.fleet_heartbeat, self._fleet_leader)  # lease, grants, dead nodes
         started = time.monotonic()
         self.duties["snapshots"].next_due = started + self.config.snapshot_interval
         self.duties["master_memory"].next_due = started + MEMORY_CHECK_EVERY  # its size right after start is logged
@@ -167,6 +169,14 @@ class LoopDuties:
         self.redis_health.step(lambda: self.snapshots.write(self.redis, cfg.redis_prefix, cfg.snapshot_interval,
                                                             cfg.snapshot_keep_hours, self._commands.queues()))
         return cfg.snapshot_interval
+
+    def _fleet_leader(self, now: float) -> float:
+        """This node's fleet beat (lease, demand, grant) and, on the leader, grants and dead nodes."""
+        self.fleet.configure(self.config.fleet_node, self.config.redis_prefix, self.config.fleet_heartbeat)
+        sups = list(self.supervisors.values())
+        self.redis_health.step(lambda: self.fleet.step(self.redis, sups, self._workers(), now))
+        self.duties.wake("slots")  # a new grant (or an expired one) changes what the pools may run
+        return self.fleet.heartbeat
 
     def _probe_redis(self, now: float) -> float:
         if self.redis_health.probe(self.redis, now):
