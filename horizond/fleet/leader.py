@@ -150,6 +150,7 @@ class FleetLeader:
                   "jobs": jobs, "by": member.ident.node, "token": member.epoch_seen, "declared": round(time.time(), 3)}
         with redis.pipeline(transaction=True) as pipe:
             pipe.set(keys.dead_key(p, node), json.dumps(marker), ex=DEAD_MARKER_TTL)
+            pipe.delete(keys.grant_key(p, node))  # its share goes to others: it must not read this one back
             pipe.hdel(keys.roster_key(p), node)
             pipe.execute()
         self.issued.pop(node, None)

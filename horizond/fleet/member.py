@@ -26,7 +26,7 @@ from horizond.fleet import keys
 log = logging.getLogger("horizond.fleet")
 
 LEASE_BEATS = 3  # the lease: renewed every beat, lost after 3 missed beats
-GRANT_BEATS = 3  # a grant's ttl (and its key's PX)
+GRANT_BEATS = 2  # a grant's ttl (and its key's PX): one missed leader beat is no expiry
 ENTRY_BEATS = 3  # the demand entry's PX: a node silent this long is dead
 DEAD_MARKER_TTL = 86_400
 
@@ -79,7 +79,7 @@ class FleetMember:
 
     # --- the beat --------------------------------------------------------------------
 
-    def beat(self, redis: Redis, sups: list, workers: list, now: float) -> None:
+    def beat(self, redis: Redis, sups: list, workers: list, now: float, restart=None) -> None:
         """One round trip: lease, entry, roster, grant, desired state, dead marker."""
         p, node = self.prefix, self.ident.node
         with redis.pipeline(transaction=False) as pipe:
@@ -95,7 +95,7 @@ class FleetMember:
         self._lease(lease)
         self.scaled = _scaled(desired)
         if dead is not None:
-            self._declared_dead(redis, dead, workers, now)
+            self._declared_dead(redis, dead, workers, now, restart)
         self.take_grant(grant, now)
         self.apply(sups, now)
 
@@ -170,10 +170,11 @@ class FleetMember:
 
     # --- coming back after being declared dead -------------------------------------------
 
-    def _declared_dead(self, redis: Redis, raw: bytes, workers: list, now: float) -> None:
+    def _declared_dead(self, redis: Redis, raw: bytes, workers: list, now: float, restart=None) -> None:
         """The leader declared this node dead and settled its jobs. If that was this very master
-        (paused, partitioned), stop every worker still running one of those jobs: they run now
-        elsewhere or have failed. Each is logged `fleet_job_settled_elsewhere`."""
+        (paused, partitioned), kill every worker still running one of those jobs: they run now
+        elsewhere or have failed (each logged `fleet_job_settled_elsewhere`); the others are
+        rolled over (`restart`), since the leader forgot their RQ worker records."""
         try:
             marker = json.loads(raw)
             mine = marker.get("pid") == self.ident.pid and marker.get("start") == self.ident.start
@@ -196,6 +197,8 @@ class FleetMember:
                 proc.kill_cause = "the fleet leader settled its job while this node was declared dead"
                 proc.job_id = None  # settled already: the master only forgets the worker
                 proc.kill(now)
+        if restart is not None:
+            restart()
 
     def finished_here(self, job_id: str | None) -> None:
         """A worker reports a job done that the leader had settled (it finished while we were away)."""

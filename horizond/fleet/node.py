@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import socket
+from collections.abc import Callable
 
 from redis import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -23,12 +24,14 @@ log = logging.getLogger("horizond.fleet")
 
 
 class Fleet:
-    def __init__(self, node: str | None, prefix: str, heartbeat: float, pid: int, settle_node: SettleFn):
+    def __init__(self, node: str | None, prefix: str, heartbeat: float, pid: int, settle_node: SettleFn,
+                 restart: Callable[[], object] | None = None):
         host = sysutil.hostname()
         ident = Identity(node or socket.gethostname(), host, pid, sysutil.start_token(pid))
         self.member = FleetMember(ident, prefix, heartbeat)
         self.leader = FleetLeader(settle_node)
         self._failed: str | None = None
+        self._restart = restart  # rolls every worker over: after this node was declared dead
 
     @property
     def heartbeat(self) -> float:
@@ -40,7 +43,7 @@ class Fleet:
 
     def step(self, redis: Redis, sups: list, workers: list, now: float) -> None:
         try:
-            self.member.beat(redis, sups, workers, now)
+            self.member.beat(redis, sups, workers, now, self._restart)
             self.leader.step(redis, self.member, now)
             self.member.apply(sups, now)
         except (RedisConnectionError, RedisTimeout):

@@ -96,7 +96,7 @@ class Master(LoopDuties):
         self.control = ControlServer(config.socket_path, self.selector, self._handle_command,
                                      config.control_group, config.control_readers)
         self.fleet = Fleet(config.fleet_node, config.redis_prefix, config.fleet_heartbeat, self.pid,
-                           recovery.settle_dead_node)
+                           recovery.settle_dead_node, restart=lambda: self.restart(None))
         self.duties = Duties()
         self._add_duties()
         self._wakeup: tuple[int, int] | None = None

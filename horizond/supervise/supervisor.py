@@ -170,18 +170,22 @@ class Supervisor:
                                   grant is not None and now < grant[1], len(self.processes()))
 
     def tick(self, now: float) -> None:
-        allowed = fleetplan.clamp_pools({k: p.target for k, p in self.pools.items()}, self.fleet_cap(now),
-                                        self.config.min_processes)
+        cap = self.fleet_cap(now)
+        allowed = fleetplan.clamp_pools({k: p.target for k, p in self.pools.items()}, cap, self.config.min_processes)
         for key, pool in self.pools.items():
             self._resize(pool, 0 if self.draining else allowed[key], now)
         if self.draining:
             return
         self._roll(now)
         self._recycle_old(now)
+        running = len(self.processes())
         for pool in self.pools.values():
             for slot in pool.slots:
                 if slot.process is None and slot.health.ready(now):
+                    if cap is not None and running >= cap:
+                        return  # a fleet budget counts retiring workers too: a roll waits for them
                     self._start(pool, slot, now)
+                    running += 1
 
     def _start(self, pool: Pool, slot: Slot, now: float) -> None:
         try:
