@@ -545,7 +545,6 @@ def to_toml_dict(config: Config) -> dict[str, Any]:
         "notify": {k: v for k, v in (("command", list(config.notify_command)),
                                      ("webhook_url", config.webhook_url)) if v},
         "waits": dict(config.waits),
-        "fleet": {**({"node": config.fleet_node} if config.fleet_node else {}), "heartbeat": config.fleet_heartbeat},
         "supervisors": sups,
     }
 

@@ -29,6 +29,7 @@ from horizond.fleet.member import DEAD_MARKER_TTL, FleetMember
 
 log = logging.getLogger("horizond.fleet")
 
+BURY_AFTER_BEATS = 1.5  # a new leader buries nobody before every live node had a beat to write its entry
 SettleFn = Callable[[Redis, dict, str], list[str]]  # (redis, roster entry, cause) -> job ids settled
 
 
@@ -64,8 +65,9 @@ class FleetLeader:
         entries = dict(zip(nodes, (_json(e) for e in replies[0]), strict=True))
         if member.took_over:
             self._adopt_previous(nodes, replies[1], now)
-        for node in nodes:
-            if entries[node] is None and node != member.ident.node:
+        settled_in = now - member.leading_since >= BURY_AFTER_BEATS * member.heartbeat
+        for node in nodes:  # a new leader first lets every live node beat once (after a Redis outage)
+            if entries[node] is None and node != member.ident.node and settled_in:
                 self._bury(redis, member, node, roster[node])
         alive = {n: e for n, e in entries.items() if e is not None}
         grants = self.plan(alive, member, now)

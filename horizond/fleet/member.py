@@ -59,6 +59,7 @@ class FleetMember:
     epoch_seen: int = 0
     leading: bool = False
     took_over: bool = False
+    leading_since: float = 0.0  # monotonic: when this node last took the lease
     holder: str = ""
     grant: Grant | None = None
     grant_valid: bool = False
@@ -92,7 +93,7 @@ class FleetMember:
             pipe.hgetall(keys.desired_key(p))
             pipe.get(keys.dead_key(p, node))
             lease, _, _, grant, desired, dead = pipe.execute()
-        self._lease(lease)
+        self._lease(lease, now)
         self.scaled = _scaled(desired)
         if dead is not None:
             self._declared_dead(redis, dead, workers, now, restart)
@@ -121,7 +122,7 @@ class FleetMember:
         return {"host": self.ident.host, "pid": self.ident.pid, "start": self.ident.start,
                 "policy": {s.name: [s.config.tries, list(s.config.backoff)] for s in sups}}
 
-    def _lease(self, reply) -> None:
+    def _lease(self, reply, now: float) -> None:
         state, epoch, holder = int(reply[0]), int(reply[1]), reply[2]
         self.epoch_seen = max(self.epoch_seen, epoch)
         self.holder = holder.decode() if isinstance(holder, bytes) else str(holder)
@@ -129,6 +130,7 @@ class FleetMember:
         self.leading = state in (1, 2)
         self.took_over = state == 2
         if self.took_over:
+            self.leading_since = now
             log.warning("this node is the fleet leader now", extra={
                 "event": "fleet_leader_elected", "node": self.ident.node, "epoch": epoch})
         elif was and not self.leading:
