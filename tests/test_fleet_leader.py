@@ -60,8 +60,10 @@ def _workers(daemon: Daemon, sup: str) -> list[int]:
     out = []
     for child in children:
         try:
-            title = " ".join(child.cmdline())
-            if title.startswith(f"horizond: worker {sup} ") and child.status() != psutil.STATUS_ZOMBIE:
+            title = " ".join(child.cmdline())  # horizond's title when idle, RQ's ("rq:worker:NAME ...") in a job
+            mine = title.startswith(f"horizond: worker {sup} ") or (title.startswith("rq:worker:horizond:")
+                                                                    and title.split(" ", 1)[0].endswith(f":{sup}:"))
+            if mine and child.status() != psutil.STATUS_ZOMBIE:
                 out.append(child.pid)
         except psutil.Error:
             pass
@@ -87,15 +89,15 @@ def test_under_a_bursty_load_the_fleet_never_runs_more_than_its_budget(fleet, re
     nodes = fleet(BURSTY)
     wait_until(lambda: _leader(redis), what="a leader")
     queue = Queue("fq", connection=redis)
-    peak, samples, deadline = 0, 0, time.monotonic() + 9
+    peak, samples, deadline = 0, 0, time.monotonic() + 10
     burst_at = time.monotonic()
     while time.monotonic() < deadline:
         if time.monotonic() >= burst_at:
             with redis.pipeline() as pipe:
-                for i in range(25):
-                    queue.enqueue("testjobs.sleep_then_record", 0.2, f"b{samples}-{i}", pipeline=pipe)
+                for i in range(60):
+                    queue.enqueue("testjobs.sleep_then_record", 0.25, f"b{samples}-{i}", pipeline=pipe)
                 pipe.execute()
-            burst_at = time.monotonic() + 2.5  # bursts, then the workers drain and shrink
+            burst_at = time.monotonic() + 3.5  # bursts (15 s of work), then the workers drain and shrink
         total = sum(len(_workers(d, "w")) for d in nodes.values())
         peak, samples = max(peak, total), samples + 1
         assert total <= 5, f"fleet total {total} over fleet_max_processes 5"
@@ -248,3 +250,34 @@ def test_the_stale_grant_is_logged(caplog):
     with caplog.at_level(logging.WARNING, logger="horizond.fleet"):
         member.take_grant(json.dumps({"token": 2, "seq": 5, "ttl": 0.6, "caps": {}}).encode(), 0.0)
     assert [r.event for r in caplog.records] == ["fleet_stale_grant"]
+
+
+RETURNING = """
+[supervisors.again]
+queues = ["fr"]
+min_processes = 1
+max_processes = 1
+tries = 2
+"""
+
+
+def test_a_node_back_from_the_dead_stops_its_copy_of_a_settled_job_and_says_so(fleet, redis):
+    nodes = fleet(RETURNING, names=("n1", "n2"))
+    leader = wait_until(lambda: _leader(redis), what="a leader")
+    for daemon in nodes.values():
+        daemon.wait_ready({"again": 1})
+    jobs = [Queue("fr", connection=redis).enqueue("testjobs.block", 4, f"r{i}") for i in (1, 2)]
+    wait_until(lambda: redis.hlen("test:started") == 2, timeout=15, what="both workers busy")
+    victim = next(n for n in nodes if n != leader)
+    worker = nodes[victim].worker_pids().pop()
+    job = next(j for j in jobs if int(redis.hget("test:started", j.args[1])) == worker)
+    nodes[victim].proc.send_signal(signal.SIGSTOP)  # the master only: its worker runs on
+    wait_until(lambda: redis.get(keys.dead_key(P, victim)), timeout=5, interval=0.02, what="the victim declared dead")
+    assert job.get_status(refresh=True) == JobStatus.QUEUED  # retried: the leader's worker takes it next
+    nodes[victim].proc.send_signal(signal.SIGCONT)
+    wait_until(lambda: _events(nodes[victim], "fleet_job_settled_elsewhere"), timeout=5, what="the copy stopped")
+    stopped = _events(nodes[victim], "fleet_job_settled_elsewhere")[0]
+    assert stopped["job_id"] == job.id and stopped["action"] == "killed"
+    assert _events(nodes[victim], "fleet_declared_dead")[0]["jobs"] == [job.id]
+    wait_until(lambda: job.get_status(refresh=True) == JobStatus.FINISHED, timeout=20, what="the job run once")
+    assert int(redis.hget("test:runs", job.args[1])) == 1  # the killed copy never finished

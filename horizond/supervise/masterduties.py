@@ -173,6 +173,7 @@ class LoopDuties:
     def _fleet_leader(self, now: float) -> float:
         """This node's fleet beat (lease, demand, grant) and, on the leader, grants and dead nodes."""
         self.fleet.configure(self.config.fleet_node, self.config.redis_prefix, self.config.fleet_heartbeat)
+        self.duties["fleet_leader"].period = self.config.fleet_heartbeat  # a reload may change it
         sups = list(self.supervisors.values())
         self.redis_health.step(lambda: self.fleet.step(self.redis, sups, self._workers(), now))
         self.duties.wake("slots")  # a new grant (or an expired one) changes what the pools may run
