@@ -88,6 +88,7 @@ def supervisor_values(draw) -> dict:
         "max_time": draw(st.sampled_from(_edges("max_time", 1))),
         "worker_class": draw(st.sampled_from([None, SIMPLE])),
         "min_free_memory": draw(st.sampled_from(["0%", "5%", "100%", 0, MAX_MB])),
+        "fleet_max_processes": draw(st.sampled_from([None, max(1, lowest), _edges("fleet_max_processes")[-1]])),
     }
     left_out = draw(st.lists(st.sampled_from(sorted(set(values) - {"queues", "min_processes"})), unique=True))
     return {k: v for k, v in values.items() if k not in left_out and v is not None}
@@ -271,7 +272,7 @@ def _master_answers_and_stops(daemon, data: dict) -> None:
 def test_the_edge_lists_cover_every_bound():
     """A new bound in config.py gets generated here too (or this fails and says which)."""
     covered = {"min_processes", "max_processes", "balance_max_shift", "balance_cooldown", "memory", "memory_hard",
-               "timeout", "tries", "backoff", "max_jobs", "max_time", "min_free_memory"}
+               "timeout", "tries", "backoff", "max_jobs", "max_time", "min_free_memory", "fleet_max_processes"}
     assert set(SUPERVISOR_BOUNDS) == covered
     others = {("master", "shutdown_grace"), ("master", "hard_timeout_grace"), ("master", "memory_limit"),
               ("metrics", "snapshot_interval"), ("metrics", "snapshot_keep_hours"), ("metrics", "listen"),

@@ -59,6 +59,7 @@ SUPERVISOR_KEYS = {
     "max_jobs": "int",
     "max_time": "int",
     "worker_class": "str",
+    "fleet_max_processes": "int",
 }
 
 
@@ -1168,3 +1169,15 @@ def test_readme_bounds_table_is_the_one_the_check_uses():
     documented = {(table, key): (lo, hi, unit) for table, key, lo, hi, unit in rows}
     code = {("supervisors", k): b for k, b in SUPERVISOR_BOUNDS.items()} | OTHER_BOUNDS
     assert documented == {k: (plain(lo), plain(hi), unit) for k, (lo, hi, unit) in code.items()}
+
+
+def test_fleet_max_processes_is_a_budget_no_lower_than_one_nodes_floor():
+    sup = parse(b"[supervisors.w]\nmin_processes = 2\nfleet_max_processes = 12\n", SRC).supervisors[0]
+    assert sup.fleet_max_processes == 12
+    assert parse(b"[supervisors.w]\n", SRC).supervisors[0].fleet_max_processes is None  # no budget
+    with pytest.raises(ConfigError) as err:
+        parse(b"[supervisors.w]\nmin_processes = 3\nmax_processes = 4\nfleet_max_processes = 2\n", SRC)
+    assert "fleet_max_processes (2) is below min_processes (3)" in str(err.value)
+    with pytest.raises(ConfigError) as err:
+        parse(b"[supervisors.w]\nfleet_max_processes = 0\n", SRC)
+    assert "[supervisors.w] key 'fleet_max_processes': must be between 1 and 1000000" in str(err.value)

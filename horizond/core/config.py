@@ -26,6 +26,7 @@ from horizond.core.configcheck import plain as _plain
 from horizond.core.configcheck import short as _short
 
 MAX_PROCESSES_CAP = 1000
+MAX_FLEET_PROCESSES = 1_000_000  # a fleet budget: processes over all nodes
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 MAX_MB = 1_048_576  # 1 TiB
 MAX_SECONDS = 2_592_000  # 30 days: a job timeout or a back-off longer than that is a mistake
@@ -48,6 +49,7 @@ SUPERVISOR_BOUNDS: dict[str, tuple[float, float, str]] = {
     "max_jobs": (0, 1_000_000_000, ""),
     "max_time": (0, 31_536_000, "s"),
     "min_free_memory": (0, MAX_MB, "MB"),  # or "0%" .. "100%"
+    "fleet_max_processes": (1, MAX_FLEET_PROCESSES, ""),  # or unset: no fleet budget
 }
 OTHER_BOUNDS: dict[tuple[str, str], tuple[float, float, str]] = {
     ("master", "shutdown_grace"): (0, 86_400, "s"),
@@ -84,6 +86,7 @@ class SupervisorConfig:
     max_time: int = 0
     worker_class: str | None = None
     min_free_memory: str = "5%"  # no scale-up while the host has less available: "512" MB or "5%"
+    fleet_max_processes: int | None = None  # the most processes over all nodes (fleet/leader.py); None = no budget
 
     def free_memory_floor(self, total_bytes: int) -> int:
         """min_free_memory in bytes for a host with this much memory."""
@@ -226,6 +229,7 @@ _SUPERVISOR_KINDS = {
     "max_time": "int",
     "worker_class": "str",
     "min_free_memory": "memory",
+    "fleet_max_processes": "int",
 }
 
 
@@ -269,12 +273,17 @@ def _check_supervisor_values(check: _Checker, origin: Callable[..., str], v: dic
         check.add(origin("auto_scaling_strategy"), "auto_scaling_strategy",
                   f"expected one of {', '.join(map(repr, STRATEGIES))}, got {v['auto_scaling_strategy']!r}")
     for key, bounds in SUPERVISOR_BOUNDS.items():
-        if key not in bad and key not in ("backoff", "min_free_memory") and \
+        if key not in bad and key not in ("backoff", "min_free_memory") and v[key] is not None and \
                 not check.within(origin(key), key, v[key], bounds):
             bad.add(key)
     if v["min_processes"] > v["max_processes"] and not bad & {"min_processes", "max_processes"}:
         check.add(origin("min_processes", "max_processes"), "min_processes",
                   f"min_processes ({v['min_processes']}) is greater than max_processes ({v['max_processes']})")
+    budget = v["fleet_max_processes"]
+    if budget is not None and not bad & {"fleet_max_processes", "min_processes"} and budget < v["min_processes"]:
+        check.add(origin("fleet_max_processes", "min_processes"), "fleet_max_processes",
+                  f"fleet_max_processes ({budget}) is below min_processes ({v['min_processes']}): "
+                  "not even one node could run its floor")
     lo, hi, _ = SUPERVISOR_BOUNDS["backoff"]
     if any(not lo <= b <= hi for b in v["backoff"]):
         check.add(origin("backoff"), "backoff", f"each value must be between {lo} and {hi} s, got {list(v['backoff'])}")

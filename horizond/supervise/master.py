@@ -36,13 +36,14 @@ from horizond.control.server import ControlServer, SocketError
 from horizond.core import limits, restarts
 from horizond.core.config import Config, SupervisorConfig
 from horizond.fleet.member import FleetConflict, FleetMember
+from horizond.fleet.node import Fleet
 from horizond.observe.helpers import Helpers, KeptChild
 from horizond.observe.longwaits import LongWaitNotifier
 from horizond.observe.metrics import Metrics
 from horizond.observe.metricstore import MetricStore
 from horizond.observe.observer import Observer
 from horizond.observe.snapshots import SnapshotWriter
-from horizond.supervise import reexec, reloading
+from horizond.supervise import recovery, reexec, reloading
 from horizond.supervise.cron import CronRunner
 from horizond.supervise.duties import Duties
 from horizond.supervise.guard import Guard
@@ -99,6 +100,9 @@ class Master(LoopDuties):
         self.control = ControlServer(config.socket_path, self.selector, self._handle_command,
                                      config.control_group, config.control_readers)
         self.cron: CronRunner | None = None  # built by its duty from the config in force
+        # the fleet's lease, budget grants and dead-node settling (fleet/node.py); membership is self.fleet
+        self.leadership = Fleet(config.fleet_node, config.redis_prefix, config.fleet_heartbeat, self.pid,
+                                recovery.settle_dead_node, restart=lambda: self.restart(None))
         self.duties = Duties()
         self.fleet = FleetMember(self, self._handle_command, lambda: self.duties.wake("fleet"))
         self._add_duties()
@@ -184,6 +188,8 @@ class Master(LoopDuties):
         if self.store and self.redis_error is None:
             self.store.save(self.redis, self.metrics)  # counters carry over to the next master
         self.fleet.leave()
+        if self.redis_error is None and not self.reexec:
+            self.leadership.leave(self.redis)  # the leader steps down: a successor takes over at its next beat
         self.control.close()
         if self.exporter:
             self.exporter.close()
@@ -375,8 +381,10 @@ class Master(LoopDuties):
         try:
             was = proc.state
             for message in proc.link.read():
+                job_id = proc.job_id
                 finished = proc.apply(message, now)
                 if finished:
+                    self.leadership.member.finished_here(job_id)
                     self.scaler.job_finished(finished["queue"], finished["runtime"])
                     self.metrics.record(supervisor=proc.spec.supervisor.name, now=time.time(), **finished)
                     if self.store is not None:  # a first change after a quiet spell is saved at once

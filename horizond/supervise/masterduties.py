@@ -21,6 +21,7 @@ exit, a control action (AFTER_ACTION), a signal, Redis coming back (AFTER_REDIS)
 | systemd        | 1 s (STATUS, drain time)      | the watchdog ping                             |
 | cron           | 60 s                          | the next occurrence; 0 while a prune runs     |
 | fleet          | [fleet] heartbeat             | (woken by a message on the fleet's wake channel) |
+| fleet_leader   | [fleet] heartbeat (2 s)       | (lease, grants, dead nodes: fleet/node.py)    |
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ RETRY_BALANCE = 0.25  # a balancing step that could not read the queues tries ag
 # duties a control action (scale, pause, restart, reload, terminate ...) or a signal may have made due
 AFTER_ACTION = ("balance", "slots", "unblock", "limits", "stop_deadlines", "sample", "systemd")
 # duties skipped while Redis was away: they run as soon as a probe sees it back
-AFTER_REDIS = ("balance", "unblock", "guard", "sample", "metrics_save", "systemd", "fleet")
+AFTER_REDIS = ("balance", "unblock", "guard", "sample", "metrics_save", "systemd", "fleet", "fleet_leader")
 
 
 class LoopDuties:
@@ -69,6 +70,7 @@ class LoopDuties:
         add("systemd", TICK, self._notify)  # READY, STATUS, drain time, watchdog
         add("cron", cron.IDLE_CHECK, self._run_cron)  # [cron.NAME], [maintenance]: at each occurrence
         add("fleet", self.config.fleet_heartbeat, self._fleet_beat)  # membership, desired state, fleet commands
+        add("fleet_leader", self.config.fleet_heartbeat, self._fleet_leader)  # lease, grants, dead nodes
         started = time.monotonic()
         self.duties["snapshots"].next_due = started + self.config.snapshot_interval
         self.duties["master_memory"].next_due = started + MEMORY_CHECK_EVERY  # its size right after start is logged
@@ -193,9 +195,19 @@ class LoopDuties:
         if self.cron is None or self.cron.config is not self.config:
             self.cron = cron.CronRunner.of(self.config)
         return self.cron.describe(self.redis, time.time())
+
     def _fleet_beat(self, now: float) -> float:
         self.duties["fleet"].period = self.config.fleet_heartbeat  # a reload may change it
         return self.fleet.beat(now)
+
+    def _fleet_leader(self, now: float) -> float:
+        """This node's fleet beat (lease, demand, grant) and, on the leader, grants and dead nodes."""
+        self.leadership.configure(self.config.fleet_node, self.config.redis_prefix, self.config.fleet_heartbeat)
+        self.duties["fleet_leader"].period = self.config.fleet_heartbeat  # a reload may change it
+        sups = list(self.supervisors.values())
+        self.redis_health.step(lambda: self.leadership.step(self.redis, sups, self._workers(), now))
+        self.duties.wake("slots")  # a new grant (or an expired one) changes what the pools may run
+        return self.leadership.heartbeat
 
     def _probe_redis(self, now: float) -> float:
         if self.redis_health.probe(self.redis, now):

@@ -27,7 +27,7 @@ from horizond import sysutil
 from horizond.core import policy
 from horizond.core.config import SupervisorConfig
 from horizond.worker.leanbatch import MOVE_IF_PRESENT
-from horizond.worker.rqworker import parse_worker_name
+from horizond.worker.rqworker import WorkerOwner, parse_worker_name
 
 log = logging.getLogger("horizond.recovery")
 
@@ -207,3 +207,45 @@ class IntermediateSweep:
                     seen[(queue, job_id)] = first
         self.first_seen = seen
         return recovered
+
+
+def settle_dead_node(connection: Redis, ident: dict, cause: str) -> list[str]:
+    """The fleet leader's settling of a dead node (fleet/leader.py): every started job held by a
+    worker of that node's master (host, pid and start in the worker's name) is retried or failed
+    under the retry policy that node reported; its worker records are forgotten. Returns the job ids
+    settled (retried or failed). Idempotent: a job already settled is no longer held by that worker."""
+    host, pid, start = ident.get("host"), ident.get("pid"), ident.get("start")
+    policies = ident.get("policy") if isinstance(ident.get("policy"), dict) else {}
+
+    def of_node(name: str) -> WorkerOwner | None:
+        owner = parse_worker_name(name or "")
+        return owner if owner and (owner.host, owner.master_pid, owner.master_start) == (host, pid, start) else None
+
+    from horizond.supervise.scaling import existing_queues  # scaling imports the supervisor: not at load
+
+    queues = existing_queues(connection)
+    settled = []
+    for name in queues:
+        ids = StartedJobRegistry(name, connection=connection).get_job_ids(cleanup=False)
+        for job in Job.fetch_many(ids, connection=connection) if ids else []:
+            owner = of_node(job.worker_name) if job else None
+            if owner is None:
+                continue
+            tries, backoff = _policy(policies.get(owner.supervisor))
+            sup = SupervisorConfig(name=owner.supervisor, tries=tries, backoff=backoff)
+            if settle_lost_job(connection, job.id, job.worker_name, sup, cause) in ("retried", "failed"):
+                settled.append(job.id)
+    for key in connection.smembers(REDIS_WORKER_KEYS):
+        worker = key.decode().removeprefix(WORKER_KEY_PREFIX)
+        if of_node(worker):
+            forget_worker(connection, worker, tuple(queues))
+    return settled
+
+
+def _policy(raw) -> tuple[int, tuple[int, ...]]:
+    """A dead node's (tries, backoff) as it reported them; anything unreadable: one try."""
+    try:
+        tries, backoff = raw
+        return max(1, int(tries)), tuple(max(0, int(b)) for b in backoff) or (0,)
+    except (TypeError, ValueError):
+        return 1, (0,)

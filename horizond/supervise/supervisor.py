@@ -16,7 +16,7 @@ import os
 import signal
 from collections.abc import Callable
 
-from horizond.core import balancer, restarts
+from horizond.core import balancer, fleetplan, restarts
 from horizond.core.config import SupervisorConfig
 from horizond.supervise.pool import ALL, Pool, Slot, split_evenly
 from horizond.supervise.process import WorkerProcess
@@ -55,6 +55,11 @@ class Supervisor:
         self.retiring: list[WorkerProcess] = []
         self.last_balance = -math.inf
         self.memory_ok = True
+        # the fleet budget (fleet/budget.py sets these each heartbeat): budgeted supervisors run at
+        # most their grant's cap while it is valid (cap, monotonic end), and never grow without one
+        self.fleet_budgeted = config.fleet_max_processes is not None
+        self.fleet_grant: tuple[int, float] | None = None
+        self.fleet_wanted: int | None = None  # what the balancer wants in all (its demand, for the leader)
         self.set_queues(tuple(q for q in config.queues if not is_pattern(q)))
 
     @property
@@ -128,6 +133,7 @@ class Supervisor:
             cfg.balance, cfg.auto_scaling_strategy, cfg.min_processes, cfg.max_processes, cfg.balance_max_shift,
             memory_ok=memory_ok, cooldown=cfg.balance_cooldown))
         targets = balancer.capped(decision.targets, cfg.min_processes, cfg.max_processes)
+        self.fleet_wanted = sum(decision.desired.values()) if decision.desired else None
         for key, pool in self.pools.items():
             if targets[key] != decision.targets[key]:
                 decision.reasons[key] += f" (capped at max_processes {cfg.max_processes} -> {targets[key]})"
@@ -148,23 +154,38 @@ class Supervisor:
             self._apply_pin()
 
     def _apply_pin(self) -> None:
+        self.fleet_wanted = self.pinned
         for key, count in split_evenly(self.pinned, list(self.pools)).items():
             self.pools[key].target = count
             self.pools[key].reason = f"pinned at {self.pinned} by horizonctl scale"
 
     # --- the loop's step ---------------------------------------------------------------
 
+    def fleet_cap(self, now: float) -> int | None:
+        """The most processes this node may run of this supervisor now (None: no fleet budget)."""
+        if not self.fleet_budgeted:
+            return None
+        grant = self.fleet_grant
+        return fleetplan.node_cap(self.fleet_budgeted, grant[0] if grant else None,
+                                  grant is not None and now < grant[1], len(self.processes()))
+
     def tick(self, now: float) -> None:
-        for pool in self.pools.values():
-            self._resize(pool, 0 if self.draining else pool.target, now)
+        cap = self.fleet_cap(now)
+        allowed = fleetplan.clamp_pools({k: p.target for k, p in self.pools.items()}, cap, self.config.min_processes)
+        for key, pool in self.pools.items():
+            self._resize(pool, 0 if self.draining else allowed[key], now)
         if self.draining:
             return
         self._roll(now)
         self._recycle_old(now)
+        running = len(self.processes())
         for pool in self.pools.values():
             for slot in pool.slots:
                 if slot.process is None and slot.health.ready(now):
+                    if cap is not None and running >= cap:
+                        return  # a fleet budget counts retiring workers too: a roll waits for them
                     self._start(pool, slot, now)
+                    running += 1
 
     def _start(self, pool: Pool, slot: Slot, now: float) -> None:
         try:
@@ -239,6 +260,7 @@ class Supervisor:
         """New settings or new code: roll every worker over, none killed mid-job."""
         layout_changed = config.balance != self.config.balance and "off" in (config.balance, self.config.balance)
         self.config = config
+        self.fleet_budgeted = self.fleet_budgeted or config.fleet_max_processes is not None
         self.generation += 1
         self.last_balance = -math.inf
         if layout_changed:  # one pool <-> a pool per queue: rebuild the pools
