@@ -21,7 +21,7 @@ ALLOWED = {
     "observe": {"core", "base", "connection", "observe"},
     "worker": {"core", "base", "connection", "observe", "worker"},
     "control": {"core", "base", "connection", "observe", "control"},
-    "web": {"core", "base", "connection", "observe", "control", "web"},
+    "web": {"core", "base", "connection", "observe", "control", "fleet", "web"},
     "fleet": {"core", "base", "connection", "observe", "control", "fleet"},
     "supervise": {"core", "base", "connection", "observe", "worker", "control", "fleet", "supervise"},
     "entry": {"core", "base", "connection", "observe", "worker", "control", "fleet", "supervise", "web", "entry"},

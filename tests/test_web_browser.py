@@ -152,3 +152,37 @@ def test_page_tour_and_live_overview(web, browser, redis):
             time.sleep(0.3)
             Path(shots).mkdir(parents=True, exist_ok=True)
             browser.save_screenshot(str(Path(shots) / f"{name}.png"))
+
+
+def test_admin_pauses_a_supervisor_fleet_wide_from_the_overview(start_daemon, redis_url, browser, tmp_path):
+    """The dashboard's actions are fleet commands: a click on Pause reaches the master, which
+    `horizonctl status --fleet` then shows paused, and Continue undoes it."""
+    from conftest import horizonctl
+    daemon = start_daemon('[fleet]\nnode = "n1"\nheartbeat = 0.3\n[supervisors.alpha]\nqueues = ["qa"]\n')
+    daemon.wait_ready({"alpha": 1})
+    (tmp_path / "web").mkdir()
+    web = WebProcess(write_config(tmp_path / "web", redis_url))
+    try:
+        log_in(browser, web, "admin")
+        row = WebDriverWait(browser, 15).until(expected_conditions.presence_of_element_located(
+            (By.CSS_SELECTOR, '#supervisors tr[data-supervisor="alpha"]')))
+        row.find_element(By.CSS_SELECTOR, 'button[value="pause"]').click()
+        assert "pause alpha: sent to every node (n1)" in text_of(browser, "done")
+
+        def alpha_paused() -> bool:
+            view = json.loads(horizonctl("status", "--fleet", "--json", socket_path=daemon.socket).stdout)
+            [node] = view["nodes"]
+            return next(s for s in node["supervisors"] if s["name"] == "alpha")["state"] == "paused"
+        wait_until(alpha_paused, timeout=5, what="alpha paused in status --fleet")
+        browser.get(f"{web.url}/")
+        row = WebDriverWait(browser, 15).until(expected_conditions.presence_of_element_located(
+            (By.CSS_SELECTOR, '#supervisors tr[data-supervisor="alpha"]')))
+        wait_until(lambda: "n1" in browser.find_element(By.CSS_SELECTOR, '#supervisors tr[data-supervisor="alpha"] '
+                                                                          '.paused-on').text or browser.refresh(),
+                   timeout=10, what="the overview to show alpha paused on n1")
+        alpha = '#supervisors tr[data-supervisor="alpha"]'
+        browser.find_element(By.CSS_SELECTOR, f'{alpha} button[value="continue"]').click()
+        text_of(browser, "done")
+        wait_until(lambda: not alpha_paused(), timeout=5, what="alpha running again")
+    finally:
+        web.stop()

@@ -1,10 +1,10 @@
 """Every change the dashboard makes goes through this module: one function per action.
 
-Today each acts on RQ's registries directly, through control/failed.py (the same code
-`horizonctl retry|forget|clear` runs), so what changes is exactly what `rq` sees. The
-fleet actions (pause/continue/scale/restart of supervisors, pause of queues) will be
-added here as fleet commands once the fleet's command channel exists; the pages and
-their routes only ever call these functions.
+Job actions act on RQ's registries directly, through control/failed.py (the same code
+`horizonctl retry|forget|clear` runs), so what changes is exactly what `rq` sees. Supervisor
+actions (pause, continue, restart, scale) are fleet commands (fleet/commands.py), exactly what
+`horizonctl pause --fleet` sends: stored desired state plus a wake-up, run by every live node
+through its own command layer. The pages and their routes only ever call these functions.
 
 Bulk actions (retry or delete every failed job matching a filter) run in a thread of
 the web process (never the master), in chunks of control/failed.py's walk, and record
@@ -21,6 +21,9 @@ from redis import Redis
 from rq.job import Job
 
 from horizond.control import failed
+from horizond.control.commands import CommandError
+from horizond.fleet import commands as fleet_commands
+from horizond.fleet.keys import FleetKeys
 from horizond.web import reads
 
 BULK_TTL = 24 * 3600
@@ -123,3 +126,23 @@ def bulk_status(redis: Redis, prefix: str, bulk_id: str) -> dict | None:
     if status["state"] == "running" and time.time() - float(status["updated"]) > 60:
         status["state"] = "stalled"  # its web process died: start it again to finish
     return status
+
+
+FLEET_ACTIONS = ("pause", "continue", "restart", "scale")
+
+
+def fleet_command(redis: Redis, prefix: str, action: str, supervisor: str, processes: str | None, user: str) -> dict:
+    """A supervisor action on every node: {"id", "nodes"} of the fleet command sent."""
+    if action not in FLEET_ACTIONS:
+        raise ActionError(f"unknown action {action!r}; one of {', '.join(FLEET_ACTIONS)}")
+    count = None
+    if action == "scale":
+        if processes != "auto" and not (processes or "").isdigit():
+            raise ActionError(f"scale: processes must be a whole number or 'auto', got {processes!r}")
+        count = None if processes == "auto" else int(processes)
+    sender = f"web:{user}"
+    try:
+        sent = fleet_commands.send(redis, FleetKeys(prefix), sender, set(), action, supervisor, count)
+    except CommandError as exc:
+        raise ActionError(str(exc)) from None
+    return dict(sent, nodes=[n for n in sent["nodes"] if n != sender])  # the dashboard is not a node

@@ -152,6 +152,15 @@ def _action_routes(bp: Blueprint) -> None:
             abort(400, str(exc))
         return redirect(url_for("web.bulk", bulk_id=bulk_id), 303)
 
+    @bp.post("/supervisors/<name>/<action>")
+    def supervisor_action(name: str, action: str):
+        cfg = _ext("config")
+        return _act(lambda: actions.fleet_command(_ext("redis"), cfg.redis_prefix, action, name,
+                                                  request.form.get("processes"), g.me.name),
+                    None, url_for("web.overview"),
+                    lambda sent: f"{action} {name}: sent to every node ({', '.join(sent['nodes']) or 'none live'}); "
+                                 f"each applies it within a second")
+
     @bp.post("/queues/<name>/clear")
     def queue_clear(name: str):
         if request.form.get("confirm") != name:

@@ -68,8 +68,23 @@ def snapshot(redis: Redis, config: Config, now: float | None = None) -> dict:
         "health": verdict(config, failed_kept, sizes, ages),
         "nodes": [{"node": n.get("node"), "state": n.get("state"), "last_seen": n.get("last_seen"),
                    "supervisors": n.get("supervisors") or []} for n in nodes],
+        "supervisors": supervisors(live_nodes),
         "queues": rows,
     }
+
+
+def supervisors(live_nodes: list[dict]) -> list[dict]:
+    """Per supervisor over the live nodes: processes, the budget, and where it is paused."""
+    rows: dict[str, dict] = {}
+    for n in live_nodes:
+        for s in n.get("supervisors") or []:
+            row = rows.setdefault(s.get("name"), {"name": s.get("name"), "processes": 0, "nodes": {},
+                                                  "paused_on": [], "budget": s.get("fleet_max_processes")})
+            row["processes"] += int(s.get("processes") or 0)
+            row["nodes"][n.get("node")] = int(s.get("processes") or 0)
+            if s.get("paused") or s.get("state") == "paused":
+                row["paused_on"].append(n.get("node"))
+    return sorted(rows.values(), key=lambda r: r["name"] or "")
 
 
 def _pick(row: dict | None, key: str) -> dict | None:
