@@ -37,7 +37,7 @@ FULL, READ = "full", "read"
 # results, tracebacks), so `failed_show` is not here and a reader's `failed` list and `config`
 # are cut (READER_VIEWS).
 READ_ONLY = frozenset({"ping", "status", "config", "supervisors", "workers", "health", "failed",
-                       "stats", "queues", "trends", "metrics", "cron", "batches", "batch_show", "nodes",
+                       "stats", "queues", "trends", "metrics", "cron", "batches", "batch_show", "breakers", "nodes",
                        "fleet_status"})
 READER_VIEWS = views.READER_VIEWS
 
@@ -57,6 +57,7 @@ class CommandLayer:
             "forget": self.forget, "flush": self.flush, "prune_failed": self.prune_failed, "clear": self.clear,
             "stats": self.stats, "queues": self.queues, "trends": self.trends, "metrics": self.metrics,
             "cron": self.cron, "batches": self.batches, "batch_show": self.batch_show,
+            "breakers": self.breakers, "breaker": self.breaker,
             "nodes": self.nodes, "fleet_status": self.fleet_status, "fleet": self.fleet,
             "fleet_confirmations": self.fleet_confirmations,
         }
@@ -137,6 +138,7 @@ class CommandLayer:
             "supervisors": sups,
             "rate_limits": daemon.queue_sample().rate_limits,
             "start_rates": daemon.queue_sample().start_rates,
+            "breakers": daemon.breaker_rows(),
         }
 
     def supervisors(self) -> list[dict]:
@@ -279,6 +281,19 @@ class CommandLayer:
         self._redis()  # Redis away: say so at once
         return self.daemon.cron_schedule()
 
+    def breakers(self) -> list[dict]:
+        return self.daemon.breaker_rows()
+
+    def breaker(self, action: str, name: str) -> dict:
+        if action not in ("open", "close"):
+            raise CommandError(f"breaker: expected 'open' or 'close', got {action!r}")
+        known = [b.name for b in self.daemon.config.breakers]
+        if name not in known:
+            raise CommandError(f"unknown breaker {name!r} (configured: {', '.join(known) or 'none'})")
+        self._redis()
+        self.daemon.force_breaker(name, action)
+        return {"breaker": name, "forced": action}
+
     def batches(self, limit: int = 50) -> dict:
         return batches.listing(self._redis(), _positive(limit, "limit"))
 
@@ -356,9 +371,14 @@ class CommandLayer:
         """What the daemon knows of its own processes: no Redis needed."""
         loops = [sup.name for sup in self.daemon.supervisors.values()
                  if any(s.health.backing_off for s in sup.slots())]
+        tripped = [f"{b['name']} ({b['state']})" for b in self.daemon.breaker_rows()
+                   if b.get("state") in ("open", "half_open")]
         return [self._worker_memory(limits["worker_memory"]),
                 health.Indicator("crash_loops", len(loops), health.YELLOW if loops else health.GREEN,
-                                 f"crash-looping: {', '.join(loops)}" if loops else "none")]
+                                 f"crash-looping: {', '.join(loops)}" if loops else "none"),
+                *([health.Indicator("breakers", len(tripped), health.YELLOW if tripped else health.GREEN,
+                                    f"open: {', '.join(tripped)}" if tripped else "all closed")]
+                  if self.daemon.config.breakers else [])]
 
     def _worker_memory(self, limits) -> health.Indicator:
         worst, who = None, ""

@@ -138,6 +138,7 @@ def print_status(status: dict) -> None:
     print_supervisors(status["supervisors"])
     if status.get("rate_limits"):
         _print_rate_limits(status["rate_limits"], len(status["rate_limits"]))
+    print_breakers(status.get("breakers") or [])
     for row in status.get("start_rates", ()):
         print(f"limit {row['pattern']}: {row['started']} of {row['allowed']} starts "
               f"in the last {row['per_seconds']:g} s")
@@ -381,6 +382,30 @@ def cmd_trends(path, args) -> int:
     return 0
 
 
+def cmd_breakers(path, args) -> int:
+    if args.command == "breaker":
+        result = call(path, "breaker", action=args.action, name=args.name)
+        print(f"breaker {result['breaker']}: forced {result['forced']} (every node acts at its next sample, "
+              f"within 2 s)")
+        return 0
+    rows = call(path, "breakers")
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    if not rows:
+        print("no [breakers] in the config")
+    print_breakers(rows)
+    return 0
+
+
+def print_breakers(rows: list[dict]) -> None:
+    for b in rows:
+        extra = " (forced)" if b.get("forced") else f", half-open in {b['opens_in']:.0f} s" \
+            if b.get("opens_in") is not None else f", probe {b['probe']}" if b.get("probe") else ""
+        print(f"breaker {b['name']}: {b['state']}{extra}; {b.get('failures', 0)} of {b['threshold']} failures in "
+              f"{b['window']:g} s; queues {', '.join(b['queues'])}")
+
+
 def cmd_cron(path, args) -> int:
     rows = call(path, "cron")
     if args.json:
@@ -565,6 +590,10 @@ def build_parser() -> argparse.ArgumentParser:
     batch = add("batch", cmd_batches, "'batch show NAME': one batch's progress and its failed jobs", json_flag=True)
     batch.add_argument("action", choices=["show"])
     batch.add_argument("name", metavar="NAME")
+    add("breakers", cmd_breakers, "circuit breakers: state, failures in the window, held queues", json_flag=True)
+    breaker = add("breaker", cmd_breakers, "force a circuit breaker: 'breaker open|close NAME'")
+    breaker.add_argument("action", choices=["open", "close"])
+    breaker.add_argument("name", metavar="NAME")
     add("cron", cmd_cron, "[cron] entries and [maintenance]: schedule, next and last run (UTC)", json_flag=True)
     failed = add("failed", cmd_failed, "failed jobs, newest first; 'failed show ID' for one", json_flag=True)
     failed.add_argument("rest", nargs="*", metavar="show ID")

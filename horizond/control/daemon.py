@@ -132,3 +132,5 @@ class Daemon(Protocol):
     def reload(self) -> dict[str, Any]: ...  # {"applied": bool, "errors": [...]} or the summary
     def stop(self, force: bool, reason: str) -> None: ...
     def cron_schedule(self) -> list[dict]: ...  # [cron.NAME] and [maintenance]: next and last runs
+    def breaker_rows(self) -> list[dict]: ...  # [breakers]: each one's last sampled state (no Redis call)
+    def force_breaker(self, name: str, action: str) -> None: ...  # horizonctl breaker open|close NAME

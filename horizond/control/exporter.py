@@ -22,6 +22,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 
 from horizond.control.loopserver import BACKLOG, LoopServer, ThrottledLog
 from horizond.core import health
+from horizond.core.breakers import LEVEL
 from horizond.observe.metrics import BUCKETS
 
 log = logging.getLogger("horizond.exporter")
@@ -86,7 +87,15 @@ class _Collector:
         for row in v.get("start_rates", ()):
             rates[0].add_metric([row["pattern"]], row["allowed"])
             rates[1].add_metric([row["pattern"]], row["started"])
-        yield from (processed, failed, duration, wait, size, workers, memory, waits, *limits, *rates)
+        breaker_state = GaugeMetricFamily("horizon_breaker_state", "Circuit breaker: 0 closed, 1 half-open, 2 open",
+                                          labels=["breaker"])
+        breaker_failures = GaugeMetricFamily("horizon_breaker_failures",
+                                             "Circuit breaker: counted failures in its window", labels=["breaker"])
+        for row in v.get("breakers", ()):
+            breaker_state.add_metric([row["name"]], LEVEL.get(row.get("state"), 0))
+            breaker_failures.add_metric([row["name"]], row.get("failures") or 0)
+        yield from (processed, failed, duration, wait, size, workers, memory, waits, *limits, *rates, breaker_state,
+                    breaker_failures)
 
 
 class MetricsServer(LoopServer):

@@ -71,6 +71,7 @@ def metrics(daemon: Daemon) -> dict:
         "workers": [{"supervisor": s, "state": st, "count": n} for (s, st), n in workers.items()],
         "memory": memory, "long_waits": dict(tallies.long_waits), "rate_limits": sample.rate_limits,
         "start_rates": sample.start_rates,
+        "breakers": daemon.breaker_rows(),
     }
 
 

@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from horizond.core import cron, limits, webconfig
+from horizond.core import breakers, cron, limits, webconfig
 from horizond.core.balancer import MODES as BALANCE_MODES  # one list of modes: the balancer's
 from horizond.core.balancer import STRATEGIES
 from horizond.core.configcheck import BAD as _BAD
@@ -128,6 +128,7 @@ class Config:
     cron: tuple[cron.CronEntry, ...] = ()  # [cron.NAME]: periodic jobs, once per occurrence fleet-wide
     maintenance: cron.CronEntry | None = None  # [maintenance]: failed-job pruning on a schedule
     limits: tuple[limits.QueueLimit, ...] = ()  # [limits."PATTERN"]: concurrency and start rate, fleet-wide
+    breakers: tuple[breakers.Breaker, ...] = ()  # [breakers.NAME]: circuit breakers over queues, fleet-wide
     web_listen: str | None = None  # [web]: the dashboard's "HOST:PORT"; None = off (webconfig.py)
     web_base_path: str = "/horizon"
     web_users_file: str | None = None
@@ -209,6 +210,7 @@ _TABLES: dict[str, set[str]] = {
     "cron": set(),  # [cron.NAME]: names are free-form (core/cron.py)
     "maintenance": {"cron", "prune_failed_hours", "timezone"},
     "limits": set(),  # [limits."PATTERN"] (core/limits.py)
+    "breakers": set(),  # [breakers.NAME] (core/breakers.py)
 }
 
 
@@ -337,7 +339,7 @@ def build(data: Mapping[str, Any], source: str, env: Env = Env()) -> Config:
     check.unknown_keys("", data, set(_TABLES))
     tables = {name: check.table("", data, name) for name in _TABLES}
     for name, allowed in _TABLES.items():
-        if name not in ("supervisors", "waits", "cron", "maintenance", "limits"):
+        if name not in ("supervisors", "waits", "cron", "maintenance", "limits", "breakers"):
             check.unknown_keys(name, tables[name], allowed)
     fields_ = {**_redis(check, tables["redis"], env), **_control(check, tables["control"], env),
                **_master(check, tables["master"]), **_observability(check, tables), **_fleet(check, tables["fleet"]),
@@ -346,7 +348,8 @@ def build(data: Mapping[str, Any], source: str, env: Env = Env()) -> Config:
                "app_paths": check.get("app", tables["app"], "paths", "strs", ()),
                "preload": check.get("app", tables["app"], "preload", "strs", ()),
                **cron.parse_tables(check, tables["cron"], tables["maintenance"]),
-               "limits": limits.parse_table(check, tables["limits"])}
+               "limits": limits.parse_table(check, tables["limits"]),
+               "breakers": breakers.parse_table(check, tables["breakers"])}
     if check.issues:
         raise ConfigError(_unique(check.issues))
     return Config(source=source, **fields_)
@@ -561,6 +564,10 @@ def to_toml_dict(config: Config) -> dict[str, Any]:
         "fleet": {**({"node": config.fleet_node} if config.fleet_node else {}), "heartbeat": config.fleet_heartbeat},
         "supervisors": sups,
         **_cron_toml(config),
+        **({"breakers": {b.name: {"queues": list(b.queues), "failures": b.failures, "window": b.window,
+                                  "cooldown": b.cooldown, "max_cooldown": b.max_cooldown,
+                                  **({"exceptions": list(b.exceptions)} if b.exceptions else {})}
+                         for b in config.breakers}} if config.breakers else {}),
         **({"limits": {lim.pattern: {**({"concurrency": lim.concurrency} if lim.concurrency else {}),
                                      **({"rate": list(lim.rate)} if lim.rate else {})}
                        for lim in config.limits}} if config.limits else {}),

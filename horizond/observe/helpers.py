@@ -63,8 +63,10 @@ class Helpers:
         payload = json.dumps(event).encode()
         env = {k: v for k, v in os.environ.items() if k not in SECRETS}
         if command:
-            extra = {"HORIZOND_EVENT": event["event"], "HORIZOND_QUEUE": event["queue"],
-                     "HORIZOND_WAIT": str(event["wait_seconds"]), "HORIZOND_THRESHOLD": str(event["threshold_seconds"])}
+            names = {"queue": "HORIZOND_QUEUE", "wait_seconds": "HORIZOND_WAIT", "threshold_seconds":
+                     "HORIZOND_THRESHOLD", "breaker": "HORIZOND_BREAKER"}
+            extra = {"HORIZOND_EVENT": event["event"],
+                     **{var: str(event[key]) for key, var in names.items() if key in event}}
             self._start("command", command[0], list(command), dict(env, **extra), payload, subprocess.DEVNULL)
         if webhook:
             self._start("url", webhook, [sys.executable, "-I", "-c", _POST, webhook], env, payload,

@@ -44,6 +44,7 @@ from horizond.observe.metricstore import MetricStore
 from horizond.observe.observer import Observer
 from horizond.observe.snapshots import SnapshotWriter
 from horizond.supervise import recovery, reexec, reloading
+from horizond.supervise.breaking import BreakerWatch
 from horizond.supervise.cron import CronRunner
 from horizond.supervise.duties import Duties
 from horizond.supervise.guard import Guard
@@ -100,6 +101,7 @@ class Master(LoopDuties):
         self.control = ControlServer(config.socket_path, self.selector, self._handle_command,
                                      config.control_group, config.control_readers)
         self.cron: CronRunner | None = None  # built by its duty from the config in force
+        self.breakers = BreakerWatch()  # [breakers]: sampled with the queues; held queues told to workers
         # the fleet's lease, budget grants and dead-node settling (fleet/node.py); membership is self.fleet
         self.leadership = Fleet(config.fleet_node, config.redis_prefix, config.fleet_heartbeat, self.pid,
                                 recovery.settle_dead_node, restart=lambda: self.restart(None))
@@ -343,7 +345,8 @@ class Master(LoopDuties):
                       queues: tuple[str, ...]) -> WorkerProcess:
         cfg = self.config
         spec = ChildSpec("worker", RedisSpec.of(cfg), self.pid, self.log_level, supervisor=sup, paused=paused,
-                         queues=queues, prefix=cfg.redis_prefix,
+                         queues=queues, prefix=cfg.redis_prefix, held=tuple(sorted(self.breakers.held)),
+                         breakers=tuple(b for b in cfg.breakers if any(b.covers(q) for q in queues or sup.queues)),
                          limits=tuple(lim for lim in cfg.limits if any(limits.limit_for(cfg.limits, q) is lim
                                                                        for q in queues or sup.queues)))
         return self._fork(spec, generation)

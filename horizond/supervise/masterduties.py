@@ -151,6 +151,9 @@ class LoopDuties:
         def sample():
             if self.observer.age(now) >= SAMPLE_EVERY / 2:  # not just read for a balancing step
                 self.observer.sample(self.redis, self.queues(), now, self.config.limits, self.config.redis_prefix)
+            if (self.config.breakers or self.breakers.held) and \
+                    self.breakers.step(self.redis, self.config, self.queues(), self.helpers):
+                self._tell_held()
         try:
             self.redis_health.step(sample)
         except Exception:
@@ -159,6 +162,19 @@ class LoopDuties:
             self.long_waits.check(self.observer.estimated_waits(self), self.observer.pending,
                                   self.config.wait_threshold, self._queue_owner, self.metrics,
                                   self.config.notify_command, self.config.webhook_url, now)
+
+    def _tell_held(self) -> None:
+        """Every worker learns which queues open breakers hold now (dequeue.Gate)."""
+        held = sorted(self.breakers.held)
+        for proc in self._workers():
+            proc.link.send(cmd="hold", queues=held)
+        log.info("queues held by circuit breakers", extra={"event": "breaker_held_queues", "queues": held})
+
+    def breaker_rows(self) -> list[dict]:
+        return self.breakers.rows(self.config)
+
+    def force_breaker(self, name: str, action: str) -> None:
+        self.breakers.force(self.redis, self.config, name, action)
 
     def _queue_owner(self, queue: str) -> str:
         return next((s.name for s in self.supervisors.values() for p in s.pools.values() if queue in p.queues), "")

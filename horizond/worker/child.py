@@ -19,6 +19,7 @@ from redis import exceptions as redis_errors
 
 from horizond import signals, sysutil
 from horizond.connection.redisconn import RedisSpec
+from horizond.core.breakers import Breaker
 from horizond.core.config import SupervisorConfig
 from horizond.core.limits import QueueLimit
 from horizond.observe import logs
@@ -43,6 +44,8 @@ class ChildSpec:
     paused: bool = False
     limits: tuple[QueueLimit, ...] = ()  # [limits] whose patterns match these queues
     prefix: str = "horizond"  # [redis] prefix: horizond's own keys
+    breakers: tuple[Breaker, ...] = ()  # [breakers] covering these queues
+    held: tuple[str, ...] = ()  # queues held by open breakers when it was forked
 
 
 def child_main(spec: ChildSpec, write_fd: int, close_fds: list[int]) -> None:
@@ -98,12 +101,12 @@ def _run_worker(spec: ChildSpec, reporter: StateWriter) -> int:
         return rqworker.EXIT_IMPORT
     # The name lets the master find this worker's connections (CLIENT UNBLOCK on pause).
     connection = spec.redis.client(client_name=client_name(spec.master_pid, os.getpid()))
-    dequeue.GATE = dequeue.Gate(reporter.fd, reporter, spec.paused)
+    dequeue.GATE = dequeue.Gate(reporter.fd, reporter, spec.paused, held=spec.held)
     if not _wait_for_redis(connection, dequeue.GATE, sup.name):
         return rqworker.EXIT_OK  # told to stop before Redis came back
     worker = worker_class(list(spec.queues or sup.queues), connection=connection,
                           name=rqworker.worker_name(spec.master_pid, sup.name))
-    worker.horizon_attach(reporter, sup, spec.limits, spec.prefix)
+    worker.horizon_attach(reporter, sup, spec.limits, spec.prefix, spec.breakers)
     rq_level = "DEBUG" if spec.log_level <= logging.DEBUG else "WARNING"
     try:
         worker.work(max_jobs=sup.max_jobs or None, logging_level=rq_level)

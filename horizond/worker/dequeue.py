@@ -22,6 +22,7 @@ from rq.worker.base import StopRequested
 from horizond.worker.channel import StateWriter, decode
 
 GATE_WAIT = 30.0  # a paused worker wakes this often so RQ keeps its heartbeat
+HOLD_HERE = 3.0  # a queue an open breaker refused this worker: left alone this long (Gate.hold_here)
 # An idle multi-queue worker blocks on its first queue and looks at the others between blocks.
 # Right after a job it looks again soon (a stream of jobs often continues); each empty look
 # doubles the block, up to MULTI_QUEUE_BLOCK: a job arriving on a lower queue waits at most that
@@ -52,10 +53,12 @@ class Gate:
     the blocking call instead, which can drop a job whose reply was in flight.
     """
 
-    def __init__(self, fd: int, reporter: StateWriter, paused: bool):
+    def __init__(self, fd: int, reporter: StateWriter, paused: bool, held: tuple[str, ...] = ()):
         self.fd = fd
         self.reporter = reporter
         self.paused = paused
+        self.held = frozenset(held)  # queues the master holds (open circuit breakers)
+        self.held_here: dict[str, float] = {}  # held by this worker after a breaker refused it a job: until
         self.stopping = False
         self._buffer = b""
 
@@ -79,6 +82,24 @@ class Gate:
                 self.paused = False
             elif word == "stop":
                 self.stopping = True
+            elif word == "hold":  # the master's view of the breakers replaces what this worker guessed
+                queues = (decode(line) or {}).get("queues")
+                self.held = frozenset(q for q in queues if isinstance(q, str)) if isinstance(queues, list) else \
+                    frozenset()
+                self.held_here.clear()
+
+    def hold_here(self, queue: str) -> None:
+        """Leave the queue alone for HOLD_HERE s: the master's word (at its next sample) holds it
+        on every node while its breaker is open; a breaker that closed meanwhile (a probe done in
+        between two samples) sends no word, so this worker looks again by itself."""
+        self.held_here[queue] = time.monotonic() + HOLD_HERE
+
+    def is_held(self, queue: str) -> bool:
+        until = self.held_here.get(queue)
+        if until is not None and time.monotonic() >= until:
+            del self.held_here[queue]
+            until = None
+        return queue in self.held or until is not None
 
     def wait(self, timeout: float) -> None:
         """Sleep until the master says something (any word: Redis is back, stop) or `timeout` passes."""
@@ -116,31 +137,43 @@ class Gate:
 GATE: Gate | None = None  # one worker per process
 
 
+def _open_keys(queues) -> list[str]:
+    """The keys of the queues no circuit breaker holds now (all of them without a gate)."""
+    if GATE is None:
+        return [q.key for q in queues]
+    GATE.poll()
+    return [q.key for q in queues if not GATE.is_held(q.name)]
+
+
 class HorizonQueue(Queue):
     @classmethod
     def dequeue_any(cls, queues, timeout, connection, job_class=None, serializer=None, death_penalty_class=None):
         keys = [q.key for q in queues]
         if GATE is not None and not GATE.hold(min(timeout or GATE_WAIT, GATE_WAIT)):
             raise DequeueTimeout(timeout, keys)
-        if len(queues) == 1:  # RQ's own path is already a reliable BLMOVE
+        holding = GATE is not None and bool(GATE.held or GATE.held_here)
+        if len(queues) == 1 and not holding:  # RQ's own path is already a reliable BLMOVE
             return super().dequeue_any(queues, timeout, connection, job_class, serializer, death_penalty_class)
         options = {"job_class": job_class, "serializer": serializer, "death_penalty_class": death_penalty_class}
         deadline = None if timeout is None else time.monotonic() + timeout
         move_first = connection.register_script(_MOVE_FIRST)
         block = MULTI_QUEUE_FIRST_BLOCK
         while True:
-            moved = move_first(keys=keys, client=connection)
+            open_keys = _open_keys(queues)  # circuit breakers may hold some, and free them meanwhile
+            moved = move_first(keys=open_keys, client=connection) if open_keys else None
             if not moved:
                 left = None if deadline is None else deadline - time.monotonic()
                 if left is None or left <= 0 or (GATE is not None and GATE.is_paused()):  # or stop
-                    if timeout is None:
+                    if timeout is None:  # RQ's "do not block" (burst mode)
                         return None
                     raise DequeueTimeout(timeout, keys)
-                job_id = connection.blmove(keys[0], keys[0] + ":intermediate", min(block, left))
+                wait = min(block, left)
+                job_id = connection.blmove(open_keys[0], open_keys[0] + ":intermediate", wait) if open_keys else \
+                    GATE.wait(wait)
                 if job_id is None:
                     block = min(block * 2, MULTI_QUEUE_BLOCK)
                     continue
-                moved = [keys[0], job_id]
+                moved = [open_keys[0], job_id]
             result = cls._fetch_moved(moved, connection, options)
             if result is not None:
                 return result

@@ -82,7 +82,7 @@ class TakesNextJob:
         if not self._lean_working or self._stop_requested or (gate is not None and (gate.paused or gate.stopping)) \
                 or (self._lean_max_jobs is not None and self._lean_jobs + 1 >= self._lean_max_jobs):
             return []
-        return [q.key for q in self._ordered_queues]
+        return [q.key for q in self._ordered_queues if gate is None or not gate.is_held(q.name)]
 
     def _lean_hold(self, queue_key: bytes, job_id: bytes, data: list) -> None:
         """The next job, taken with the last one's end: held until the work loop dequeues."""

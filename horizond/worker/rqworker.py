@@ -21,9 +21,10 @@ from rq.worker import SimpleWorker
 
 from horizond import sysutil
 from horizond.core import limits, policy
+from horizond.core.breakers import Breaker
 from horizond.core.config import SupervisorConfig
 from horizond.core.limits import QueueLimit
-from horizond.worker import dequeue, jobcontrol, limiting
+from horizond.worker import breaking, dequeue, jobcontrol, limiting
 from horizond.worker.channel import StateWriter
 from horizond.worker.dequeue import HorizonQueue
 from horizond.worker.leanworker import LeanWorker
@@ -45,12 +46,15 @@ class HorizonWorkerMixin:
     horizon_exit_reason: str | None = None
     horizon_jobs_done = 0
     horizon_limits: tuple[QueueLimit, ...] = ()
+    horizon_breakers: tuple[Breaker, ...] = ()
     horizon_prefix = "horizond"
     _horizon_process: psutil.Process | None = None
 
     def horizon_attach(self, reporter: StateWriter, supervisor: SupervisorConfig,
-                       queue_limits: tuple[QueueLimit, ...] = (), prefix: str = "horizond") -> None:
+                       queue_limits: tuple[QueueLimit, ...] = (), prefix: str = "horizond",
+                       queue_breakers: tuple[Breaker, ...] = ()) -> None:
         self.horizon_limits = queue_limits
+        self.horizon_breakers = queue_breakers
         self.horizon_prefix = prefix
         self.horizon_pid = os.getpid()
         self.horizon_reporter = reporter
@@ -63,7 +67,7 @@ class HorizonWorkerMixin:
 
     def execute_job(self, job: Job, queue: Queue):
         self._horizon_apply_policy(job)
-        if self.horizon_limits and not self._horizon_admitted(job, queue):
+        if (self.horizon_limits or self.horizon_breakers) and not self._horizon_admitted(job, queue):
             return None
         self.horizon_reporter.send(s="busy", job=job.id, q=queue.name, t=time.time(), timeout=job.timeout)
         # No `finally`: if RQ's bookkeeping fails (Redis gone mid-job) the worker
@@ -73,6 +77,8 @@ class HorizonWorkerMixin:
             self.horizon_reporter.send(s="idle", rss=self._horizon_rss())
             return result
         self.horizon_jobs_done += 1
+        if getattr(job, "horizon_probe", ()) and job.get_status(refresh=False) == "finished":
+            breaking.after_success(self, job)  # a half-open breaker's probe succeeded: close it
         rss = self._horizon_rss()
         ended = {"s": "idle", "rss": rss, **_outcome(job, forked=bool(getattr(self, "_horse_pid", 0)))}
         if getattr(self, "_lean_next", None) is not None:  # the next job is taken: its 'busy' carries this
@@ -134,14 +140,17 @@ class HorizonWorkerMixin:
 
     def handle_exception(self, job: Job, *exc_info):
         jobcontrol.after_exception(job, exc_info[0] if exc_info else None)  # before RQ reads should_retry
+        if self.horizon_breakers:
+            breaking.after_failure(self, job, exc_info[0] if exc_info else None)
         return super().handle_exception(job, *exc_info)
 
     def _horizon_admitted(self, job: Job, queue: Queue) -> bool:
-        """[limits]: start the job, or leave it waiting for its limit (worker/limiting.py); then
-        the worker shows idle, as after a job, and dequeues again."""
+        """[breakers], then [limits]: start the job, or leave it back in its queue (an open breaker:
+        worker/breaking.py) or waiting for its limit (worker/limiting.py); then the worker shows
+        idle, as after a job, and dequeues again."""
         limit = limits.limit_for(self.horizon_limits, queue.name)
-        if limit is None or limiting.admit(self.connection, job, queue, limit, self.horizon_prefix) == \
-                limiting.ADMITTED:
+        if breaking.admit(self, job, queue) and (limit is None or limiting.admit(
+                self.connection, job, queue, limit, self.horizon_prefix) == limiting.ADMITTED):
             return True
         self.horizon_reporter.flush()  # the last job's end, held for this start
         write_idle = getattr(self, "_lean_write_idle", None)

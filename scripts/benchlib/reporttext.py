@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import report
 
 CONTENDERS_TOP = {"rq-pool-simple": "`rq worker-pool`'s pool process", "celery": "Celery's main process"}
@@ -24,7 +27,28 @@ def document(data: dict) -> str:
         parts.append(_memory(data["memory"]))
     if "soak" in data:
         parts.append(_soak(data["soak"]))
+    web = Path(__file__).resolve().parent.parent.parent / "docs" / "bench_web.json"
+    if web.exists():
+        parts.append(_web(json.loads(web.read_text())))
     return "\n\n".join(parts) + "\n"
+
+
+def _web(web: dict) -> str:
+    """The dashboard's pages, from scripts/bench_web.py's own run (docs/bench_web.json)."""
+    rows = ["| page | path | median ms | max ms |", "|---|---|---:|---:|"]
+    rows += [f"| {name} | `{p['path']}` | {p['median_ms']:.1f} | {p['max_ms']:.1f} |"
+             for name, p in web["pages"].items()]
+    worst = max(web["pages"].items(), key=lambda kv: kv[1]["max_ms"])
+    return f"""## Dashboard pages (issue 17: every page under 300 ms)
+
+Generated from docs/bench_web.json, the raw output of `python scripts/bench_web.py` (run on
+{web['when']}, {web['cpus']} cores, load {web['load_at_start']:.2f} at its start; not part of the
+run above). Workload: {web['failed_jobs']:,} failed and {web['finished_jobs']:,} finished jobs in
+{web['queues']} queues ({web['redis_keys']:,} Redis keys), each page fetched {web['rounds']} times
+by an admin over HTTP from the `horizond web` process. Slowest single fetch: {worst[0]},
+{worst[1]['max_ms']:.1f} ms.
+
+""" + "\n".join(rows)
 
 
 def _small(meta: dict) -> list[str]:

@@ -1,0 +1,115 @@
+"""[breakers.NAME]: failures open a breaker that holds its queues (no tries spent), a half-open
+probe decides, the cooldown doubles; operators force it; status, health and /metrics show it."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+
+import pytest
+from rq import Queue
+
+from conftest import free_port, horizonctl, wait_until
+from horizond.core import breakers
+from horizond.core.config import ConfigError, parse
+
+CONFIG = """
+[notify]
+command = ["sh", "-c", "cat >> {notes}; echo >> {notes}"]
+
+[breakers.partner]
+queues = ["partner*"]
+failures = 3
+window = 30
+cooldown = 2
+max_cooldown = 8
+exceptions = ["ConnectionError"]
+
+[supervisors.alpha]
+queues = ["partner-api", "other"]
+min_processes = 2
+max_processes = 2
+balance = "off"
+tries = 1
+"""
+
+
+def _breaker(daemon) -> dict:
+    [row] = json.loads(horizonctl("breakers", "--json", socket_path=daemon.socket).stdout)
+    return row
+
+
+def test_covering_and_counting_follow_the_table():
+    b = breakers.Breaker("p", ("partner*", "sms"), 3, exceptions=("ConnectionError",))
+    assert b.covers("partner-api") and b.covers("sms") and not b.covers("emails")
+    assert b.counts(("PartnerDown", "ConnectionError", "OSError")) and not b.counts(("ValueError",))
+    states = {"p": {"state": "open"}}
+    assert breakers.held_queues((b,), states, ("partner-api", "emails")) == {"partner-api"}
+    assert breakers.held_queues((b,), {"p": {"state": "half_open", "probe": ""}}, ("partner-api",)) == set()
+    assert breakers.held_queues((b,), {"p": {"state": "half_open", "probe": "j1"}}, ("partner-api",)) == {"partner-api"}
+
+
+def test_bad_breakers_are_refused_naming_the_key():
+    with pytest.raises(ConfigError) as caught:
+        parse('[supervisors.a]\n[breakers.x]\nqueues = ["q"]\nfailures = 3\ncooldown = 60\nmax_cooldown = 10\n'
+              '[breakers.y]\nfailures = 2\n', "t.toml")
+    assert "[breakers.x] key 'max_cooldown'" in str(caught.value)
+    assert "[breakers.y] key 'queues'" in str(caught.value)
+
+
+def test_a_breaker_opens_holds_its_queues_probes_and_closes(start_daemon, redis, tmp_path):
+    notes = tmp_path / "notes"
+    daemon = start_daemon(CONFIG.format(notes=notes))
+    daemon.wait_ready({"alpha": 2})
+    partner, other = Queue("partner-api", connection=redis), Queue("other", connection=redis)
+    redis.set("test:partner:down", 1)
+    for i in range(10):
+        partner.enqueue("breakerjobs.call_partner", i)
+    wait_until(lambda: (r := _breaker(daemon))["state"] == "open" and r, timeout=15, what="the breaker to open")
+    attempts = redis.llen("test:partner:attempts")
+    assert 3 <= attempts <= 4  # the third failure opened it; at most the other worker's job in flight
+    other.enqueue("breakerjobs.other", "runs")  # a queue no breaker covers keeps flowing
+    wait_until(lambda: redis.llen("test:other:done") == 1, what="the other queue's job")
+    assert redis.llen("test:partner:attempts") == attempts and partner.count == 10 - attempts  # held, no tries spent
+    health = json.loads(horizonctl("health", "--json", socket_path=daemon.socket).stdout)
+    assert health["status"] == "yellow" and any(i["name"] == "breakers" for i in health["indicators"])
+    wait_until(lambda: notes.exists() and "breaker_open" in notes.read_text(), what="[notify] told of the opening")
+
+    # half-open after 2 s: one probe, which fails: open again with the cooldown doubled
+    wait_until(lambda: redis.llen("test:partner:attempts") == attempts + 1, timeout=10, what="one probe")
+    wait_until(lambda: (r := _breaker(daemon))["state"] == "open" and r["cooldown"] == 4 and r, timeout=10,
+                what="reopened with a 4 s cooldown")
+    assert redis.llen("test:partner:attempts") == attempts + 1  # one probe, not a burst
+
+    # the partner is back: the next probe succeeds, the breaker closes, the held jobs all run
+    redis.delete("test:partner:down")
+    failed = attempts + 1  # the failed probe too
+    wait_until(lambda: redis.llen("test:partner:done") == 10 - failed, timeout=20, what="the held jobs to run")
+    wait_until(lambda: _breaker(daemon)["state"] == "closed", what="the next sample to see it closed")
+    assert partner.failed_job_registry.count == failed  # only the jobs that ran and failed: no try spent waiting
+    assert redis.llen("test:partner:attempts") == 10  # each job ran once
+
+
+def test_an_operator_forces_a_breaker_open_and_closed(start_daemon, redis, tmp_path):
+    port = free_port()
+    daemon = start_daemon(CONFIG.format(notes=tmp_path / "notes") + f'[metrics]\nlisten = "127.0.0.1:{port}"\n')
+    daemon.wait_ready({"alpha": 2})
+    out = horizonctl("breaker", "open", "partner", socket_path=daemon.socket)
+    assert out.returncode == 0, out.stderr
+    wait_until(lambda: _breaker(daemon)["state"] == "open", what="forced open")
+    partner = Queue("partner-api", connection=redis)
+    partner.enqueue("breakerjobs.call_partner", "x")
+    text = wait_until(lambda: 'horizon_breaker_state{breaker="partner"} 2.0' in (t := _metrics(port)) and t,
+                      what="/metrics to show the breaker open")
+    assert 'horizon_breaker_state{breaker="partner"} 2.0' in text
+    wait_until(lambda: _breaker(daemon)["forced"], what="the forced flag")
+    assert redis.llen("test:partner:attempts") == 0 and partner.count == 1  # forced open stays open
+    horizonctl("breaker", "close", "partner", socket_path=daemon.socket)
+    wait_until(lambda: redis.llen("test:partner:done") == 1, timeout=10, what="the job after the close")
+    bad = horizonctl("breaker", "open", "nope", socket_path=daemon.socket)
+    assert bad.returncode != 0 and "unknown breaker 'nope'" in bad.stderr
+
+
+def _metrics(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
+        return reply.read().decode()
