@@ -45,3 +45,12 @@ def throttled(tag):
     redis = _attempt(tag)
     with throttle("partner-api", allow=2, every=3):
         redis.rpush("test:throttled", time.time())
+
+
+@job_options(tries=3, backoff=[0], timeout=1, fail_on_timeout=True)
+def ignores_its_timeout(tag):
+    """Blocks SIGALRM (RQ's in-worker timeout), so only the master's hard timeout ends it."""
+    import signal
+    _attempt(tag)
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})
+    time.sleep(30)

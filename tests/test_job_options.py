@@ -3,7 +3,6 @@ exceptions, deadline and timeout; release() and throttle() put it back without f
 
 from __future__ import annotations
 
-import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -82,7 +81,7 @@ def test_max_exceptions_fails_a_job_that_still_has_tries(worker_class, start_dae
     daemon.wait_ready({"alpha": 2})
     job = Queue("qa", connection=redis).enqueue("optionjobs.fails_always", "maxexc")
     wait_until(lambda: _status(job) == JobStatus.FAILED, timeout=15, what="the job to fail")
-    time.sleep(0.3)  # a third attempt would have started by now (backoff 0)
+    # FAILED is final: a retry would have left it queued or scheduled, not failed
     assert len(_attempts(redis, "maxexc")) == 2  # tries = 5, max_exceptions = 2
     job.refresh()
     assert job.meta["horizond"]["exceptions"] == 2 and job.meta["horizond"]["stopped"].startswith("max_exceptions")
@@ -132,11 +131,19 @@ def test_fail_on_timeout_fails_at_once(start_daemon, redis):
     assert job.timeout == 1  # the decorator's timeout, not the supervisor's
 
 
+def test_fail_on_timeout_holds_when_the_master_kills_a_job_past_its_hard_timeout(start_daemon, redis):
+    daemon = start_daemon(_config(""), extra_master="hard_timeout_grace = 1\n")
+    daemon.wait_ready({"alpha": 2})
+    job = Queue("qa", connection=redis).enqueue("optionjobs.ignores_its_timeout", "hard")
+    wait_until(lambda: _status(job) == JobStatus.FAILED, timeout=20, what="the hard timeout")
+    assert len(_attempts(redis, "hard")) == 1
+    assert "hard timeout" in job.latest_result().exc_string
+
+
 def test_enqueue_time_options_win_over_the_decorator(start_daemon, redis):
     start_daemon(_config("")).wait_ready({"alpha": 2})
     job = Queue("qa", connection=redis).enqueue("optionjobs.fails_always", "enq", meta=options(max_exceptions=3))
     wait_until(lambda: _status(job) == JobStatus.FAILED, timeout=15, what="the job to fail")
-    time.sleep(0.3)
     assert len(_attempts(redis, "enq")) == 3
 
 

@@ -6,6 +6,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -253,3 +254,21 @@ def test_merged_windows_page_through_many_queues_and_equal_scores_exactly_once(r
     assert sorted(seen) == sorted(expected) and len(seen) == len(set(seen))
     scores = [redis.zscore(f"rq:failed:q{int(job_id.split('-')[1]):02d}", job_id) for job_id in seen]
     assert scores == sorted(scores, reverse=True)  # newest first across every queue
+
+
+def test_overview_shows_breakers_and_limits_without_moving_them(redis, tmp_path, redis_url):
+    extra = ('[breakers.partner]\nqueues = ["partner*"]\nfailures = 3\ncooldown = 1\n'
+             '[limits."partner*"]\nconcurrency = 2\nrate = [5, 60]\n')
+    config = load(str(write_config(tmp_path, redis_url, extra=extra)))
+    redis.hset("horizond:breaker:partner", mapping={"state": "open", "until": 0, "opened_at": 1})
+    redis.zadd("horizond:limit:partner*:starts", {"a": time.time()})
+    redis.sadd("rq:rl-keys", "horizond:partner*")
+    redis.hset("rq:rl:horizond:partner*", "concurrency", 2)
+    redis.zadd("rq:rl:horizond:partner*:allowed", {"j1": 1})
+    snap = overview.snapshot(redis, config)
+    assert [(b["name"], b["state"], b["threshold"]) for b in snap["breakers"]] == [("partner", "open", 3)]
+    assert redis.hget("horizond:breaker:partner", "state") == b"open"  # past its cooldown, yet not moved on
+    assert redis.hget("horizond:breaker:partner", "notified") is None  # nor announced: the masters do that
+    assert snap["limits"]["rates"] == [{"pattern": "partner*", "allowed": 5, "per_seconds": 60.0, "started": 1}]
+    assert snap["limits"]["concurrency"][0] | {"key": "horizond:partner*", "concurrency": 2, "slots_used": 1} \
+        == snap["limits"]["concurrency"][0]

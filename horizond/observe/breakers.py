@@ -167,6 +167,25 @@ def sample(redis: Redis, prefix: str, breakers: tuple[Breaker, ...]) -> dict[str
     return out
 
 
+def peek(redis: Redis, prefix: str, breakers: tuple[Breaker, ...]) -> list[dict]:
+    """Each breaker's state as stored, changing nothing (the dashboard: it never moves a breaker
+    on or claims an announcement; the masters do)."""
+    if not breakers:
+        return []
+    with redis.pipeline(transaction=False) as pipe:
+        for b in breakers:
+            pipe.hgetall(keys(prefix, b)[0])
+            pipe.zcard(keys(prefix, b)[1])
+        raw = pipe.execute()
+    rows = []
+    for b, fields, failures in zip(breakers, raw[0::2], raw[1::2], strict=True):
+        f = {_text(k): _text(v) for k, v in fields.items()}
+        rows.append({"name": b.name, "state": f.get("state", "closed"), "queues": list(b.queues),
+                     "failures": failures, "threshold": b.failures, "window": b.window,
+                     "forced": f.get("forced") == "1", "probe": f.get("probe") or None})
+    return rows
+
+
 def force(redis: Redis, prefix: str, breaker: Breaker, action: str) -> None:
     redis.eval(FORCE, 2, *keys(prefix, breaker), action, breaker.cooldown)
 

@@ -59,7 +59,7 @@ class Guard:
             timeout = proc.job_timeout or 0
             if timeout > 0 and proc.job_started is not None and \
                     now - proc.job_started > timeout + config.hard_timeout_grace:
-                self._kill(proc, now, f"hard timeout: still running {now - proc.job_started:.0f}s into a "
+                self._kill(proc, now, f"{recovery.HARD_TIMEOUT}: still running {now - proc.job_started:.0f}s into a "
                                       f"{timeout:g}s job timeout (the worker did not stop it itself)")
         if now >= self._memory_due:
             self._memory_due = now + MEMORY_HARD_EVERY

@@ -24,7 +24,7 @@ from rq.utils import utcformat
 from rq.worker_registration import REDIS_WORKER_KEYS, WORKERS_BY_QUEUE_KEY
 
 from horizond import sysutil
-from horizond.core import policy
+from horizond.core import jobopts, policy
 from horizond.core.config import SupervisorConfig
 from horizond.worker.leanbatch import MOVE_IF_PRESENT
 from horizond.worker.rqworker import WorkerOwner, parse_worker_name
@@ -32,6 +32,9 @@ from horizond.worker.rqworker import WorkerOwner, parse_worker_name
 log = logging.getLogger("horizond.recovery")
 
 WORKER_KEY_PREFIX = "rq:worker:"
+
+
+HARD_TIMEOUT = "hard timeout"  # how guard.py names the kill of a job past its timeout and grace
 
 
 def settle_lost_job(connection: Redis, job_id: str, worker_name: str, sup: SupervisorConfig, cause: str) -> str:
@@ -55,6 +58,8 @@ def settle_lost_job(connection: Redis, job_id: str, worker_name: str, sup: Super
         return "not-held"
     queue = Queue(job.origin, connection=connection)
     rule = policy.retry_rule(job.retries_left, job.retry_intervals, sup.tries, sup.backoff)
+    if cause.startswith(HARD_TIMEOUT) and _fails_on_timeout(job):
+        rule = None  # its @job_options(fail_on_timeout=True): a timeout is final, a hard one too
     reason = f"horizond: worker {worker_name} stopped while running this job: {cause}"
     executions = job.get_executions()
     with connection.pipeline() as pipe:
@@ -74,6 +79,14 @@ def settle_lost_job(connection: Redis, job_id: str, worker_name: str, sup: Super
         queue.enqueue_dependents(job)
     _release_slot(job)
     return _logged(job, outcome, cause)
+
+
+def _fails_on_timeout(job: Job) -> bool:
+    """The job's declared fail_on_timeout, as its worker noted it in the job's meta at the start
+    (worker/jobcontrol.py): the master never imports job code."""
+    mine = job.meta.get(jobopts.META_KEY) if isinstance(job.meta, dict) else None
+    options = mine.get("options") if isinstance(mine, dict) else None
+    return isinstance(options, dict) and options.get("fail_on_timeout") is True
 
 
 def _release_slot(job: Job) -> None:

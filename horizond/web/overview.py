@@ -15,6 +15,8 @@ from redis import Redis
 
 from horizond.core import health
 from horizond.core.config import Config
+from horizond.observe import breakers as breaker_state
+from horizond.observe import observer
 from horizond.web import reads
 
 
@@ -69,6 +71,9 @@ def snapshot(redis: Redis, config: Config, now: float | None = None) -> dict:
         "nodes": [{"node": n.get("node"), "state": n.get("state"), "last_seen": n.get("last_seen"),
                    "supervisors": n.get("supervisors") or []} for n in nodes],
         "supervisors": supervisors(live_nodes),
+        "limits": {"concurrency": observer.rate_limits(redis)[0],
+                   "rates": observer.start_rates(redis, config.limits, config.redis_prefix)},
+        "breakers": breaker_state.peek(redis, config.redis_prefix, config.breakers),
         "queues": rows,
     }
 
