@@ -42,7 +42,7 @@ max_processes = 3
 fleet_max_processes = 6
 [supervisors.interactive]
 queues = ["mcp-high", "appointments", "emails", "cache"]
-min_processes = 1
+balance = "off"          # one pool over the four queues, in order
 max_processes = 2
 """
 
