@@ -113,3 +113,14 @@ def test_an_operator_forces_a_breaker_open_and_closed(start_daemon, redis, tmp_p
 def _metrics(port: int) -> str:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
         return reply.read().decode()
+
+
+def test_junk_in_a_breakers_hash_reads_as_closed_and_the_master_lives_on(start_daemon, redis, tmp_path):
+    redis.hset("horizond:breaker:partner", mapping={"state": "bogus", "until": "x", "cooldown": "nan?",
+                                                    "opened_at": "y"})
+    daemon = start_daemon(CONFIG.format(notes=tmp_path / "notes"))
+    daemon.wait_ready({"alpha": 2})
+    row = wait_until(lambda: (r := _breaker(daemon)).get("state") == "closed" and r, what="a sample of the junk")
+    assert row["cooldown"] == 2.0
+    Queue("partner-api", connection=redis).enqueue("breakerjobs.call_partner", "ok")
+    wait_until(lambda: redis.llen("test:partner:done") == 1, what="its queue flowing")

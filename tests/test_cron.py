@@ -110,3 +110,12 @@ def test_maintenance_prunes_failed_jobs_older_than_its_hours_once(start_daemon, 
     done = wait_until(lambda: [e for e in daemon.log_events() if e.get("event") == "maintenance_done"],
                       what="the maintenance_done log line")
     assert done[0]["pruned_failed"] == 1
+
+
+def test_junk_under_a_cron_key_restarts_its_clock_and_the_master_lives_on(start_daemon, redis):
+    redis.hset("horizond:cron:tick", mapping={"last": "not-a-number", "at": "x"})
+    daemon = start_daemon(EVERY_SECOND)
+    daemon.wait_ready({"alpha": 1})
+    wait_until(lambda: redis.llen("test:cron:t") >= 2, timeout=10, what="the entry running again")
+    assert float(redis.hget("horizond:cron:tick", "last")) > 0
+    assert json.loads(horizonctl("status", "--json", socket_path=daemon.socket).stdout)["state"] == "running"

@@ -159,11 +159,12 @@ def sample(redis: Redis, prefix: str, breakers: tuple[Breaker, ...]) -> dict[str
     out = {}
     for b, row in zip(breakers, rows, strict=True):
         state, until, cooldown, probe, forced, failures, announce, opened, now = (_text(v) for v in row)
+        state = state if state in ("closed", "open", "half_open") else "closed"  # junk another client wrote
         out[b.name] = {"state": state, "opens_in": None if state != "open" or forced == "1" else
-                       max(0.0, float(until) - float(now)), "cooldown": float(cooldown) if cooldown else b.cooldown,
-                       "probe": probe or None, "forced": forced == "1", "failures": int(failures),
+                       max(0.0, _number(until) - _number(now)), "cooldown": _number(cooldown) or b.cooldown,
+                       "probe": probe or None, "forced": forced == "1", "failures": int(_number(failures)),
                        "threshold": b.failures, "window": b.window, "queues": list(b.queues),
-                       "announce": announce == "1", "opened_at": float(opened) if opened else None}
+                       "announce": announce == "1", "opened_at": _number(opened) or None}
     return out
 
 
@@ -188,6 +189,14 @@ def peek(redis: Redis, prefix: str, breakers: tuple[Breaker, ...]) -> list[dict]
 
 def force(redis: Redis, prefix: str, breaker: Breaker, action: str) -> None:
     redis.eval(FORCE, 2, *keys(prefix, breaker), action, breaker.cooldown)
+
+
+def _number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        return 0.0
+    return value if value == value and abs(value) != float("inf") else 0.0
 
 
 def _text(value) -> str:

@@ -71,8 +71,7 @@ class CronRunner:
         with redis.pipeline() as pipe:
             try:
                 pipe.watch(key)
-                raw = pipe.hget(key, "last")
-                due = cron.due(entry, float(raw) if raw is not None else None, now)
+                due = cron.due(entry, _last(pipe.hget(key, "last")), now)
                 if due.first:
                     pipe.multi()
                     pipe.hset(key, mapping={"last": cron.previous(entry, now), "started": now})
@@ -131,6 +130,15 @@ class CronRunner:
                          **({"prune_failed_hours": entry.prune_failed_hours, "pruned": int(info.get("pruned", 0))}
                             if entry.func is None else {})})
         return rows
+
+
+def _last(raw: bytes | None) -> float | None:
+    """The last occurrence claimed; junk under the key counts as none (the clock starts again)."""
+    try:
+        value = float(raw) if raw is not None else None
+    except ValueError:
+        return None
+    return value if value is None or value == value and abs(value) != float("inf") else None
 
 
 def _job_id(entry: CronEntry, occurrence: float) -> str:
