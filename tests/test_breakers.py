@@ -124,3 +124,21 @@ def test_junk_in_a_breakers_hash_reads_as_closed_and_the_master_lives_on(start_d
     assert row["cooldown"] == 2.0
     Queue("partner-api", connection=redis).enqueue("breakerjobs.call_partner", "ok")
     wait_until(lambda: redis.llen("test:partner:done") == 1, what="its queue flowing")
+
+
+def test_an_operator_pauses_one_queue_on_every_node_and_continues_it(start_daemon, redis):
+    body = '[supervisors.alpha]\nqueues = ["qa", "qb"]\nmin_processes = 2\nmax_processes = 2\nbalance = "off"\n'
+    first = start_daemon(body + '[fleet]\nnode = "one"\n')
+    second = start_daemon(body + '[fleet]\nnode = "two"\n')
+    first.wait_ready({"alpha": 2})
+    second.wait_ready({"alpha": 2})
+    out = horizonctl("queue", "pause", "qb", socket_path=first.socket)
+    assert out.returncode == 0 and "paused on every node" in out.stdout
+    wait_until(lambda: all(json.loads(horizonctl("status", "--json", socket_path=d.socket).stdout)["paused_queues"]
+                           == ["qb"] for d in (first, second)), what="both masters to hold qb")
+    held = [Queue("qb", connection=redis).enqueue("breakerjobs.other", f"b{i}") for i in range(4)]
+    Queue("qa", connection=redis).enqueue("breakerjobs.other", "a")
+    wait_until(lambda: redis.lrange("test:other:done", 0, -1) == [b"a"], what="qa's job, while qb is held")
+    assert all(j.get_status(refresh=True) == "queued" for j in held)  # not one taken on either node
+    horizonctl("queue", "continue", "qb", socket_path=second.socket)
+    wait_until(lambda: redis.llen("test:other:done") == 5, what="qb's jobs after continue")

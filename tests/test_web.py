@@ -9,10 +9,11 @@ import sys
 import time
 
 import pytest
+from rq import Queue
 
 pytest.importorskip("flask")
 
-from conftest import ROOT, child_env  # noqa: E402
+from conftest import ROOT, child_env, wait_until  # noqa: E402
 from horizond.configfile import load  # noqa: E402
 from horizond.control import webusers  # noqa: E402
 from horizond.core.config import ConfigError, parse  # noqa: E402
@@ -272,3 +273,37 @@ def test_overview_shows_breakers_and_limits_without_moving_them(redis, tmp_path,
     assert snap["limits"]["rates"] == [{"pattern": "partner*", "allowed": 5, "per_seconds": 60.0, "started": 1}]
     assert snap["limits"]["concurrency"][0] | {"key": "horizond:partner*", "concurrency": 2, "slots_used": 1} \
         == snap["limits"]["concurrency"][0]
+
+
+def test_an_admin_pauses_and_continues_a_queue_from_the_queues_page(app, redis):
+    Queue("emails", connection=redis).enqueue("testjobs.record", "x")
+    client = app.test_client()
+    login(client, "admin")
+    token = csrf_of(client.get("/horizon/queues").data)
+    assert client.post("/horizon/queues/emails/pause", data={"csrf": token}).status_code == 200
+    assert redis.smembers("horizond:paused-queues") == {b"emails"}
+    assert b'class="paused"' in client.get("/horizon/queues").data
+    assert client.post("/horizon/queues/emails/continue", data={"csrf": token}).status_code == 200
+    assert redis.smembers("horizond:paused-queues") == set()
+    assert client.post("/horizon/queues/nope/pause", data={"csrf": token}).status_code == 400
+    viewer = app.test_client()
+    login(viewer, "viewer")
+    vtoken = csrf_of(viewer.get("/horizon/queues").data)
+    assert viewer.post("/horizon/queues/emails/pause", data={"csrf": vtoken}).status_code == 403
+    assert redis.smembers("horizond:paused-queues") == set()
+
+
+def test_failed_in_the_past_week_comes_from_the_masters_hourly_totals(start_daemon, redis, tmp_path, redis_url):
+    daemon = start_daemon('[supervisors.alpha]\nqueues = ["qa"]\nmin_processes = 1\nmax_processes = 1\n')
+    daemon.wait_ready({"alpha": 1})
+    queue = Queue("qa", connection=redis)
+    for tag in ("f1", "f2", "f3"):
+        queue.enqueue("testjobs.fail", tag)
+    queue.enqueue("testjobs.record", "ok")
+    hour = f"horizond:hourly:{time.strftime('%Y%m%d%H', time.gmtime())}"
+    wait_until(lambda: redis.hget(hour, "failed") == b"3" and int(redis.hget(hour, "processed") or 0) >= 4,
+               timeout=15, what="the master's hourly totals")
+    redis.hset("horizond:hourly:" + time.strftime("%Y%m%d%H", time.gmtime(time.time() - 5 * 24 * 3600)), "failed", 7)
+    redis.hset("horizond:hourly:" + time.strftime("%Y%m%d%H", time.gmtime(time.time() - 8 * 24 * 3600)), "failed", 99)
+    failed, reach = overview.failed_by_hour(redis, "horizond", time.time())
+    assert failed == 3 + 7 and 5 * 24 < reach <= 7 * 24  # 5 days back counted, 8 days back not

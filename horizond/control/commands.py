@@ -57,7 +57,7 @@ class CommandLayer:
             "forget": self.forget, "flush": self.flush, "prune_failed": self.prune_failed, "clear": self.clear,
             "stats": self.stats, "queues": self.queues, "trends": self.trends, "metrics": self.metrics,
             "cron": self.cron, "batches": self.batches, "batch_show": self.batch_show,
-            "breakers": self.breakers, "breaker": self.breaker,
+            "breakers": self.breakers, "breaker": self.breaker, "queue_pause": self.queue_pause,
             "nodes": self.nodes, "fleet_status": self.fleet_status, "fleet": self.fleet,
             "fleet_confirmations": self.fleet_confirmations,
         }
@@ -139,6 +139,7 @@ class CommandLayer:
             "rate_limits": daemon.queue_sample().rate_limits,
             "start_rates": daemon.queue_sample().start_rates,
             "breakers": daemon.breaker_rows(),
+            "paused_queues": daemon.paused_queues(),
         }
 
     def supervisors(self) -> list[dict]:
@@ -293,6 +294,14 @@ class CommandLayer:
         self._redis()
         self.daemon.force_breaker(name, action)
         return {"breaker": name, "forced": action}
+
+    def queue_pause(self, queue: str, paused: bool) -> dict:
+        """Pause or continue one queue on every node (held like an open breaker's queues)."""
+        if not isinstance(queue, str) or not queue or len(queue) > 200 or not isinstance(paused, bool):
+            raise CommandError("queue pause: expected a queue name and paused true or false")
+        self._redis()
+        self.daemon.pause_queue(queue, paused)
+        return {"queue": queue, "paused": paused}
 
     def batches(self, limit: int = 50) -> dict:
         return batches.listing(self._redis(), _positive(limit, "limit"))

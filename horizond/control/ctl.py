@@ -19,6 +19,7 @@ from horizond.control.ctlact import (
     cmd_forget,
     cmd_pause,
     cmd_prune,
+    cmd_queue,
     cmd_reload,
     cmd_restart,
     cmd_retry,
@@ -117,6 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
     prune = add("prune-failed", cmd_prune, "delete failed jobs older than --hours")
     prune.add_argument("--hours", type=float, required=True)
     prune.add_argument("--queue")
+    queue = add("queue", cmd_queue, "'queue pause|continue QUEUE': hold one queue on every node, or let it go")
+    queue.add_argument("action", choices=["pause", "continue"])
+    queue.add_argument("queue", metavar="QUEUE")
     clear = add("clear", cmd_clear, "delete a queue's pending jobs")
     clear.add_argument("queue", metavar="QUEUE")
     clear.add_argument("--yes", action="store_true", help="do not ask")

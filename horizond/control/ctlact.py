@@ -104,6 +104,13 @@ def fleet_command(path, action: str, supervisor: str | None, **args) -> int:
     return 1 if failed else 0
 
 
+def cmd_queue(path, args) -> int:
+    result = call(path, "queue_pause", queue=args.queue, paused=args.action == "pause")
+    verb = "paused" if result["paused"] else "continued"
+    print(f"queue {result['queue']} {verb} on every node (each master acts at its next sample, within 2 s)")
+    return 0
+
+
 def cmd_failed(path, args) -> int:
     if args.rest and (args.rest[0] != "show" or len(args.rest) != 2):
         raise Failed("usage: horizonctl failed [--queue Q] [--limit N] [--json] | failed show ID")

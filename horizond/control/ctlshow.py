@@ -19,6 +19,8 @@ def print_status(status: dict) -> None:
     if status.get("rate_limits"):
         _print_rate_limits(status["rate_limits"], len(status["rate_limits"]))
     print_breakers(status.get("breakers") or [])
+    if status.get("paused_queues"):
+        print(f"queues paused by an operator (on every node): {', '.join(status['paused_queues'])}")
     for row in status.get("start_rates", ()):
         print(f"limit {row['pattern']}: {row['started']} of {row['allowed']} starts "
               f"in the last {row['per_seconds']:g} s")

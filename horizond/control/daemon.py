@@ -134,3 +134,5 @@ class Daemon(Protocol):
     def cron_schedule(self) -> list[dict]: ...  # [cron.NAME] and [maintenance]: next and last runs
     def breaker_rows(self) -> list[dict]: ...  # [breakers]: each one's last sampled state (no Redis call)
     def force_breaker(self, name: str, action: str) -> None: ...  # horizonctl breaker open|close NAME
+    def pause_queue(self, queue: str, paused: bool) -> None: ...  # horizonctl queue pause|continue Q (fleet-wide)
+    def paused_queues(self) -> list[str]: ...  # as last sampled

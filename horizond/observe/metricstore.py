@@ -30,13 +30,23 @@ SAVE_EVERY = 2.0
 KEEP_SECONDS = 7 * 24 * 3600  # a daemon stopped for longer than a week starts its counters from zero
 
 
+HOURLY_KEEP = 8 * 24 * 3600  # hourly totals: the dashboard's "failed in the past 7 days", and a day more
+
+
 def metrics_key(prefix: str, socket_path: str, host: str | None = None) -> str:
     return f"{prefix}:metrics:{host or os.uname().nodename}:{socket_path}"
 
 
+def hourly_key(prefix: str, epoch: float) -> str:
+    """Jobs processed and failed in one UTC hour, summed over every master of the fleet."""
+    return f"{prefix}:hourly:{time.strftime('%Y%m%d%H', time.gmtime(epoch))}"
+
+
 class MetricStore:
-    def __init__(self, key: str):
+    def __init__(self, key: str, prefix: str | None = None):
         self.key = key
+        self.prefix = prefix  # set: each save also adds what was counted since to its hour's totals
+        self._totals: tuple[int, int] | None = None  # processed, failed at the last save (or restore)
         self.restored = False
         self._saved_changes = 0  # nothing counted yet: nothing to save
         self._saved_at = -SAVE_EVERY
@@ -60,6 +70,7 @@ class MetricStore:
             return  # Redis away: try again on the next step
         self.restored = True
         if raw is None:
+            self._totals = (0, 0)
             return
         try:
             metrics.merge(json.loads(raw))
@@ -67,6 +78,7 @@ class MetricStore:
             log.warning("saved metrics unreadable; counting from zero", extra={
                 "event": "metrics_restore_failed", "key": self.key, "error": str(exc)})
             return
+        self._totals = _totals(metrics)
         log.info("metrics restored", extra={"event": "metrics_restored", "key": self.key,
                                             "processed": sum(t.processed for t in metrics.queues.values())})
 
@@ -74,10 +86,24 @@ class MetricStore:
         if not self.restored or metrics.changes == self._saved_changes:
             return
         changes = metrics.changes
+        totals = _totals(metrics)
+        processed, failed = (now_ - then for now_, then in zip(totals, self._totals or totals, strict=True))
         try:
-            redis.set(self.key, json.dumps(metrics.dump()), ex=KEEP_SECONDS)
+            with redis.pipeline(transaction=False) as pipe:
+                pipe.set(self.key, json.dumps(metrics.dump()), ex=KEEP_SECONDS)
+                if self.prefix and (processed > 0 or failed > 0):
+                    hour = hourly_key(self.prefix, time.time())
+                    pipe.hincrby(hour, "processed", max(0, processed))
+                    pipe.hincrby(hour, "failed", max(0, failed))
+                    pipe.expire(hour, HOURLY_KEEP)
+                pipe.execute()
         except Exception as exc:
             log.debug("metrics not saved", extra={"event": "metrics_save_failed", "error": str(exc)})
             return
+        self._totals = totals
         self._saved_changes = changes
         self._saved_at = time.monotonic() if now is None else now
+
+
+def _totals(metrics: Metrics) -> tuple[int, int]:
+    return (sum(t.processed for t in metrics.queues.values()), sum(t.failed for t in metrics.queues.values()))

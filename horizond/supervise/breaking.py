@@ -23,13 +23,21 @@ from horizond.observe.helpers import Helpers
 log = logging.getLogger("horizond.master")
 
 
+def paused_queues_key(prefix: str) -> str:
+    """The queues an operator paused (`horizonctl queue pause`, the dashboard): every master holds them."""
+    return f"{prefix}:paused-queues"
+
+
 class BreakerWatch:
     def __init__(self):
         self.states: dict[str, dict] = {}
+        self.paused: frozenset[str] = frozenset()  # queues paused by an operator, fleet-wide
         self.held: frozenset[str] = frozenset()  # queues this node's workers must leave alone
 
     def step(self, redis: Redis, config: Config, queues: tuple[str, ...], helpers: Helpers) -> bool:
         """Sample; True when the held queues changed (the workers must be told)."""
+        paused = redis.smembers(paused_queues_key(config.redis_prefix))
+        self.paused = frozenset(q.decode(errors="replace") for q in paused)
         self.states = state.sample(redis, config.redis_prefix, config.breakers)
         for breaker in config.breakers:
             now = self.states[breaker.name]
@@ -40,7 +48,7 @@ class BreakerWatch:
                 log.warning("circuit breaker open: its queues are held on every node",
                             extra={k: v for k, v in event.items() if k != "time"})
                 helpers.notify(event, config.notify_command, config.webhook_url)
-        held = breakers.held_queues(config.breakers, self.states, queues)
+        held = breakers.held_queues(config.breakers, self.states, queues) | (self.paused & set(queues))
         changed, self.held = held != self.held, held
         return changed
 
@@ -50,6 +58,12 @@ class BreakerWatch:
                                     if k not in ("announce",)},
                  "queues": list(b.queues), "threshold": b.failures, "window": b.window}
                 for b in config.breakers]
+
+    def pause_queue(self, redis: Redis, config: Config, queue: str, paused: bool) -> None:
+        key = paused_queues_key(config.redis_prefix)
+        redis.sadd(key, queue) if paused else redis.srem(key, queue)
+        log.warning(f"queue {'paused' if paused else 'continued'} by an operator, on every node", extra={
+            "event": "queue_paused" if paused else "queue_continued", "queue": queue})
 
     def force(self, redis: Redis, config: Config, name: str, action: str) -> None:
         breaker = next(b for b in config.breakers if b.name == name)

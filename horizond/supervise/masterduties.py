@@ -151,9 +151,8 @@ class LoopDuties:
         def sample():
             if self.observer.age(now) >= SAMPLE_EVERY / 2:  # not just read for a balancing step
                 self.observer.sample(self.redis, self.queues(), now, self.config.limits, self.config.redis_prefix)
-            if (self.config.breakers or self.breakers.held) and \
-                    self.breakers.step(self.redis, self.config, self.queues(), self.helpers):
-                self._tell_held()
+            if self.breakers.step(self.redis, self.config, self.queues(), self.helpers):
+                self._tell_held()  # breakers or an operator's queue pause changed what workers may take
         try:
             self.redis_health.step(sample)
         except Exception:
@@ -176,13 +175,20 @@ class LoopDuties:
     def force_breaker(self, name: str, action: str) -> None:
         self.breakers.force(self.redis, self.config, name, action)
 
+    def pause_queue(self, queue: str, paused: bool) -> None:
+        self.breakers.pause_queue(self.redis, self.config, queue, paused)
+
+    def paused_queues(self) -> list[str]:
+        return sorted(self.breakers.paused)
+
     def _queue_owner(self, queue: str) -> str:
         return next((s.name for s in self.supervisors.values() for p in s.pools.values() if queue in p.queues), "")
 
     def _save_metrics(self, now: float) -> None:
         """Restore the saved counters once, then save them when they changed (metricstore)."""
         if self.store is None:
-            self.store = MetricStore(metrics_key(self.config.redis_prefix, self.config.socket_path))
+            self.store = MetricStore(metrics_key(self.config.redis_prefix, self.config.socket_path),
+                                     self.config.redis_prefix)
         self.redis_health.step(lambda: self.store.step(self.redis, self.metrics, now))
 
     def _write_snapshots(self, now: float) -> float:

@@ -63,6 +63,15 @@ def clear_queue(redis: Redis, queue: str) -> int:
         raise ActionError(str(exc)) from None
 
 
+def pause_queue(redis: Redis, prefix: str, queue: str, paused: bool) -> None:
+    """Hold one queue on every node, or let it go: the same fleet-wide state as `horizonctl queue
+    pause|continue` (every master reads it at its next sample and tells its workers)."""
+    if queue not in reads.queue_names(redis):
+        raise ActionError(f"unknown queue {queue!r}")
+    key = f"{prefix}:paused-queues"
+    redis.sadd(key, queue) if paused else redis.srem(key, queue)
+
+
 def matcher(redis: Redis, flt: reads.Filter):
     """The listing's filter (reads.Filter) as a test of a fetched Job, for the bulk walk."""
     if not flt.text:

@@ -161,6 +161,13 @@ def _action_routes(bp: Blueprint) -> None:
                     lambda sent: f"{action} {name}: sent to every node ({', '.join(sent['nodes']) or 'none live'}); "
                                  f"each applies it within a second")
 
+    @bp.post("/queues/<name>/<action>")
+    def queue_pause(name: str, action: str):
+        if action not in ("pause", "continue"):
+            abort(404)
+        return _act(lambda: actions.pause_queue(_ext("redis"), _ext("config").redis_prefix, name, action == "pause"),
+                    f"{action} {name}: on every node within 2 s (each master's next sample)", url_for("web.queues"))
+
     @bp.post("/queues/<name>/clear")
     def queue_clear(name: str):
         if request.form.get("confirm") != name:

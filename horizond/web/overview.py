@@ -17,6 +17,7 @@ from horizond.core import health
 from horizond.core.config import Config
 from horizond.observe import breakers as breaker_state
 from horizond.observe import observer
+from horizond.observe.metricstore import hourly_key
 from horizond.web import reads
 
 
@@ -52,6 +53,9 @@ def snapshot(redis: Redis, config: Config, now: float | None = None) -> dict:
                      "estimated_wait": live.get("estimated_wait"), "oldest_job_age": ages.get(q),
                      "jobs_per_minute": live.get("jobs_per_minute"), "runtime": live.get("recent_runtime")
                      or live.get("runtime"), "failed": failed_kept.get(q, 0)})
+    hourly_failed, hours = failed_by_hour(redis, config.redis_prefix, now)
+    if hours:  # the masters' hourly totals (observe/metricstore.py): a week, whatever the snapshots keep
+        failed_window, window_from = hourly_failed, now - hours * 3600
     longest = max(rows, key=lambda r: r["oldest_job_age"] or 0, default=None)
     slowest = max(rows, key=lambda r: float(r["runtime"] or 0), default=None)
     busiest = max(rows, key=lambda r: float(r["jobs_per_minute"] or 0), default=None)
@@ -90,6 +94,17 @@ def supervisors(live_nodes: list[dict]) -> list[dict]:
             if s.get("paused") or s.get("state") == "paused":
                 row["paused_on"].append(n.get("node"))
     return sorted(rows.values(), key=lambda r: r["name"] or "")
+
+
+def failed_by_hour(redis: Redis, prefix: str, now: float, hours: int = 7 * 24) -> tuple[int, int]:
+    """Failed jobs over the past `hours` UTC hours (this one included), from every master's hourly
+    totals; and how many hours back the totals reach (0: none written yet)."""
+    with redis.pipeline(transaction=False) as pipe:
+        for back in range(hours):
+            pipe.hget(hourly_key(prefix, now - back * 3600), "failed")
+        values = pipe.execute()
+    reach = max((back + 1 for back, v in enumerate(values) if v is not None), default=0)
+    return sum(int(v) for v in values if v is not None and v.isdigit()), reach
 
 
 def _pick(row: dict | None, key: str) -> dict | None:

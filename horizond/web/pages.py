@@ -93,7 +93,8 @@ def page_routes(bp: Blueprint) -> None:
     @bp.get("/queues")
     def queues():
         snap = overview.snapshot(_redis(), _config())
-        return render_template("queues.html", page="queues", rows=snap["queues"])
+        paused = {reads.text(q) for q in _redis().smembers(f"{_config().redis_prefix}:paused-queues")}
+        return render_template("queues.html", page="queues", rows=snap["queues"], paused=paused)
 
     @bp.get("/queues/<name>/clear")
     def queue_clear_confirm(name: str):
