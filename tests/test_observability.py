@@ -200,7 +200,9 @@ def test_snapshots_keep_trends_in_redis_bounded_by_time_not_jobs(start_daemon, r
     keys = set(redis.scan_iter("horizond:*"))
     fleet = {k.decode().split(":")[2] for k in keys if k.startswith(b"horizond:fleet:")}
     assert fleet <= {"nodes", "node", "leader", "epoch", "demand", "roster", "desired", "commands"}  # per node
-    keys = {k for k in keys if not k.startswith(b"horizond:fleet:")}
+    hours = {k for k in keys if k.startswith(b"horizond:hourly:")}  # one small hash per hour, not per job
+    assert 1 <= len(hours) <= 2 and all(redis.hlen(k) == 2 for k in hours)
+    keys = {k for k in keys if not k.startswith((b"horizond:fleet:", b"horizond:hourly:"))}
     assert b"horizond:snapshots:qa" in keys and len(keys) == 2
     assert any(k.startswith(b"horizond:metrics:") for k in keys)
     assert horizond_bytes() < small + 400 * (redis.llen("horizond:snapshots:qa") - 1)
