@@ -113,7 +113,8 @@ def _ranged(check, where: str, raw: Mapping, key: str, low: float, high: float, 
     if not (above and below):
         lo, hi = ("from" if low_closed else "above"), ("below" if high_open else "up to")
         hint = " (100 would leave no error budget)" if key == "success_rate" and value == 100 else ""
-        check.add(where, key, f"expected {unit}: a number {lo} {plain(low)} and {hi} {plain(high)}, got {value!r}{hint}")
+        check.add(where, key,
+                  f"expected {unit}: a number {lo} {plain(low)} and {hi} {plain(high)}, got {value!r}{hint}")
         return None
     return float(value)
 
