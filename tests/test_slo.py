@@ -203,3 +203,28 @@ def test_two_masters_fill_one_fleet_wide_level(start_daemon, redis):
     for daemon in (one, two):
         wait_until(lambda d=daemon: (r := slo_row(d, "shared")) and r["jobs"] == 12, timeout=10,
                    what="every master to see the fleet's twelve jobs")
+
+
+def test_junk_under_a_level_key_counts_as_empty_and_the_master_lives(start_daemon, redis):
+    start = slo.slice_start(3600, time.time())
+    redis.set(slice_key("horizond", "junk", 3600, start), "not a hash")  # WRONGTYPE for HINCRBY and HGETALL
+    redis.hset(slice_key("horizond", "junk", 3600, start - 60), mapping={"n": "many", "b5": 3, "x": 1})
+    daemon = start_daemon("""
+    [slo.junk]
+    throughput = 10
+    max_latency = 30
+    success_rate = 90
+
+    [supervisors.alpha]
+    queues = ["junk"]
+    min_processes = 1
+    max_processes = 1
+    """)
+    daemon.wait_ready({"alpha": 1})
+    job = Queue("junk", connection=redis).enqueue("testjobs.record", "j")
+    wait_until(lambda: job.get_status(refresh=True) == JobStatus.FINISHED, what="the job")
+    wait_until(lambda: any(e.get("event") == "slo_keys_refused" for e in daemon.log_events()),
+               what="the refused keys to be logged")
+    row = slo_row(daemon, "junk")
+    assert daemon.proc.poll() is None and row is not None
+    assert row["jobs"] == 0 and row["state"] == "no data"  # the junk slices read as empty; n is not a number
