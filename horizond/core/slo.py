@@ -160,8 +160,15 @@ def job_fields(target: SloTarget, ok: bool, latency: float) -> dict[str, int]:
 
 
 def from_fields(fields: Mapping[str, int]) -> Slice:
-    return Slice(n=fields.get("n", 0), failed=fields.get("f", 0), late=fields.get("o", 0), bad=fields.get("x", 0),
-                 hist=sketch.from_fields(fields), pending=fields.get("p"))
+    """A slice from its stored counts; counts a slice cannot hold (more failed than jobs, below 0:
+    junk under the key) are cut to what it can, so junk never fakes a violation."""
+    n = max(0, fields.get("n", 0))
+
+    def part(name: str) -> int:
+        return min(n, max(0, fields.get(name, 0)))
+
+    return Slice(n=n, failed=part("f"), late=part("o"), bad=part("x"), hist=sketch.from_fields(fields) if n else {},
+                 pending=None if fields.get("p") is None else max(0, fields["p"]))
 
 
 def burn_rate(target: SloTarget, bad: int, n: int) -> float:
