@@ -38,7 +38,7 @@ FULL, READ = "full", "read"
 # are cut (READER_VIEWS).
 READ_ONLY = frozenset({"ping", "status", "config", "supervisors", "workers", "health", "failed",
                        "stats", "queues", "trends", "metrics", "cron", "batches", "batch_show", "breakers", "nodes",
-                       "fleet_status"})
+                       "fleet_status", "slo"})
 READER_VIEWS = views.READER_VIEWS
 
 
@@ -59,7 +59,7 @@ class CommandLayer:
             "cron": self.cron, "batches": self.batches, "batch_show": self.batch_show,
             "breakers": self.breakers, "breaker": self.breaker, "queue_pause": self.queue_pause,
             "nodes": self.nodes, "fleet_status": self.fleet_status, "fleet": self.fleet,
-            "fleet_confirmations": self.fleet_confirmations,
+            "fleet_confirmations": self.fleet_confirmations, "slo": self.slo,
         }
 
     def handle(self, request: dict, access: str) -> dict:
@@ -140,6 +140,7 @@ class CommandLayer:
             "start_rates": daemon.queue_sample().start_rates,
             "breakers": daemon.breaker_rows(),
             "paused_queues": daemon.paused_queues(),
+            "slo": [views.slo_brief(row) for row in daemon.slo_rows()],
         }
 
     def supervisors(self) -> list[dict]:
@@ -272,6 +273,11 @@ class CommandLayer:
         key = snapshot_key(self.daemon.config.redis_prefix, queue)
         return [json.loads(raw) for raw in self._redis().lrange(key, 0, _positive(limit, "limit") - 1)]
 
+    def slo(self) -> dict:
+        """[slo]: each served queue's service level over its window, fleet-wide as last read (no Redis call)."""
+        cfg = self.daemon.config
+        return {"configured": [s.pattern for s in cfg.slos], "queues": self.daemon.slo_rows()}
+
     def metrics(self) -> dict:
         """What /metrics shows, from the daemon's own state (no Redis round trip)."""
         return views.metrics(self.daemon)
@@ -385,6 +391,7 @@ class CommandLayer:
         return [self._worker_memory(limits["worker_memory"]),
                 health.Indicator("crash_loops", len(loops), health.YELLOW if loops else health.GREEN,
                                  f"crash-looping: {', '.join(loops)}" if loops else "none"),
+                *([views.slo_indicator(self.daemon.slo_rows())] if self.daemon.config.slos else []),
                 *([health.Indicator("breakers", len(tripped), health.YELLOW if tripped else health.GREEN,
                                     f"open: {', '.join(tripped)}" if tripped else "all closed")]
                   if self.daemon.config.breakers else [])]

@@ -46,6 +46,7 @@ from horizond.control.ctlshow import (
     cmd_cron,
     cmd_health,
     cmd_nodes,
+    cmd_slo,
     cmd_stats,
     cmd_status,
     cmd_table,
@@ -93,6 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
     trends = add("trends", cmd_trends, "a queue's metric snapshots over time (newest first)", json_flag=True)
     trends.add_argument("queue", metavar="QUEUE")
     trends.add_argument("--limit", type=int, default=60)
+    add("slo", cmd_slo, "service levels per queue: latency percentiles, success, error budget, burn; "
+        "exit 0 ok, 1 burning, 2 violated", json_flag=True)
     add("health", cmd_health, "health verdict; exit 0 green, 1 yellow, 2 red", json_flag=True)
     batches = add("batches", cmd_batches, "RQ groups (batches) and their progress", json_flag=True)
     batches.add_argument("--limit", type=int, default=50)

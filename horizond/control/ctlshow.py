@@ -1,5 +1,5 @@
 """horizonctl's read-only commands and their tables: status, supervisors, workers, nodes,
-status --fleet, stats, queues, trends, breakers, cron, batches, health, config."""
+status --fleet, stats, queues, trends, breakers, cron, batches, health, config, slo."""
 
 from __future__ import annotations
 
@@ -21,6 +21,11 @@ def print_status(status: dict) -> None:
     print_breakers(status.get("breakers") or [])
     if status.get("paused_queues"):
         print(f"queues paused by an operator (on every node): {', '.join(status['paused_queues'])}")
+    for row in status.get("slo", ()):
+        print(f"slo {row['queue']}: {row['state']}, {row['jobs']} jobs, p99 {_secs(row['p99'])} "
+              f"(max {_secs(row['max_latency'])}), good {_pct(row['good_rate'])} of {_pct(row['objective'])}, "
+              f"budget left {row['error_budget_remaining']:.0%}" + (f", {'/'.join(row['alerts'])} burn"
+                                                                     if row["alerts"] else ""))
     for row in status.get("start_rates", ()):
         print(f"limit {row['pattern']}: {row['started']} of {row['allowed']} starts "
               f"in the last {row['per_seconds']:g} s")
@@ -238,3 +243,37 @@ def cmd_health(path, args) -> int:
         for ind in result["indicators"]:
             print(f"  {ind['level']:<7} {ind['name']:<15} {ind['detail']}")
     return health.EXIT.get(result["status"], health.EXIT[health.RED])
+
+
+def _secs(value) -> str:
+    return "-" if value is None else f"{value * 1000:.0f}ms" if value < 1 else f"{value:.1f}s"
+
+
+def _pct(value) -> str:
+    return "-" if value is None else f"{value:.4g}%"
+
+
+def cmd_slo(path, args) -> int:
+    """`horizonctl slo`: each queue's service level over its window; exit 1 burning, 2 violated."""
+    result = call(path, "slo")
+    rows = result["queues"]
+    if args.json:
+        print(json.dumps(result, indent=2))
+    elif not result["configured"]:
+        print("no [slo] levels in the config")
+    else:
+        print(f"{'QUEUE':<20} {'STATE':<9} {'JOBS':>6} {'P50':>7} {'P95':>7} {'P99':>7} {'MAX':>7} {'LIMIT':>6} "
+              f"{'LATE':>6} {'SUCCESS':>8} {'GOOD/OBJ':>15} {'BUDGET':>7} {'BURN F/S':>11}  "
+              "JOBS/MIN done/offered/target")
+        for r in rows:
+            lat, burn, tp = r["latency"], r["burn_rate"], r["throughput"]
+            late = "-" if r["over_max_latency"] is None else f"{r['over_max_latency']:.1%}"
+            good = f"{_pct(r['good_rate'])}/{_pct(r['objective']['success_rate'])}"
+            offered = "?" if tp["offered"] is None else f"{tp['offered']:.1f}"
+            print(f"{r['queue']:<20} {r['state']:<9} {r['jobs']:>6} {_secs(lat['p50']):>7} {_secs(lat['p95']):>7} "
+                  f"{_secs(lat['p99']):>7} {_secs(lat['max']):>7} {_secs(r['objective']['max_latency']):>6} "
+                  f"{late:>6} {_pct(r['success_rate']):>8} {good:>15} {r['error_budget_remaining']:>7.0%} "
+                  f"{burn['fast']['long']:>5.1f}/{burn['slow']['long']:<5.1f}  "
+                  f"{tp['achieved']:.1f}/{offered}/{tp['target']:g}")
+    states = {r["state"] for r in rows}
+    return 2 if "violated" in states else 1 if "burning" in states else 0

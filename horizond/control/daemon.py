@@ -136,3 +136,4 @@ class Daemon(Protocol):
     def force_breaker(self, name: str, action: str) -> None: ...  # horizonctl breaker open|close NAME
     def pause_queue(self, queue: str, paused: bool) -> None: ...  # horizonctl queue pause|continue Q (fleet-wide)
     def paused_queues(self) -> list[str]: ...  # as last sampled
+    def slo_rows(self) -> list[dict]: ...  # [slo]: each served queue's level over its window, as last read

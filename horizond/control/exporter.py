@@ -96,6 +96,38 @@ class _Collector:
             breaker_failures.add_metric([row["name"]], row.get("failures") or 0)
         yield from (processed, failed, duration, wait, size, workers, memory, waits, *limits, *rates, breaker_state,
                     breaker_failures)
+        if v.get("slo"):
+            yield from _slo_families(v["slo"])
+
+
+def _slo_families(rows: list[dict]):
+    """[slo]: each queue's level over its window, fleet-wide (README "Service levels")."""
+    latency = GaugeMetricFamily("horizon_slo_latency_seconds", "Enqueue-to-finish latency over the SLO window "
+                                "(quantile 1: the maximum), within the sketch's bucket error",
+                                labels=["queue", "quantile"])
+    success = GaugeMetricFamily("horizon_slo_success_ratio", "Jobs that succeeded, of those finished in the window",
+                                labels=["queue"])
+    good = GaugeMetricFamily("horizon_slo_good_ratio", "Jobs that succeeded within max_latency, of those finished "
+                             "in the window", labels=["queue"])
+    budget = GaugeMetricFamily("horizon_slo_error_budget_remaining", "Share of the window's error budget left "
+                               "(below 0: the level is missed)", labels=["queue"])
+    burn = GaugeMetricFamily("horizon_slo_burn_rate", "Error budget burn rate (1: used up exactly at the window's "
+                             "end) over an alert's long window", labels=["queue", "window"])
+    objective = GaugeMetricFamily("horizon_slo_objective_ratio", "The success_rate the level promises",
+                                  labels=["queue"])
+    for row in rows:
+        queue = row["queue"]
+        for name, q in (("p50", "0.5"), ("p95", "0.95"), ("p99", "0.99"), ("max", "1")):
+            if row["latency"][name] is not None:
+                latency.add_metric([queue, q], row["latency"][name])
+        if row["success_rate"] is not None:
+            success.add_metric([queue], row["success_rate"] / 100)
+            good.add_metric([queue], row["good_rate"] / 100)
+        budget.add_metric([queue], row["error_budget_remaining"])
+        for name, rates in row["burn_rate"].items():
+            burn.add_metric([queue, name], rates["long"])
+        objective.add_metric([queue], row["objective"]["success_rate"] / 100)
+    return latency, success, good, budget, burn, objective
 
 
 class MetricsServer(LoopServer):

@@ -72,7 +72,28 @@ def metrics(daemon: Daemon) -> dict:
         "memory": memory, "long_waits": dict(tallies.long_waits), "rate_limits": sample.rate_limits,
         "start_rates": sample.start_rates,
         "breakers": daemon.breaker_rows(),
+        "slo": daemon.slo_rows() if daemon.config.slos else [],
     }
+
+
+def slo_brief(row: dict) -> dict:
+    """A queue's service level as `status` shows it: the verdict and the numbers behind it."""
+    return {"queue": row["queue"], "state": row["state"], "jobs": row["jobs"], "p99": row["latency"]["p99"],
+            "max_latency": row["objective"]["max_latency"], "good_rate": row["good_rate"],
+            "objective": row["objective"]["success_rate"], "error_budget_remaining": row["error_budget_remaining"],
+            "alerts": row["alerts"]}
+
+
+def slo_indicator(rows: list[dict]) -> health.Indicator:
+    """Red while a queue misses its level over the window; yellow while its budget burns fast."""
+    violated = [f"{r['queue']} ({r['good_rate']:.4g}% good of {r['objective']['success_rate']:g}%)"
+                for r in rows if r["state"] == "violated"]
+    burning = [f"{r['queue']} ({'/'.join(r['alerts'])} burn)" for r in rows if r["state"] == "burning"]
+    level = health.RED if violated else health.YELLOW if burning else health.GREEN
+    parts = ([f"violated: {', '.join(violated)}"] if violated else []) + \
+        ([f"budget burning fast: {', '.join(burning)}"] if burning else [])
+    return health.Indicator("slo", len(violated) + len(burning), level,
+                            "; ".join(parts) or f"{len(rows)} queue(s) within their levels")
 
 
 def verdict(checks: list[health.Indicator]) -> dict:

@@ -291,3 +291,37 @@ def _step(keys, pools, desired, floor, o):
             f", shift {o.max_shift}" if want < desired[k] - cur[k] else "")
         moves[k] = f" (+{up}{limit})" if up else f" (held: cap {o.max_processes} full)"
     return targets, moves
+
+
+# --- toward auto_scaling_strategy = "latency" (issue 19): not yet a strategy the config accepts ---
+
+def latency_need(pending: int, oldest_age: float, runtime: float | None, arrival_rate: float,
+                 max_latency: float) -> int:
+    """Workers a queue needs so its jobs finish within max_latency of being enqueued.
+
+    Two parts: keeping up with arrivals (arrival_rate x runtime workers, Little's law), and
+    clearing the backlog in the time its oldest job has left (max_latency - age - one runtime;
+    at least one runtime, so a backlog already late is cleared as fast as one round allows).
+    """
+    if pending <= 0 and arrival_rate <= 0:
+        return 0
+    runtime = max(MIN_RUNTIME, runtime if runtime is not None else UNKNOWN_RUNTIME)
+    steady = arrival_rate * runtime
+    left = max(runtime, max_latency - max(0.0, oldest_age) - runtime)
+    backlog = pending * runtime / left
+    return max(1, math.ceil(steady + backlog - 1e-9))
+
+
+def predicted_latency(pending: int, oldest_age: float, runtime: float | None, workers: int) -> float:
+    """When the newest pending job would finish with `workers` at work: inf with nobody."""
+    runtime = max(MIN_RUNTIME, runtime if runtime is not None else UNKNOWN_RUNTIME)
+    if workers <= 0:
+        return math.inf if pending > 0 else runtime
+    return max(0.0, oldest_age) + math.ceil(pending / workers) * runtime + runtime
+
+
+def by_risk(risks: Mapping[str, float]) -> list[str]:
+    """Pools in the order they are served when the cap cannot satisfy all: highest predicted
+    latency over max_latency first; ties in the given (priority) order."""
+    order = list(risks)
+    return sorted(order, key=lambda key: (-risks[key], order.index(key)))

@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from horizond.core import breakers, cron, limits, webconfig
+from horizond.core import breakers, cron, limits, slo, webconfig
 from horizond.core.balancer import MODES as BALANCE_MODES  # one list of modes: the balancer's
 from horizond.core.balancer import STRATEGIES
 from horizond.core.configcheck import BAD as _BAD
@@ -129,6 +129,7 @@ class Config:
     maintenance: cron.CronEntry | None = None  # [maintenance]: failed-job pruning on a schedule
     limits: tuple[limits.QueueLimit, ...] = ()  # [limits."PATTERN"]: concurrency and start rate, fleet-wide
     breakers: tuple[breakers.Breaker, ...] = ()  # [breakers.NAME]: circuit breakers over queues, fleet-wide
+    slos: tuple[slo.SloTarget, ...] = ()  # [slo."PATTERN"]: service levels per queue, measured fleet-wide
     web_listen: str | None = None  # [web]: the dashboard's "HOST:PORT"; None = off (webconfig.py)
     web_base_path: str = "/horizon"
     web_users_file: str | None = None
@@ -211,6 +212,7 @@ _TABLES: dict[str, set[str]] = {
     "maintenance": {"cron", "prune_failed_hours", "timezone"},
     "limits": set(),  # [limits."PATTERN"] (core/limits.py)
     "breakers": set(),  # [breakers.NAME] (core/breakers.py)
+    "slo": set(),  # [slo."PATTERN"] (core/slo.py)
 }
 
 
@@ -339,7 +341,7 @@ def build(data: Mapping[str, Any], source: str, env: Env = Env()) -> Config:
     check.unknown_keys("", data, set(_TABLES))
     tables = {name: check.table("", data, name) for name in _TABLES}
     for name, allowed in _TABLES.items():
-        if name not in ("supervisors", "waits", "cron", "maintenance", "limits", "breakers"):
+        if name not in ("supervisors", "waits", "cron", "maintenance", "limits", "breakers", "slo"):
             check.unknown_keys(name, tables[name], allowed)
     fields_ = {**_redis(check, tables["redis"], env), **_control(check, tables["control"], env),
                **_master(check, tables["master"]), **_observability(check, tables), **_fleet(check, tables["fleet"]),
@@ -349,7 +351,8 @@ def build(data: Mapping[str, Any], source: str, env: Env = Env()) -> Config:
                "preload": check.get("app", tables["app"], "preload", "strs", ()),
                **cron.parse_tables(check, tables["cron"], tables["maintenance"]),
                "limits": limits.parse_table(check, tables["limits"]),
-               "breakers": breakers.parse_table(check, tables["breakers"])}
+               "breakers": breakers.parse_table(check, tables["breakers"]),
+               "slos": slo.parse_table(check, tables["slo"])}
     if check.issues:
         raise ConfigError(_unique(check.issues))
     return Config(source=source, **fields_)
@@ -571,6 +574,7 @@ def to_toml_dict(config: Config) -> dict[str, Any]:
         **({"limits": {lim.pattern: {**({"concurrency": lim.concurrency} if lim.concurrency else {}),
                                      **({"rate": list(lim.rate)} if lim.rate else {})}
                        for lim in config.limits}} if config.limits else {}),
+        **({"slo": slo.to_toml(config.slos)} if config.slos else {}),
     }
 
 

@@ -42,6 +42,7 @@ from horizond.observe.longwaits import LongWaitNotifier
 from horizond.observe.metrics import Metrics
 from horizond.observe.metricstore import MetricStore
 from horizond.observe.observer import Observer
+from horizond.observe.slostore import SloStore
 from horizond.observe.snapshots import SnapshotWriter
 from horizond.supervise import recovery, reexec, reloading
 from horizond.supervise.breaking import BreakerWatch
@@ -96,6 +97,7 @@ class Master(LoopDuties):
         self.long_waits = LongWaitNotifier(self.helpers)
         self.snapshots = SnapshotWriter()
         self.store: MetricStore | None = None
+        self.slo = SloStore()  # [slo] levels: counted per job here, kept fleet-wide by the `slo` duty
         self.exporter = MetricsServer(config.metrics_listen, self.selector, self._commands.handle) \
             if config.metrics_listen else None
         self.control = ControlServer(config.socket_path, self.selector, self._handle_command,
@@ -390,6 +392,8 @@ class Master(LoopDuties):
                     self.leadership.member.finished_here(job_id)
                     self.scaler.job_finished(finished["queue"], finished["runtime"])
                     self.metrics.record(supervisor=proc.spec.supervisor.name, now=time.time(), **finished)
+                    self.slo.record(self.config.slos, finished["queue"], finished["ok"],
+                                    (finished["wait"] or 0.0) + (finished["runtime"] or 0.0), time.time())
                     if self.store is not None:  # a first change after a quiet spell is saved at once
                         self.duties.due_by("metrics_save", self.store.save_due_at())
             if proc.state != was:

@@ -16,6 +16,7 @@ exit, a control action (AFTER_ACTION), a signal, Redis coming back (AFTER_REDIS)
 | clients        | 1 s (control/exporter expiry) |                                               |
 | sample         | 2 s (SAMPLE_EVERY)            | (also read before a balance if older than half its cooldown) |
 | metrics_save   | 2 s (SAVE_EVERY)              | (woken by the first job after a quiet spell)  |
+| slo            | 2 s (SAVE_EVERY)              | ([slo] only: counts written, window read)     |
 | snapshots      | [metrics] snapshot_interval   |                                               |
 | redis_probe    | 1 s                           | PROBE_EVERY up; 0.25 s / 2 s while away       |
 | systemd        | 1 s (STATUS, drain time)      | the watchdog ping                             |
@@ -46,7 +47,7 @@ RETRY_BALANCE = 0.25  # a balancing step that could not read the queues tries ag
 # duties a control action (scale, pause, restart, reload, terminate ...) or a signal may have made due
 AFTER_ACTION = ("balance", "slots", "unblock", "limits", "stop_deadlines", "sample", "systemd")
 # duties skipped while Redis was away: they run as soon as a probe sees it back
-AFTER_REDIS = ("balance", "unblock", "guard", "sample", "metrics_save", "systemd", "fleet", "fleet_leader")
+AFTER_REDIS = ("balance", "unblock", "guard", "sample", "metrics_save", "slo", "systemd", "fleet", "fleet_leader")
 
 
 class LoopDuties:
@@ -65,6 +66,7 @@ class LoopDuties:
         add("clients", TICK, self._expire_clients)
         add("sample", SAMPLE_EVERY, self._sample)  # queue lengths, ages, rate limits; long waits
         add("metrics_save", SAVE_EVERY, self._save_metrics)
+        add("slo", SAVE_EVERY, self._step_slo)  # [slo]: this master's counts added fleet-wide, the window read
         add("snapshots", self.config.snapshot_interval, self._write_snapshots)
         add("redis_probe", TICK, self._probe_redis)  # PROBE_EVERY while up; 0.25 s / 2 s while away
         add("systemd", TICK, self._notify)  # READY, STATUS, drain time, watchdog
@@ -190,6 +192,17 @@ class LoopDuties:
             self.store = MetricStore(metrics_key(self.config.redis_prefix, self.config.socket_path),
                                      self.config.redis_prefix)
         self.redis_health.step(lambda: self.store.step(self.redis, self.metrics, now))
+
+    def _step_slo(self, now: float) -> None:
+        """One round trip: this master's service-level counts out, the fleet's window in (slostore)."""
+        cfg = self.config
+        if cfg.slos:
+            self.redis_health.step(lambda: self.slo.step(self.redis, cfg.redis_prefix, cfg.slos, self.queues(),
+                                                         self.observer.pending, time.time()))
+
+    def slo_rows(self) -> list[dict]:
+        """Each served queue's service level over its window, as last read (no Redis call)."""
+        return self.slo.report(self.config.slos, self.queues(), self.observer.pending, time.time())
 
     def _write_snapshots(self, now: float) -> float:
         cfg = self.config
