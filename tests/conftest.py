@@ -107,7 +107,7 @@ class Daemon:
 
     def __init__(self, tmp_path: Path, redis_url: str, body: str, env: dict | None = None,
                  preload: tuple[str, ...] = (), socket_path: str | None = None, extra_control: str = "",
-                 extra_master: str = "", redis_table: bool = True):
+                 extra_master: str = "", redis_table: bool = True, wrap: tuple[str, ...] = ()):
         self.redis_table = redis_table
         self.preload = preload
         self.extra_master = extra_master
@@ -120,7 +120,7 @@ class Daemon:
         self.write_config(body)
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "horizond", "--config", str(self.config), "--log-level", "debug"],
+            [*wrap, sys.executable, "-m", "horizond", "--config", str(self.config), "--log-level", "debug"],
             stdout=self._log, stderr=subprocess.STDOUT, env=env or child_env(), start_new_session=True,
         )
         self.seen_pids: set[int] = set()

@@ -8,7 +8,9 @@ import signal
 import socket
 import struct
 import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 from rq import Queue, Worker
@@ -215,8 +217,9 @@ def test_unit_file_passes_systemd_analyze_verify(tmp_path):
         pytest.skip("systemd-analyze is not installed here (Debian package 'systemd')")
     unit = (ROOT / "systemd/horizond.service").read_text()
     # verify checks that ExecStart's binary exists: point it at this checkout's venv
-    horizond_bin = shutil.which("horizond") or str(ROOT / ".venv/bin/horizond")
-    horizonctl_bin = shutil.which("horizonctl") or str(ROOT / ".venv/bin/horizonctl")
+    venv_bin = Path(sys.executable).parent  # the venv running the tests (a worktree may have no .venv)
+    horizond_bin = shutil.which("horizond") or str(venv_bin / "horizond")
+    horizonctl_bin = shutil.which("horizonctl") or str(venv_bin / "horizonctl")
     unit = unit.replace("/usr/local/bin/horizond", horizond_bin).replace("/usr/local/bin/horizonctl", horizonctl_bin)
     path = tmp_path / "horizond.service"
     path.write_text(unit)

@@ -24,12 +24,18 @@ THREADS = 8
 REDIS_TIMEOUT = 5.0
 
 
-def main(argv: list[str]) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """`horizond web`'s options (scripts/gendocs.py writes the man page from them)."""
     parser = argparse.ArgumentParser(prog="horizond web", description="Serve the dashboard ([web] of the config).")
-    parser.add_argument("--config", "-c", metavar="PATH")
+    parser.add_argument("--config", "-c", metavar="PATH", help="config file (default: as for horizond)")
     parser.add_argument("--parent", type=int, help=argparse.SUPPRESS)  # the master that started it
-    parser.add_argument("--log-format", choices=("auto", "json", "text", "journal"), default="auto")
-    args = parser.parse_args(argv)
+    parser.add_argument("--log-format", choices=("auto", "json", "text", "journal"), default="auto",
+                        help="as for horizond")
+    return parser
+
+
+def main(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
     if args.parent:
         sysutil.die_with_parent(args.parent, 15)
     try:
