@@ -18,6 +18,8 @@ from rq import Queue
 pytest.importorskip("flask")
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (pip install -e .[test])")
 
+from selenium.common.exceptions import (  # noqa: E402, I001
+    NoSuchElementException, StaleElementReferenceException, WebDriverException)
 from selenium.webdriver.common.by import By  # noqa: E402, I001
 from selenium.webdriver.support import expected_conditions  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
@@ -57,13 +59,28 @@ def log_in(browser, web, name: str, password: str | None = None) -> None:
     browser.find_element(By.ID, "password").send_keys(password or PASSWORDS[name])
     button = browser.find_element(By.ID, "login")
     button.click()
-    WebDriverWait(browser, 10).until(expected_conditions.staleness_of(button))  # the answer has loaded
+    WebDriverWait(browser, 10).until(lambda _: gone(button))  # the answer has loaded
+
+
+def gone(element) -> bool:
+    """The element's page was replaced. Chromium may say so with a stale-element error or, mid
+    navigation, with "Node ... does not belong to the document": both mean the old page is gone."""
+    try:
+        element.is_enabled()
+    except (StaleElementReferenceException, WebDriverException):
+        return True
+    return False
 
 
 def text_of(browser, element_id: str) -> str:
-    """The element's text once the page that has it has loaded (a submit may still be loading)."""
-    located = expected_conditions.presence_of_element_located((By.ID, element_id))
-    return WebDriverWait(browser, 15).until(located).text
+    """The element's text once the page that has it has loaded (a submit may still be loading, and
+    a progress page reloads itself: an element gone stale is looked up again)."""
+    def read(_):
+        try:
+            return browser.find_element(By.ID, element_id).text or " "
+        except (NoSuchElementException, StaleElementReferenceException):
+            return False
+    return WebDriverWait(browser, 15).until(read).strip()
 
 
 def test_admin_logs_in_and_sees_the_queues(web, browser, redis):
@@ -107,7 +124,7 @@ def test_bulk_retry_of_a_filtered_set_requeues_exactly_that_set(web, browser, re
     browser.get(f"{web.url}/failed?q=alpha")
     button = browser.find_element(By.ID, "bulk-retry")
     button.click()
-    WebDriverWait(browser, 10).until(expected_conditions.staleness_of(button))
+    WebDriverWait(browser, 10).until(lambda _: gone(button))
     wait_until(lambda: text_of(browser, "bulk-state").startswith("done"), 20, what="the bulk retry")
     assert "31 requeued" in text_of(browser, "bulk-state")
     queued = {j.decode() for q in ("emails", "sms") for j in redis.lrange(f"rq:queue:{q}", 0, -1)}
