@@ -205,6 +205,12 @@ class LeanWorker(TakesNextJob, SimpleWorker):
         try:
             self.prepare_job_execution(job, remove_from_intermediate_queue=True)
             return True
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+            # Redis went away with the start's reply unread: the start may or may not be written.
+            # Not the job's failure (RQ's failure path would swallow a second Redis error and leave
+            # the job "started" by a worker that goes on idle): the worker quits still busy, and
+            # the master settles the job by what Redis says once it is back (recovery.py).
+            raise StartUnknown(f"the start of job {job.id} may not be written: {exc}") from exc
         except _Suspended:
             self._lean_write_idle()  # the job is back in its queue: the worker shows idle, as RQ leaves it
             self._lean_suspension_at = float("-inf")
@@ -231,6 +237,8 @@ class LeanWorker(TakesNextJob, SimpleWorker):
             job._result = return_value
             job._status = JobStatus.FINISHED
             execute_success_callback(job, self.death_penalty_class, return_value)
+        except StartUnknown:
+            raise  # RQ's work loop quits on it; see _lean_start
         except StopRequested:
             if execution is None:  # `rq suspend` in burst mode before the start: the job is back in its queue
                 self.lean_put_back = True
@@ -368,6 +376,10 @@ class LeanWorker(TakesNextJob, SimpleWorker):
             elif ttl < 0:
                 self.log.info("Worker %s: job %s result will never expire, clean up result key manually",
                               self.name, job.id)
+
+
+class StartUnknown(Exception):  # noqa: N818 - the state, not an error of the job
+    """Redis dropped the connection while a job's start was in flight (LeanWorker._lean_start)."""
 
 
 class _Suspended(Exception):
