@@ -4,12 +4,11 @@ probe decides, the cooldown doubles; operators force it; status, health and /met
 from __future__ import annotations
 
 import json
-import urllib.request
 
 import pytest
 from rq import Queue
 
-from conftest import free_port, horizonctl, wait_until
+from conftest import free_port, horizonctl, sample, scrape, wait_until
 from horizond.core import breakers
 from horizond.core.config import ConfigError, parse
 
@@ -99,20 +98,14 @@ def test_an_operator_forces_a_breaker_open_and_closed(start_daemon, redis, tmp_p
     wait_until(lambda: _breaker(daemon)["state"] == "open", what="forced open")
     partner = Queue("partner-api", connection=redis)
     partner.enqueue("breakerjobs.call_partner", "x")
-    text = wait_until(lambda: 'horizon_breaker_state{breaker="partner"} 2.0' in (t := _metrics(port)) and t,
-                      what="/metrics to show the breaker open")
-    assert 'horizon_breaker_state{breaker="partner"} 2.0' in text
+    wait_until(lambda: sample(scrape(port)[1], "horizon_breaker_state", breaker="partner") == 2.0,
+               what="/metrics to show the breaker open")
     wait_until(lambda: _breaker(daemon)["forced"], what="the forced flag")
     assert redis.llen("test:partner:attempts") == 0 and partner.count == 1  # forced open stays open
     horizonctl("breaker", "close", "partner", socket_path=daemon.socket)
     wait_until(lambda: redis.llen("test:partner:done") == 1, timeout=10, what="the job after the close")
     bad = horizonctl("breaker", "open", "nope", socket_path=daemon.socket)
     assert bad.returncode != 0 and "unknown breaker 'nope'" in bad.stderr
-
-
-def _metrics(port: int) -> str:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
-        return reply.read().decode()
 
 
 def test_junk_in_a_breakers_hash_reads_as_closed_and_the_master_lives_on(start_daemon, redis, tmp_path):

@@ -7,34 +7,16 @@ import os
 import signal
 import socket
 import threading
-import urllib.error
-import urllib.request
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
 from rq import Queue
 from rq.job import JobStatus
 
-from conftest import free_port, horizonctl, wait_until
+from conftest import free_port, horizonctl, sample, scrape, wait_until
 
 
 def ctl(daemon, *args):
     return horizonctl(*args, socket_path=daemon.socket)
-
-
-def scrape(port, path="/metrics"):
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
-
-
-def sample(text, name, **labels):
-    for line in text.splitlines():
-        if line.startswith(name + "{") or line.startswith(name + " "):
-            if all(f'{k}="{v}"' in line for k, v in labels.items()):
-                return float(line.rsplit(" ", 1)[1])
-    return None
 
 
 def run_jobs(redis, good: int, failing: int) -> Queue:

@@ -10,32 +10,15 @@ from __future__ import annotations
 import json
 import math
 import time
-import urllib.error
-import urllib.request
 
 from rq import Queue
 from rq.job import Job, JobStatus
 
-from conftest import free_port, horizonctl, wait_until
+from conftest import free_port, horizonctl, sample, scrape, wait_until
 from horizond.core import sketch, slo
 from horizond.observe.slostore import slice_key
 
 TOLERANCE = 0.002  # s: RQ stores times to the microsecond; the worker sums two rounded spans
-
-
-def scrape(port, path="/metrics"):
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
-
-
-def sample(text, name, **labels):
-    for line in text.splitlines():
-        if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
-            return float(line.rsplit(" ", 1)[1])
-    return None
 
 
 def ctl(daemon, *args):
