@@ -127,6 +127,7 @@ class CommandLayer:
         scheduler = daemon.scheduler.process
         running = list(daemon.supervisors.values())
         paused = bool(running) and all(s.paused for s in running)
+        sample = daemon.queue_sample()
         return {
             "state": "stopping" if daemon.stopping else "paused" if paused else "running",
             "pid": daemon.pid,
@@ -136,8 +137,8 @@ class CommandLayer:
             "redis": {"url": RedisSpec.of(daemon.config).where(), "ok": redis_error is None, "error": redis_error},
             "scheduler": {"pid": scheduler.pid if scheduler else None, "failures": daemon.scheduler.health.failures},
             "supervisors": sups,
-            "rate_limits": daemon.queue_sample().rate_limits,
-            "start_rates": daemon.queue_sample().start_rates,
+            "rate_limits": sample.rate_limits,
+            "start_rates": sample.start_rates,
             "breakers": daemon.breaker_rows(),
             "paused_queues": daemon.paused_queues(),
             "slo": [views.slo_brief(row) for row in daemon.slo_rows()],

@@ -134,20 +134,20 @@ def keys(prefix: str, breaker: Breaker) -> tuple[str, str]:
 
 def failed(redis: Redis, prefix: str, breaker: Breaker, job_id: str) -> tuple[str, str]:
     """Count a failure; (state after it, "opened" / "reopened" / "")."""
-    state, change = redis.eval(FAILED, 2, *keys(prefix, breaker), breaker.failures, breaker.window,
-                               breaker.cooldown, breaker.max_cooldown, job_id)
+    state, change = _run(redis, FAILED, keys(prefix, breaker), [breaker.failures, breaker.window, breaker.cooldown,
+                                                                  breaker.max_cooldown, job_id])
     return _text(state), _text(change)
 
 
 def admit(redis: Redis, prefix: str, breakers: tuple[Breaker, ...], job_id: str, queue_key: str) -> tuple[bool, list]:
     """(True, probe hashes) to start the job; (False, [the holding breaker's hash]) if it went back."""
     hashes = [keys(prefix, b)[0] for b in breakers]
-    reply = redis.eval(ADMIT, len(hashes) + 2, *hashes, f"{queue_key}:intermediate", queue_key, job_id)
+    reply = _run(redis, ADMIT, [*hashes, f"{queue_key}:intermediate", queue_key], [job_id])
     return bool(reply[0]), [_text(h) for h in reply[1:]]
 
 
 def succeeded(redis: Redis, prefix: str, breaker: Breaker, job_id: str) -> bool:
-    return bool(redis.eval(SUCCEEDED, 2, *keys(prefix, breaker), job_id, breaker.cooldown))
+    return bool(_run(redis, SUCCEEDED, keys(prefix, breaker), [job_id, breaker.cooldown]))
 
 
 def sample(redis: Redis, prefix: str, breakers: tuple[Breaker, ...]) -> dict[str, dict]:
@@ -155,7 +155,7 @@ def sample(redis: Redis, prefix: str, breakers: tuple[Breaker, ...]) -> dict[str
     if not breakers:
         return {}
     flat = [k for b in breakers for k in keys(prefix, b)]
-    rows = redis.eval(SAMPLE, len(flat), *flat, *[b.window for b in breakers])
+    rows = _run(redis, SAMPLE, flat, [b.window for b in breakers])
     out = {}
     for b, row in zip(breakers, rows, strict=True):
         state, until, cooldown, probe, forced, failures, announce, opened, now = (_text(v) for v in row)
@@ -188,7 +188,13 @@ def peek(redis: Redis, prefix: str, breakers: tuple[Breaker, ...]) -> list[dict]
 
 
 def force(redis: Redis, prefix: str, breaker: Breaker, action: str) -> None:
-    redis.eval(FORCE, 2, *keys(prefix, breaker), action, breaker.cooldown)
+    _run(redis, FORCE, keys(prefix, breaker), [action, breaker.cooldown])
+
+
+def _run(redis: Redis, script: str, keys_: list | tuple, args: list):
+    """EVALSHA (the script is loaded once per Redis, on the first NOSCRIPT): the admission runs
+    before every job of a covered queue, so its text is not sent each time as EVAL would."""
+    return redis.register_script(script)(keys=list(keys_), args=args)
 
 
 def _number(text: str) -> float:
