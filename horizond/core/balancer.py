@@ -47,6 +47,10 @@ class PoolStats:
     busy: int = 0  # workers of this pool currently running a job
     current: int = 0  # live workers in this pool now (count workers told to stop until they exit)
     running_for: tuple[float, ...] = ()  # seconds each busy worker's job has run so far; missing ones: just started
+    # for auto_scaling_strategy = "latency" (issue 19); the other strategies ignore them:
+    oldest_age: float = 0.0  # seconds the oldest pending job of the pool's queues has waited (0: none)
+    arrival_rate: float = 0.0  # jobs per second recently enqueued to the pool's queues (smoothed, >= 0)
+    max_latency: float | None = None  # the pool's service level ([slo] max_latency, tightest queue); None: none
 
 
 @dataclass(frozen=True)
