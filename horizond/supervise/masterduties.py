@@ -88,7 +88,7 @@ class LoopDuties:
         if self.stopping:
             return None
         sups = list(self.supervisors.values())
-        self.redis_health.step(lambda: self.scaler.step(self.redis, sups, now, self._depths_for))
+        self.redis_health.step(lambda: self.scaler.step(self.redis, sups, now, self._depths_for, self.config.slos))
         if any(s.last_balance == now for s in sups):
             self.duties.wake("slots")  # new targets: workers start (or retire) in this same pass
         waits = [s.last_balance + s.config.balance_cooldown - now for s in sups if not (s.draining or s.paused)]
@@ -99,8 +99,8 @@ class LoopDuties:
             return soonest
         return None if self.redis_error else RETRY_BALANCE  # not balanced: Redis away, or the read failed
 
-    def _depths_for(self, due: list[Supervisor]) -> dict[str, int]:
-        """The sample, read afresh when older than half the shortest cooldown due (balancing
+    def _depths_for(self, due: list[Supervisor]) -> tuple[dict[str, int], dict[str, float]]:
+        """The sample (pending jobs and oldest job's age per queue), read afresh when older than half the shortest cooldown due (balancing
         reacts to fresh depths) or missing a queue a pattern now matches."""
         now = time.monotonic()
         names = [q for sup in due for pool in sup.pools.values() for q in pool.queues]
@@ -108,7 +108,7 @@ class LoopDuties:
         if self.observer.age(now) > fresh_enough or not self.observer.covers(names):
             self.observer.sample(self.redis, self.queues(), now, self.config.limits, self.config.redis_prefix)
             self.duties.wake("sample")  # long waits are judged on it; the next sample is due a period on
-        return self.observer.pending
+        return self.observer.pending, self.observer.ages
 
     def _keep_slots(self, now: float) -> float | None:
         if not self.stopping:

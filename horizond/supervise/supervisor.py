@@ -15,6 +15,7 @@ import math
 import os
 import signal
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from horizond.core import balancer, fleetplan, restarts
 from horizond.core.config import SupervisorConfig
@@ -26,6 +27,22 @@ log = logging.getLogger("horizond.supervisor")
 
 SpawnFn = Callable[[SupervisorConfig, int, bool, tuple[str, ...]], WorkerProcess]
 ROLL_FRACTION = 0.25  # at most this share of a supervisor is being replaced at once
+
+
+@dataclass(frozen=True)
+class LatencyFacts:
+    """Per queue, what the "latency" strategy adds to a balancing step (the scaler gathers it)."""
+
+    ages: dict[str, float] = field(default_factory=dict)  # the oldest pending job's age, seconds
+    rates: dict[str, float] = field(default_factory=dict)  # arrivals, jobs/s
+    max_latency: dict[str, float | None] = field(default_factory=dict)  # the queue's [slo] max_latency
+
+    def pool(self, queues: tuple[str, ...]) -> dict:
+        """A pool's fields: its oldest job, all its arrivals, its tightest level."""
+        levels = [self.max_latency[q] for q in queues if self.max_latency.get(q) is not None]
+        return {"oldest_age": max((self.ages.get(q, 0.0) for q in queues), default=0.0),
+                "arrival_rate": sum(self.rates.get(q, 0.0) for q in queues),
+                "max_latency": min(levels) if levels else None}
 
 
 def describe_exit(status: int) -> tuple[bool, str]:
@@ -112,8 +129,10 @@ class Supervisor:
     def balance_due(self, now: float) -> bool:
         return not (self.draining or self.paused) and now - self.last_balance >= self.config.balance_cooldown
 
-    def rebalance(self, pending: dict[str, int], runtimes: dict[str, float], memory_ok: bool, now: float) -> None:
-        """One balancing step from fresh queue lengths and measured runtimes."""
+    def rebalance(self, pending: dict[str, int], runtimes: dict[str, float], memory_ok: bool, now: float,
+                  latency: LatencyFacts | None = None) -> None:
+        """One balancing step from fresh queue lengths and measured runtimes (and, for the
+        "latency" strategy, the queues' ages, arrival rates and levels)."""
         self.last_balance = now
         self.memory_ok = memory_ok
         if self.pinned is not None:
@@ -127,7 +146,9 @@ class Supervisor:
                 pending=sum(pending.get(q, 0) for q in pool.queues),
                 runtime=sum(known) / len(known) if known else None,
                 busy=len(busy), current=len(mine),
-                running_for=tuple(now - p.job_started for p in busy if p.job_started is not None))
+                running_for=tuple(now - p.job_started for p in busy if p.job_started is not None),
+                **(latency.pool(pool.queues) if latency is not None and self.config.auto_scaling_strategy == "latency"
+                   else {}))
         cfg = self.config
         decision = balancer.balance(stats, balancer.Options(
             cfg.balance, cfg.auto_scaling_strategy, cfg.min_processes, cfg.max_processes, cfg.balance_max_shift,
