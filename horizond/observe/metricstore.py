@@ -83,26 +83,42 @@ class MetricStore:
                                             "processed": sum(t.processed for t in metrics.queues.values())})
 
     def save(self, redis: Redis, metrics: Metrics, now: float | None = None) -> None:
+        try:
+            with redis.pipeline(transaction=False) as pipe:
+                done = self.stage(pipe, metrics, now)
+                if done is None:
+                    return
+                done(pipe.execute())
+        except Exception as exc:
+            log.debug("metrics not saved", extra={"event": "metrics_save_failed", "error": str(exc)})
+
+    def stage(self, pipe, metrics: Metrics, now: float | None = None):
+        """Add the save to `pipe` (which may carry other writes: the master sends its service-level
+        step in the same round trip); returns what to call with the replies of these commands
+        (at the pipeline's head), or None when there is nothing to save."""
         if not self.restored or metrics.changes == self._saved_changes:
-            return
+            return None
         changes = metrics.changes
         totals = _totals(metrics)
         processed, failed = (now_ - then for now_, then in zip(totals, self._totals or totals, strict=True))
-        try:
-            with redis.pipeline(transaction=False) as pipe:
-                pipe.set(self.key, json.dumps(metrics.dump()), ex=KEEP_SECONDS)
-                if self.prefix and (processed > 0 or failed > 0):
-                    hour = hourly_key(self.prefix, time.time())
-                    pipe.hincrby(hour, "processed", max(0, processed))
-                    pipe.hincrby(hour, "failed", max(0, failed))
-                    pipe.expire(hour, HOURLY_KEEP)
-                pipe.execute()
-        except Exception as exc:
-            log.debug("metrics not saved", extra={"event": "metrics_save_failed", "error": str(exc)})
-            return
-        self._totals = totals
-        self._saved_changes = changes
-        self._saved_at = time.monotonic() if now is None else now
+        pipe.set(self.key, json.dumps(metrics.dump()), ex=KEEP_SECONDS)
+        commands = 1
+        if self.prefix and (processed > 0 or failed > 0):
+            hour = hourly_key(self.prefix, time.time())
+            pipe.hincrby(hour, "processed", max(0, processed))
+            pipe.hincrby(hour, "failed", max(0, failed))
+            pipe.expire(hour, HOURLY_KEEP)
+            commands += 3
+
+        def done(replies: list) -> None:
+            if any(isinstance(r, Exception) for r in replies[:commands]):
+                log.debug("metrics not saved", extra={"event": "metrics_save_failed",
+                                                      "error": str(next(r for r in replies if isinstance(r, Exception)))})
+                return
+            self._totals = totals
+            self._saved_changes = changes
+            self._saved_at = time.monotonic() if now is None else now
+        return done
 
 
 def _totals(metrics: Metrics) -> tuple[int, int]:

@@ -1,8 +1,8 @@
 """Service-level measurements kept fleet-wide in Redis, one pipelined round trip per step.
 
 Each finished job (master.py `_read_channel`) is counted in memory only, in its queue's
-current slice (core/slo.py: counts and a latency histogram). Every step (the master's `slo`
-duty, every 2 s) sends, in ONE pipeline: what this master counted since the last step, added
+current slice (core/slo.py: counts and a latency histogram). Every step (the master's
+`metrics_save` duty, every 2 s, in the same pipeline as the metrics' save) sends, in ONE pipeline: what this master counted since the last step, added
 with HINCRBY to the slice's hash (so every master of a fleet adds its own jobs to the same
 hashes); the queue's length at the start of a slice (HSETNX: the first master to see the slice
 writes it); and the reads of the window's slices not yet final. A slice is final once it
@@ -63,35 +63,54 @@ class SloStore:
         self._final.discard(key)  # counted late into a slice already read: read it again
 
     def step(self, redis: Redis, prefix: str, slos: tuple[SloTarget, ...], queues: tuple[str, ...],
-             pending: dict[str, int], now: float) -> None:
-        """Write what was counted, mark new slices' queue lengths, read the open slices: one round trip."""
+             pending: dict[str, int], now: float, pipe=None, before=None) -> None:
+        """Write what was counted, mark new slices' queue lengths, read the open slices: one round
+        trip, shared with `pipe` when given (its own commands, `before` to call with their replies,
+        come first: the master saves its metrics in the same round trip)."""
         if not slos:
             self._deltas.clear()
+            if pipe is not None and before is not None:
+                before(pipe.execute(raise_on_error=False))
             return
+        own = pipe is None
+        pipe = redis.pipeline(transaction=False) if own else pipe
+        try:
+            head = len(pipe.command_stack)
+            reads, marks = self._stage(pipe, prefix, slos, queues, pending, now)
+            replies = pipe.execute(raise_on_error=False)  # junk under one key spoils only its own replies
+        finally:
+            if own:
+                pipe.reset()
+        if before is not None:
+            before(replies[:head])
+        self._take(replies[head:], reads, marks, now)
+
+    def _stage(self, pipe, prefix: str, slos: tuple[SloTarget, ...], queues: tuple[str, ...],
+               pending: dict[str, int], now: float) -> tuple[list, list]:
         served = [(q, t) for q in queues if (t := self.target(slos, q)) is not None]
         self._forget_old(slos, now)
-        deltas = self._deltas
         reads: list[tuple[str, int, int]] = []
         marks: list[tuple[str, int, int]] = []
-        with redis.pipeline(transaction=False) as pipe:
-            for (queue, window, start), fields in deltas.items():
-                key = slice_key(prefix, queue, window, start)
-                for name, count in fields.items():
-                    pipe.hincrby(key, name, count)
-                pipe.expire(key, window + slo.slice_seconds(window) + EXPIRE_MARGIN)
-            for queue, target in served:
-                start = slo.slice_start(target.window, now)
-                if (queue, target.window, start) not in self._marked and queue in pending:
-                    key = slice_key(prefix, queue, target.window, start)
-                    pipe.hsetnx(key, "p", int(pending[queue]))
-                    pipe.expire(key, target.window + target.slice_seconds + EXPIRE_MARGIN)
-                    marks.append((queue, target.window, start))
-            for queue, target in served:  # the reads come last: their replies are the tail
-                for start in slo.window_starts(target.window, now):
-                    if (queue, target.window, start) not in self._final:
-                        pipe.hgetall(slice_key(prefix, queue, target.window, start))
-                        reads.append((queue, target.window, start))
-            replies = pipe.execute(raise_on_error=False)  # junk under one key spoils only its own replies
+        for (queue, window, start), fields in self._deltas.items():
+            key = slice_key(prefix, queue, window, start)
+            for name, count in fields.items():
+                pipe.hincrby(key, name, count)
+            pipe.expire(key, window + slo.slice_seconds(window) + EXPIRE_MARGIN)
+        for queue, target in served:
+            start = slo.slice_start(target.window, now)
+            if (queue, target.window, start) not in self._marked and queue in pending:
+                key = slice_key(prefix, queue, target.window, start)
+                pipe.hsetnx(key, "p", int(pending[queue]))
+                pipe.expire(key, target.window + target.slice_seconds + EXPIRE_MARGIN)
+                marks.append((queue, target.window, start))
+        for queue, target in served:  # the reads come last: their replies are the tail
+            for start in slo.window_starts(target.window, now):
+                if (queue, target.window, start) not in self._final:
+                    pipe.hgetall(slice_key(prefix, queue, target.window, start))
+                    reads.append((queue, target.window, start))
+        return reads, marks
+
+    def _take(self, replies: list, reads: list, marks: list, now: float) -> None:
         if not self._warned and any(isinstance(r, Exception) for r in replies):
             self._warned = True  # once: the step repeats every 2 s
             log.warning("service-level keys unreadable or unwritable; they count as empty", extra={

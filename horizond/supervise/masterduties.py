@@ -15,8 +15,7 @@ exit, a control action (AFTER_ACTION), a signal, Redis coming back (AFTER_REDIS)
 | master_memory  | 10 s (first 10 s after start) |                                               |
 | clients        | 1 s (control/exporter expiry) |                                               |
 | sample         | 2 s (SAMPLE_EVERY)            | (also read before a balance if older than half its cooldown) |
-| metrics_save   | 2 s (SAVE_EVERY)              | (woken by the first job after a quiet spell)  |
-| slo            | 2 s (SAVE_EVERY)              | ([slo] only: counts written, window read)     |
+| metrics_save   | 2 s (SAVE_EVERY)              | (woken by the first job after a quiet spell); [slo] in the same round trip |
 | snapshots      | [metrics] snapshot_interval   |                                               |
 | redis_probe    | 1 s                           | PROBE_EVERY up; 0.25 s / 2 s while away       |
 | systemd        | 1 s (STATUS, drain time)      | the watchdog ping                             |
@@ -47,7 +46,7 @@ RETRY_BALANCE = 0.25  # a balancing step that could not read the queues tries ag
 # duties a control action (scale, pause, restart, reload, terminate ...) or a signal may have made due
 AFTER_ACTION = ("balance", "slots", "unblock", "limits", "stop_deadlines", "sample", "systemd")
 # duties skipped while Redis was away: they run as soon as a probe sees it back
-AFTER_REDIS = ("balance", "unblock", "guard", "sample", "metrics_save", "slo", "systemd", "fleet", "fleet_leader")
+AFTER_REDIS = ("balance", "unblock", "guard", "sample", "metrics_save", "systemd", "fleet", "fleet_leader")
 
 
 class LoopDuties:
@@ -66,7 +65,6 @@ class LoopDuties:
         add("clients", TICK, self._expire_clients)
         add("sample", SAMPLE_EVERY, self._sample)  # queue lengths, ages, rate limits; long waits
         add("metrics_save", SAVE_EVERY, self._save_metrics)
-        add("slo", SAVE_EVERY, self._step_slo)  # [slo]: this master's counts added fleet-wide, the window read
         add("snapshots", self.config.snapshot_interval, self._write_snapshots)
         add("redis_probe", TICK, self._probe_redis)  # PROBE_EVERY while up; 0.25 s / 2 s while away
         add("systemd", TICK, self._notify)  # READY, STATUS, drain time, watchdog
@@ -187,18 +185,27 @@ class LoopDuties:
         return next((s.name for s in self.supervisors.values() for p in s.pools.values() if queue in p.queues), "")
 
     def _save_metrics(self, now: float) -> None:
-        """Restore the saved counters once, then save them when they changed (metricstore)."""
+        """Restore the saved counters once, then save them when they changed (metricstore), and
+        step the service levels ([slo]: this master's counts out, the fleet's window in,
+        slostore): one round trip for both."""
         if self.store is None:
             self.store = MetricStore(metrics_key(self.config.redis_prefix, self.config.socket_path),
                                      self.config.redis_prefix)
-        self.redis_health.step(lambda: self.store.step(self.redis, self.metrics, now))
+        if not self.store.restored:
+            self.redis_health.step(lambda: self.store.step(self.redis, self.metrics, now))
+            return
+        self.redis_health.step(lambda: self._save_both(now))
 
-    def _step_slo(self, now: float) -> None:
-        """One round trip: this master's service-level counts out, the fleet's window in (slostore)."""
+    def _save_both(self, now: float) -> None:
         cfg = self.config
-        if cfg.slos:
-            self.redis_health.step(lambda: self.slo.step(self.redis, cfg.redis_prefix, cfg.slos, self.queues(),
-                                                         self.observer.pending, time.time()))
+        saving = now >= self.store.save_due_at()
+        with self.redis.pipeline(transaction=False) as pipe:
+            done = self.store.stage(pipe, self.metrics, now) if saving else None
+            if cfg.slos:
+                self.slo.step(self.redis, cfg.redis_prefix, cfg.slos, self.queues(), self.observer.pending,
+                              time.time(), pipe=pipe, before=done)
+            elif done is not None:
+                done(pipe.execute(raise_on_error=False))
 
     def slo_rows(self) -> list[dict]:
         """Each served queue's service level over its window, as last read (no Redis call)."""
