@@ -28,7 +28,8 @@ from horizond.connection.redisconn import RedisSpec
 from horizond.control import batches, failed, views
 from horizond.control.daemon import Daemon, SupervisorState
 from horizond.core import counts, fleetview, health
-from horizond.core.config import MAX_PROCESSES_CAP, to_toml_dict
+from horizond.core.config import MAX_PROCESSES_CAP
+from horizond.core.configtoml import to_toml_dict
 from horizond.observe import observer as observe
 from horizond.observe.snapshots import snapshot_key
 
