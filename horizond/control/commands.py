@@ -4,11 +4,15 @@
 and the caller's access level ("full" or "read") and returns a reply dict ({"ok": True,
 "result": ...} or {"ok": False, "error": text}). It knows no transport: the Unix socket
 (server.py) works out the access level from SO_PEERCRED and passes it; /metrics and /healthz
-(exporter.py) ask the read-level commands "metrics" and "health". A future transport (a Redis
-channel for a fleet, an HTTP dashboard) is a thin adapter over `handle(request, access)` too,
-so every one of them enforces the same rules: READ_ONLY and READER_VIEWS live here.
+(exporter.py) ask the read-level commands "metrics" and "health"; a fleet command read from
+Redis runs as `handle(request, "full")` on each node (fleet/member.py); the dashboard's HTTP
+handlers pass "full" for an admin and "read" for a viewer (web/actions.py). Every transport is a
+thin adapter over `handle(request, access)`, so all of them enforce the same rules: READ_ONLY
+and READER_VIEWS live here.
 
-The commands act on the daemon through the interface in daemon.py, never on the master.
+The commands act on the daemon through the interface in daemon.py, never on the master. The
+dashboard's process has a daemon without supervisors (web/daemon.py): what only a master holds
+raises NoMaster there, answered as "CMD needs a running master".
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from horizond import __version__
 from horizond.connection import redischeck
 from horizond.connection.redisconn import RedisSpec
 from horizond.control import batches, failed, views
-from horizond.control.daemon import Daemon, SupervisorState
+from horizond.control.daemon import Daemon, NoMaster, SupervisorState
 from horizond.core import counts, fleetview, health
 from horizond.core.config import MAX_PROCESSES_CAP
 from horizond.core.configtoml import to_toml_dict
@@ -41,6 +45,7 @@ READ_ONLY = frozenset({"ping", "status", "config", "supervisors", "workers", "he
                        "stats", "queues", "trends", "metrics", "cron", "batches", "batch_show", "breakers", "nodes",
                        "fleet_status", "slo"})
 READER_VIEWS = views.READER_VIEWS
+DENIED = "permission denied"  # how a refusal for lack of access begins (the dashboard answers it with 403)
 
 
 class CommandError(Exception):
@@ -73,7 +78,7 @@ class CommandLayer:
         if command is None:
             return {"ok": False, "error": f"unknown command {name!r}; known: {', '.join(sorted(self._table))}"}
         if name not in READ_ONLY and access != FULL:
-            return {"ok": False, "error": f"permission denied: {name!r} needs full access (read-only client)"}
+            return {"ok": False, "error": f"{DENIED}: {name!r} needs full access (read-only client)"}
         args = request.get("args") or {}
         if not isinstance(args, dict):
             return {"ok": False, "error": "'args' must be an object"}
@@ -85,6 +90,8 @@ class CommandLayer:
             result = command(**args)
         except (CommandError, failed.FailedError, batches.BatchError) as exc:
             return {"ok": False, "error": str(exc)}
+        except NoMaster as exc:
+            return {"ok": False, "error": f"{name!r} needs a running master: {exc}"}
         except (RedisConnectionError, RedisTimeout) as exc:  # the loop learns it too: no one else waits for it
             self.daemon.redis_failed(exc)
             return {"ok": False, "error": f"Redis unreachable ({type(exc).__name__}: {exc}); try again once it is back"}
@@ -326,20 +333,24 @@ class CommandLayer:
         return failed.show(self._redis(), self.daemon.queues(), str(job_id))
 
     def retry(self, ids: list[str] | None = None, queue: str | None = None, all: bool = False,  # noqa: A002
-              cursor: list | None = None) -> dict:
-        """Named ids at once; `all` a chunk at a time (send `cursor` back until it is null)."""
+              cursor: list | None = None, match: str | None = None) -> dict:
+        """Named ids at once; `all` a chunk at a time (send `cursor` back until it is null), only
+        the jobs whose id, function or exception line holds `match` when it is given."""
         if ids is not None:
+            if match is not None:
+                raise CommandError("retry: --match goes with 'all' (retry all --match TEXT)")
             return {"retried": failed.retry(self._redis(), self.daemon.queues(), _ids(ids)), "cursor": None}
         if not (all or queue is not None):
             raise CommandError("retry: name job ids, or say 'all'")
-        walked = failed.retry_all(self._redis(), self.daemon.queues(), queue, cursor)
+        walked = failed.retry_all(self._redis(), self.daemon.queues(), queue, cursor, match=failed.matching(match))
         return {"retried": walked["ids"], "cursor": walked["cursor"]}
 
     def forget(self, ids: list[str]) -> dict:
         return {"forgotten": failed.forget(self._redis(), self.daemon.queues(), _ids(ids))}
 
-    def flush(self, queue: str | None = None, cursor: list | None = None) -> dict:
-        walked = failed.flush(self._redis(), self.daemon.queues(), queue, cursor=cursor)
+    def flush(self, queue: str | None = None, cursor: list | None = None, match: str | None = None) -> dict:
+        """Every failed job (of `queue`; holding `match` in its id, function or exception line)."""
+        walked = failed.flush(self._redis(), self.daemon.queues(), queue, cursor=cursor, match=failed.matching(match))
         return {"deleted": walked["count"], "cursor": walked["cursor"]}
 
     def prune_failed(self, hours: float, queue: str | None = None, cursor: list | None = None) -> dict:
