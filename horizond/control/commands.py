@@ -27,14 +27,12 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeout
 
 from horizond import __version__
-from horizond.connection import redischeck
 from horizond.connection.redisconn import RedisSpec
-from horizond.control import batches, failed, views
+from horizond.control import batches, failed, healthcheck, views
 from horizond.control.daemon import Daemon, NoMaster, SupervisorState
-from horizond.core import counts, fleetview, health
+from horizond.core import counts, fleetview
 from horizond.core.config import MAX_PROCESSES_CAP
 from horizond.core.configtoml import to_toml_dict
-from horizond.observe import observer as observe
 from horizond.observe.snapshots import snapshot_key
 
 FULL, READ = "full", "read"
@@ -363,60 +361,7 @@ class CommandLayer:
         return {"queue": queue, "deleted": failed.clear(self._redis(), self.daemon.queues(), queue)}
 
     def health(self) -> dict:
-        """The verdict; while Redis is known to be away, from what the daemon knows without it
-        (red), so a burst of health probes never waits out Redis's timeout in the loop."""
-        daemon = self.daemon
-        limits = daemon.config.health_thresholds()
-        queues = daemon.queues()
-        try:
-            redis = self._redis()
-            failed_count = failed.count(redis, queues)
-            sizes, ages = observe.queue_depths(redis, queues)
-            findings = redischeck.inspect(redis)
-        except Exception as exc:
-            if isinstance(exc, (RedisConnectionError, RedisTimeout)):
-                daemon.redis_failed(exc)
-            error = daemon.redis_error if isinstance(exc, CommandError) else f"{type(exc).__name__}: {exc}"
-            return views.verdict([health.Indicator("redis", None, health.RED, f"unreachable: {error}"),
-                             *self._local_checks(limits)])
-        biggest = max(sizes, key=sizes.get, default=None)
-        oldest = max(ages, key=ages.get, default=None)
-        warnings = [f.message for f in findings if f.level == "warning"]
-        notes = [f.message for f in findings if f.level == "info"]
-        checks = [
-            health.Indicator("redis", None, health.GREEN, "; ".join(["reachable", *notes])),
-            health.Indicator("redis_config", None, health.YELLOW if warnings else health.GREEN,
-                             "; ".join(warnings) or "noeviction, LMOVE available"),
-            health.grade("failed_jobs", failed_count, limits["failed_jobs"]),
-            health.grade("queue_size", sizes.get(biggest), limits["queue_size"],
-                         f"largest: {biggest}" if biggest else ""),
-            health.grade("oldest_job_age", round(ages[oldest]) if oldest else None, limits["oldest_job_age"],
-                         f"on {oldest}" if oldest else "no job waiting"),
-        ]
-        return views.verdict(checks + self._local_checks(limits))
-
-    def _local_checks(self, limits) -> list[health.Indicator]:
-        """What the daemon knows of its own processes: no Redis needed."""
-        loops = [sup.name for sup in self.daemon.supervisors.values()
-                 if any(s.health.backing_off for s in sup.slots())]
-        tripped = [f"{b['name']} ({b['state']})" for b in self.daemon.breaker_rows()
-                   if b.get("state") in ("open", "half_open")]
-        return [self._worker_memory(limits["worker_memory"]),
-                health.Indicator("crash_loops", len(loops), health.YELLOW if loops else health.GREEN,
-                                 f"crash-looping: {', '.join(loops)}" if loops else "none"),
-                *([views.slo_indicator(self.daemon.slo_rows())] if self.daemon.config.slos else []),
-                *([health.Indicator("breakers", len(tripped), health.YELLOW if tripped else health.GREEN,
-                                    f"open: {', '.join(tripped)}" if tripped else "all closed")]
-                  if self.daemon.config.breakers else [])]
-
-    def _worker_memory(self, limits) -> health.Indicator:
-        worst, who = None, ""
-        for sup in self.daemon.supervisors.values():
-            for proc in sup.live():
-                share = proc.rss / (sup.config.memory * 1024 * 1024) if proc.rss else 0.0
-                if worst is None or share > worst:
-                    worst, who = share, f"worst: pid {proc.pid} of {sup.name}, {proc.rss // 1048576} MB"
-        return health.grade("worker_memory", worst, limits, who)
+        return healthcheck.verdict(self.daemon, self._redis, CommandError)
 
 
 def _ids(ids) -> list[str]:
