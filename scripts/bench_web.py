@@ -8,9 +8,11 @@
 Starts a private redis-server on a free loopback port and fills it the way RQ does: one real
 job is failed and one finished by an RQ worker, and their hashes, results and registry
 entries are cloned under new ids, spread evenly over the queues (the worst case for pages that
-merge every queue's registry). Each queue also gets 10 pending jobs and an hour of horizond
-snapshots; 200 workers are registered. Then `horizond web` serves it and each page is fetched
-over HTTP (logged in as an admin) `rounds` times; the JSON has every timing in ms.
+merge every queue's registry). Each queue also gets 10 pending jobs, an hour of horizond
+snapshots and an hour of service-level slices (one `[slo."queue-*"]` level covers all 500: the
+Service levels page, the Overview and /api/snapshot read them); 200 workers are registered.
+Then `horizond web` serves it and each page is fetched over HTTP (logged in as an admin)
+`rounds` times; the JSON has every timing in ms.
 """
 
 from __future__ import annotations
@@ -39,6 +41,8 @@ from redis import Redis  # noqa: E402
 from rq import Queue, SimpleWorker  # noqa: E402
 
 from horizond.control import webusers  # noqa: E402
+from horizond.core import sketch, slo  # noqa: E402
+from horizond.observe.slostore import slice_key  # noqa: E402
 from horizond.observe.snapshots import snapshot_key  # noqa: E402
 
 
@@ -96,6 +100,11 @@ def fill(redis: Redis, failed: int, finished: int, queues: int) -> None:
                 {"queue": queue, "pending": 10, "processes": 1, "processed": 5000 - minute * 10, "failed": 200,
                  "jobs_per_minute": 10, "recent_runtime": 0.2, "estimated_wait": 3, "time": now - 60 * minute}))
         pipe.execute()
+    for queue in names:  # what the masters' `slo` duty writes: a slice a minute, counts and a latency histogram
+        for start in slo.window_starts(3600, now):
+            pipe.hset(slice_key("horizond", queue, 3600, start), mapping={
+                "n": 40, "f": 1, "o": 1, "x": 2, f"b{sketch.bucket_of(0.4)}": 39, f"b{sketch.bucket_of(2.5)}": 1})
+        pipe.execute()
     for w in range(200):
         pipe.sadd("rq:workers", f"rq:worker:bench-{w}")
         pipe.hset(f"rq:worker:bench-{w}", mapping={"pid": 100000 + w, "hostname": "elsewhere", "state": "idle",
@@ -125,7 +134,8 @@ def main() -> int:
         webusers.add(str(work / "users"), "bench", "admin", "bench-password")
         config = work / "horizond.toml"
         config.write_text(f'[redis]\nurl = "redis://127.0.0.1:{port}/0"\n[supervisors.a]\n'
-                          f'[web]\nlisten = "127.0.0.1:{web_port}"\nusers_file = "users"\n')
+                          f'[web]\nlisten = "127.0.0.1:{web_port}"\nusers_file = "users"\n'
+                          '[slo."queue-*"]\nthroughput = 10\nmax_latency = 2\nsuccess_rate = 95\n')
         env = dict(os.environ, PYTHONPATH=str(ROOT))
         web = subprocess.Popen([sys.executable, "-m", "horizond", "web", "--config", str(config)], env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -136,7 +146,8 @@ def main() -> int:
         opener.open(f"{base}/login", urllib.parse.urlencode(
             {"csrf": token, "name": "bench", "password": "bench-password"}).encode())
         older = re.search(r'id="older" href="([^"]+)"', opener.open(f"{base}/failed").read().decode())[1]
-        pages = {"overview": "/", "api_snapshot": "/api/snapshot", "recent_pending": "/jobs?state=pending",
+        pages = {"overview": "/", "api_snapshot": "/api/snapshot", "service_levels": "/slo",
+                 "recent_pending": "/jobs?state=pending",
                  "recent_running": "/jobs?state=running", "recent_completed": "/jobs?state=completed",
                  "recent_failed": "/jobs?state=failed", "failed": "/failed",
                  "failed_page_2": older.replace("&amp;", "&").removeprefix("/horizon"),
@@ -158,6 +169,7 @@ def main() -> int:
         result = {"when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": platform.platform(),
                   "cpus": os.cpu_count(), "load_at_start": os.getloadavg()[0], "redis_keys": redis.dbsize(),
                   "failed_jobs": args.failed, "finished_jobs": args.finished, "queues": args.queues,
+                  "slo_queues": args.queues,
                   "rounds": args.rounds, "fill_seconds": round(fill_seconds, 1), "pages": timings,
                   "slowest_median_ms": max(t["median_ms"] for t in timings.values())}
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")

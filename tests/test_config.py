@@ -18,11 +18,11 @@ import tomli_w
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from horizond.core.balancer import MODES as BALANCE_MODES
+from horizond.core.balancer import STRATEGIES
 from horizond.core.config import (
-    BALANCE_MODES,
     DEFAULT_REDIS_URL,
     MAX_PROCESSES_CAP,
-    STRATEGIES,
     SUPERVISOR_BOUNDS,
     Config,
     ConfigError,
@@ -34,8 +34,8 @@ from horizond.core.config import (
     embedded_default,
     parse,
     redact_url,
-    to_toml_dict,
 )
+from horizond.core.configtoml import to_toml_dict
 
 SRC = "/etc/horizond/horizond.toml"
 ROOT = Env(uid=0)

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from datetime import UTC
 
-from rq import Queue
+from rq import Queue, SimpleWorker
 from rq.job import Job, JobStatus
 
 from conftest import ROOT, child_env, horizonctl, wait_until
@@ -209,3 +209,34 @@ def test_retry_all_retries_each_job_once_even_when_it_fails_again_at_once(start_
                what="every retried job to fail again")
     attempts = [redis.llen(f"test:attempts:f{i}") for i in range(1500)]
     assert attempts == [1] * 1500, sorted(set(attempts))
+
+
+def test_retry_all_and_flush_with_match_act_on_the_matching_jobs_only(start_daemon, redis):
+    """`--match TEXT` (the dashboard's "every job matching the filter"): id, function or exception
+    line, in any case; the others stay failed."""
+    daemon = start_daemon(BODY)
+    daemon.wait_ready({"alpha": 2})
+    assert ctl(daemon, "pause").returncode == 0  # retried jobs stay queued, to be counted
+    queue = Queue("qa", connection=redis)
+    jobs = {tag: queue.enqueue("testjobs.fail", tag) for tag in ("alpha-1", "alpha-2", "beta-1", "beta-2", "gamma")}
+    SimpleWorker([queue], connection=redis).work(burst=True)
+    assert all(j.get_status(refresh=True) == JobStatus.FAILED for j in jobs.values())
+
+    retried = ctl(daemon, "retry", "all", "--match", "ALPHA")  # in the exception line: "failing on purpose: alpha-1"
+    assert retried.returncode == 0 and "retried 2 job(s)" in retried.stdout
+    assert {j.decode() for j in redis.lrange("rq:queue:qa", 0, -1)} == {jobs["alpha-1"].id, jobs["alpha-2"].id}
+    by_id = ctl(daemon, "flush", "--match", jobs["gamma"].id[:12])  # a job id's start
+    assert by_id.returncode == 0 and "deleted 1 failed job(s)" in by_id.stdout and not jobs["gamma"].exists(
+        jobs["gamma"].id, connection=redis)
+    assert "deleted 0" in ctl(daemon, "flush", "--match", "testjobs.record").stdout  # no such function failed
+    flushed = ctl(daemon, "flush", "--match", "beta", "--queue", "qa")
+    assert flushed.returncode == 0 and "deleted 2 failed job(s)" in flushed.stdout
+    assert redis.zcard("rq:failed:qa") == 0
+
+    for bad, says in ((["retry", jobs["beta-1"].id, "--match", "x"], "--match go with 'all'"),
+                      (["flush", "--match", " "], "--match must be some text"),
+                      (["retry", "all", "--match", "x" * 201], "at most 200 characters")):
+        refused = ctl(daemon, *bad)
+        assert refused.returncode != 0 and says in refused.stderr, (bad, refused.stderr)
+    for cmd in ("retry", "flush"):
+        assert "--match TEXT" in horizonctl(cmd, "--help").stdout

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from horizond.core import config, sketch, slo
+from horizond.core import config, configtoml, sketch, slo
 from horizond.core.slo import Slice, SloTarget
 
 latencies = st.lists(st.floats(0, 200_000, allow_nan=False), min_size=1, max_size=300)
@@ -185,7 +185,7 @@ def test_the_table_builds_and_patterns_match_in_file_order():
     assert slo.slo_for(cfg.slos, "webhooks-high").max_latency == 5
     assert slo.slo_for(cfg.slos, "other").pattern == "*"
     assert slo.slo_for((), "other") is None
-    assert config.to_toml_dict(cfg)["slo"]["webhooks"]["window"] == 600
+    assert configtoml.to_toml_dict(cfg)["slo"]["webhooks"]["window"] == 600
 
 
 @pytest.mark.parametrize("table, key, words", [

@@ -1,5 +1,5 @@
 """A stopping worker's deadline is judged on what it has said, including what the loop has not
-read yet: reports are read in batches (master.py REPORTS_EVERY), so a worker's 'busy' may still
+read yet: reports are read in batches (children.py REPORTS_EVERY), so a worker's 'busy' may still
 sit in its channel when the stop deadline of an 'idle' worker falls due. Killing it then would
 cut a job short that had just started (and, under shutdown_grace = 0, run it twice)."""
 

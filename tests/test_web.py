@@ -19,7 +19,7 @@ from horizond.control import webusers  # noqa: E402
 from horizond.core.config import ConfigError, parse  # noqa: E402
 from horizond.web import auth, overview  # noqa: E402
 from horizond.web.app import create_app  # noqa: E402
-from webfixtures import PASSWORDS, fail_jobs, write_config  # noqa: E402
+from webfixtures import PASSWORDS, fail_jobs, record_levels, write_config  # noqa: E402
 
 
 @pytest.fixture
@@ -285,11 +285,13 @@ def test_an_admin_pauses_and_continues_a_queue_from_the_queues_page(app, redis):
     assert b'class="paused"' in client.get("/horizon/queues").data
     assert client.post("/horizon/queues/emails/continue", data={"csrf": token}).status_code == 200
     assert redis.smembers("horizond:paused-queues") == set()
-    assert client.post("/horizon/queues/nope/pause", data={"csrf": token}).status_code == 400
+    too_long = client.post(f"/horizon/queues/{'q' * 201}/pause", data={"csrf": token})
+    assert too_long.status_code == 400 and b"queue pause: expected a queue name" in too_long.data
     viewer = app.test_client()
     login(viewer, "viewer")
     vtoken = csrf_of(viewer.get("/horizon/queues").data)
-    assert viewer.post("/horizon/queues/emails/pause", data={"csrf": vtoken}).status_code == 403
+    refused = viewer.post("/horizon/queues/emails/pause", data={"csrf": vtoken})
+    assert refused.status_code == 403 and b"permission denied: &#39;queue_pause&#39; needs full access" in refused.data
     assert redis.smembers("horizond:paused-queues") == set()
 
 
@@ -307,3 +309,115 @@ def test_failed_in_the_past_week_comes_from_the_masters_hourly_totals(start_daem
     redis.hset("horizond:hourly:" + time.strftime("%Y%m%d%H", time.gmtime(time.time() - 8 * 24 * 3600)), "failed", 99)
     failed, reach = overview.failed_by_hour(redis, "horizond", time.time())
     assert failed == 3 + 7 and 5 * 24 < reach <= 7 * 24  # 5 days back counted, 8 days back not
+
+
+def _state(redis) -> dict:
+    """Every key but the dashboard's own sessions and secrets, with its value: what an action changes."""
+    return {key: redis.dump(key) for key in redis.scan_iter() if not key.startswith(b"horizond:web:")}
+
+
+def test_every_action_asks_the_command_layer_which_refuses_a_viewer(app, redis):
+    """No route decides who may act: each POST is a command, and the layer's access check (the
+    one the control socket's read-only clients meet) refuses a viewer and changes nothing."""
+    [job_id] = fail_jobs(redis, "emails", ["card-4242"])
+    Queue("emails", connection=redis).enqueue("testjobs.record", "pending")
+    actions = {  # POST route -> (path, form, the command the layer names when it refuses)
+        "web.job_retry": (f"/jobs/{job_id}/retry", {}, "retry"),
+        "web.job_delete": (f"/jobs/{job_id}/delete", {}, "forget"),
+        "web.failed_bulk": ("/failed/bulk", {"action": "retry", "q": "card"}, "retry"),
+        "web.failed_bulk/delete": ("/failed/bulk", {"action": "delete", "queue": "emails"}, "flush"),
+        "web.supervisor_action": ("/supervisors/a/pause", {}, "fleet"),
+        "web.supervisor_action/scale": ("/supervisors/a/scale", {"processes": "3"}, "fleet"),
+        "web.supervisor_action/restart": ("/supervisors/a/restart", {}, "fleet"),
+        "web.queue_pause": ("/queues/emails/pause", {}, "queue_pause"),
+        "web.queue_clear": ("/queues/emails/clear", {"confirm": "emails"}, "clear"),
+    }
+    posts = {rule.endpoint for rule in app.url_map.iter_rules() if "POST" in rule.methods} - {"web.login_post",
+                                                                                              "web.logout"}
+    assert posts == {name.partition("/")[0] for name in actions}  # a new POST route needs its line here
+    viewer = app.test_client()
+    login(viewer, "viewer")
+    token = csrf_of(viewer.get("/horizon/").data)
+    before = _state(redis)
+    for name, (path, form, cmd) in actions.items():
+        reply = viewer.post(f"/horizon{path}", data={"csrf": token, **form})
+        assert reply.status_code == 403, name
+        assert f"permission denied: &#39;{cmd}&#39; needs full access".encode() in reply.data, name
+    assert _state(redis) == before
+    assert redis.zscore("rq:failed:emails", job_id) is not None and redis.llen("rq:queue:emails") == 1
+
+
+def test_bulk_delete_of_a_filter_goes_through_the_layer_in_chunks(app, redis, monkeypatch):
+    from horizond.control import failed
+
+    monkeypatch.setattr(failed, "BATCH", 7)
+    monkeypatch.setattr(failed, "BUDGET", 0.0)  # each request to the layer one batch: several chunks
+    alpha = fail_jobs(redis, "emails", [f"alpha-{i}" for i in range(20)])
+    beta = fail_jobs(redis, "emails", [f"beta-{i}" for i in range(5)])
+    client = app.test_client()
+    login(client, "admin")
+    token = csrf_of(client.get("/horizon/failed?q=ALPHA").data)
+    unknown = client.post("/horizon/failed/bulk", data={"csrf": token, "action": "delete", "queue": "nope"})
+    assert unknown.status_code == 400 and b"unknown queue &#39;nope&#39;" in unknown.data
+    assert not list(redis.scan_iter("horizond:web:bulk:*"))  # refused before anything was recorded
+    started = client.post("/horizon/failed/bulk", data={"csrf": token, "action": "delete", "q": "ALPHA"})
+    assert started.status_code == 303
+    progress = started.headers["Location"] + "?format=json"
+    done = wait_until(lambda: (s := client.get(progress).get_json())["state"] != "running" and s, 10,
+                      what="the bulk delete")
+    assert (done["state"], done["done"], done["total"]) == ("done", "20", "25")
+    assert int(done["chunks"]) >= 4  # 25 entries, 7 a batch
+    assert {j.decode() for j in redis.zrange("rq:failed:emails", 0, -1)} == set(beta)
+    assert not any(redis.exists(f"rq:job:{j}") for j in alpha)
+
+
+def test_the_web_daemon_serves_redis_and_says_what_needs_a_master(app, redis):
+    from horizond.control.commands import CommandLayer
+    from horizond.control.daemon import Daemon, FleetAgent
+
+    daemon = app.extensions["daemon"]
+    assert isinstance(daemon, Daemon) and isinstance(daemon.fleet, FleetAgent)
+    layer = CommandLayer(daemon.acting_as("ann"))
+    for cmd, args in (("status", {}), ("workers", {}), ("pause", {}), ("pause", {"supervisor": "a"}),
+                      ("continue", {"supervisor": "a"}), ("scale", {"supervisor": "a", "processes": 2}),
+                      ("restart", {}), ("reload", {}), ("terminate", {}), ("queues", {}), ("stats", {}),
+                      ("metrics", {}), ("health", {}), ("cron", {})):
+        reply = layer.handle({"cmd": cmd, "args": args}, "full")
+        assert not reply["ok"] and reply["error"].startswith(f"{cmd!r} needs a running master: "), (cmd, reply)
+        assert "the dashboard's process, which supervises nothing" in reply["error"], reply
+    [job_id] = fail_jobs(redis, "emails", ["x"])
+    assert [j["id"] for j in layer.handle({"cmd": "failed"}, "read")["result"]] == [job_id]
+    assert layer.handle({"cmd": "ping"}, "read")["result"]["pid"] == os.getpid()
+    sent = layer.handle({"cmd": "fleet", "args": {"action": "pause"}}, "full")
+    assert sent["ok"] and sent["result"]["nodes"] == []  # no live node; the dashboard is none
+    assert redis.hgetall("horizond:fleet:desired") == {b"pause:*": b"1"}
+    [(_, fields)] = redis.xrange("horizond:fleet:commands")
+    assert fields[b"from"] == b"web:ann" and fields[b"cmd"] == b"pause"
+
+
+SLO_TABLES = ('\n[slo."pay*"]\nthroughput = 60\nmax_latency = 2.0\nsuccess_rate = 99\nwindow = 600\n'
+              '[slo.calm]\nthroughput = 10\nmax_latency = 30\nsuccess_rate = 90\n')
+
+
+def test_service_levels_page_and_snapshot_show_the_slo_command(tmp_path, redis_url, redis):
+    config = load(str(write_config(tmp_path, redis_url, extra=SLO_TABLES)))
+    app = create_app(config, redis)
+    Queue("payments", connection=redis).enqueue("testjobs.record", "waiting")
+    record_levels(redis, config.slos, "payments", ok=8, failed=2, latency=0.5)
+    client = app.test_client()
+    login(client, "viewer")  # viewers may read the levels
+    html = client.get("/horizon/slo").data.decode()
+    row = re.search(r'<tr data-queue="payments">(.*?)</tr>', html, re.S)[1]
+    assert "violated" in row and "slo-red" in row and "pay*" in row and "80 %" in row  # 8 of 10 succeeded
+    calm = re.search(r'<tr data-queue="calm">(.*?)</tr>', html, re.S)[1]
+    assert "no data" in calm  # named exactly: shown before its first job
+    snap = client.get("/horizon/api/snapshot").get_json()
+    rows = {r["queue"]: r for r in snap["slo"]["queues"]}
+    assert (rows["payments"]["state"], rows["payments"]["jobs"], rows["payments"]["success_rate"]) == \
+        ("violated", 10, 80.0)
+    assert rows["payments"]["objective"] == {"throughput": 60, "max_latency": 2.0, "success_rate": 99, "window": 600}
+    assert rows["calm"]["state"] == "no data" and snap["slo"]["configured"] == ["pay*", "calm"]
+    slo_check = next(i for i in snap["health"]["indicators"] if i["name"] == "slo")
+    assert slo_check["level"] == "red" and "payments" in slo_check["detail"] and snap["health"]["status"] == "red"
+    overview_html = client.get("/horizon/").data.decode()
+    assert 'id="slo-brief"' in overview_html and "violated" in overview_html

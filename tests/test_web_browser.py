@@ -27,7 +27,8 @@ from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 from conftest import wait_until  # noqa: E402
 from horizond.observe.snapshots import snapshot_key  # noqa: E402
 from horizond.web import auth  # noqa: E402
-from webfixtures import PASSWORDS, WebProcess, fail_jobs, write_config  # noqa: E402
+from horizond.configfile import load  # noqa: E402
+from webfixtures import PASSWORDS, SEED_LEVELS, WebProcess, fail_jobs, record_levels, write_config  # noqa: E402
 
 CHROMIUM = shutil.which("chromium")
 DRIVER = shutil.which("chromedriver")
@@ -141,8 +142,30 @@ def test_failed_logins_are_rate_limited(web, browser):
     assert "too many failed logins" in text_of(browser, "login-error")
 
 
-def test_page_tour_and_live_overview(web, browser, redis):
-    """Every page renders in the browser; the Overview's live figures follow Redis within seconds."""
+def test_page_tour_and_live_overview(start_daemon, browser, redis, redis_url, tmp_path):
+    """Every page renders in the browser; the Overview's live figures follow Redis within seconds.
+    A real master (a fleet node) runs two workers, one of them busy, for the Overview's nodes and
+    supervisors and the Workers page."""
+    daemon = start_daemon('[fleet]\nnode = "n1"\nheartbeat = 0.3\n[supervisors.webhooks]\nqueues = ["webhooks"]\n'
+                          'min_processes = 2\nmax_processes = 2\n')
+    daemon.wait_ready({"webhooks": 2})
+    Queue("webhooks", connection=redis).enqueue("testjobs.block", 120, "tour")
+    wait_until(lambda: redis.hexists("test:started", "tour"), 10, what="a worker to be busy")
+    (tmp_path / "web").mkdir()
+    config = write_config(tmp_path / "web", redis_url, extra=SEED_LEVELS)
+    slos = load(str(config)).slos  # the masters' counts, written before the dashboard reads the window:
+    record_levels(redis, slos, "default", ok=400, failed=3, latency=8.0, ago=1800)  # ok: 3 of 403 failed, 5% allowed
+    record_levels(redis, slos, "emails", ok=90, failed=10, latency=45.0)  # violated: 90% good of 98%
+    record_levels(redis, slos, "webhooks", ok=3000, failed=0, latency=0.8, ago=1500)  # a good history ...
+    record_levels(redis, slos, "webhooks", ok=20, failed=6, latency=1.2)  # ... and a fast burn now
+    web = WebProcess(config)
+    try:
+        _tour(web, browser, redis)
+    finally:
+        web.stop()
+
+
+def _tour(web, browser, redis) -> None:
     for i, q in enumerate(("default", "emails", "reports")):
         for n in range(3 + 4 * i):
             Queue(q, connection=redis).enqueue("testjobs.record", f"{q}-{n}")
@@ -160,15 +183,18 @@ def test_page_tour_and_live_overview(web, browser, redis):
     figure = lambda: browser.find_element(By.CSS_SELECTOR, '[data-k="failed_kept"]').text
     wait_until(lambda: figure() == "7", 10, what="the live figure to follow Redis")
     shots = os.environ.get("HORIZOND_SCREENSHOTS")
-    for name, path in (("overview", "/"), ("recent", "/jobs?state=pending"), ("failed", "/failed"),
+    for name, path in (("overview", "/"), ("slo", "/slo"), ("recent", "/jobs?state=pending"), ("failed", "/failed"),
                        ("job", f"/jobs/{failed[0]}"), ("metrics", "/metrics?queue=emails"), ("workers", "/workers"),
                        ("queues", "/queues")):
         browser.get(f"{web.url}{path}")
         assert "Error" not in browser.title, name
-        if shots:
-            time.sleep(0.3)
+        if shots:  # the whole page (up to 2000 px tall), once the charts and live figures have drawn
+            height = browser.execute_script("return document.documentElement.scrollHeight")
+            browser.set_window_size(1280, min(2000, max(900, height + 90)))
+            time.sleep(0.5)
             Path(shots).mkdir(parents=True, exist_ok=True)
             browser.save_screenshot(str(Path(shots) / f"{name}.png"))
+            browser.set_window_size(1280, 900)
 
 
 def test_admin_pauses_a_supervisor_fleet_wide_from_the_overview(start_daemon, redis_url, browser, tmp_path):
@@ -201,5 +227,36 @@ def test_admin_pauses_a_supervisor_fleet_wide_from_the_overview(start_daemon, re
         browser.find_element(By.CSS_SELECTOR, f'{alpha} button[value="continue"]').click()
         text_of(browser, "done")
         wait_until(lambda: not alpha_paused(), timeout=5, what="alpha running again")
+    finally:
+        web.stop()
+
+
+def test_service_levels_turn_violated_live_when_real_workers_fail_jobs(start_daemon, redis_url, redis, browser,
+                                                                       tmp_path):
+    """Real workers fail real jobs; the master counts them into the fleet-wide levels; the open
+    Service levels page turns the queue red by itself (the snapshot it polls), no reload."""
+    levels = "\n[slo.payments]\nthroughput = 60\nmax_latency = 30\nsuccess_rate = 99\n"
+    daemon = start_daemon(levels + '[supervisors.alpha]\nqueues = ["payments"]\nmin_processes = 1\n'
+                                   'max_processes = 1\n')
+    daemon.wait_ready({"alpha": 1})
+    (tmp_path / "web").mkdir()
+    web = WebProcess(write_config(tmp_path / "web", redis_url, extra=levels))
+    try:
+        log_in(browser, web, "viewer")
+        browser.get(f"{web.url}/slo")
+        cells = lambda: browser.execute_script(  # the row as drawn now (read in one go: the page redraws it)
+            "return Array.from(document.querySelectorAll('#slo tr[data-queue=\"payments\"] td'))"
+            ".map(td => [td.innerText, td.className]);")
+        state = lambda: cells()[1][0]
+        assert state() == "no data"
+        queue = Queue("payments", connection=redis)
+        jobs = [queue.enqueue("testjobs.fail", f"p{i}") for i in range(3)]
+        jobs += [queue.enqueue("testjobs.record", f"ok{i}") for i in range(7)]
+        wait_until(lambda: all(j.get_status(refresh=True) in ("failed", "finished") for j in jobs), 20,
+                   what="the jobs to end")
+        # the master adds its counts every 2 s: the page may show the first few jobs before all 10
+        row = wait_until(lambda: (r := cells())[3][0] == "10" and r, 15, what="the page to count all 10 jobs")
+        assert (row[1], row[3][0], row[9][0]) == (["violated", "slo-red"], "10", "70 %")  # 7 of 10 succeeded
+        assert browser.find_element(By.ID, "slo-verdict").text == "red"
     finally:
         web.stop()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import time
 import urllib.request
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from rq import Queue, SimpleWorker
 
 from conftest import ROOT, TESTS, child_env, free_port, wait_until
 from horizond.control import webusers
+from horizond.observe.slostore import SloStore
 
 PASSWORDS = {"admin": "admin-password-1", "viewer": "viewer-password-1"}
 
@@ -36,8 +38,42 @@ def fail_jobs(redis: Redis, queue: str, tags: list[str]) -> list[str]:
     return ids
 
 
+SEED_LEVELS = """
+[slo.webhooks-high]
+throughput = 500
+max_latency = 5
+success_rate = 99.9
+[slo.webhooks]
+throughput = 1000
+max_latency = 30
+success_rate = 99.5
+[slo.appointments]
+throughput = 300
+max_latency = 60
+success_rate = 99.0
+[slo.emails]
+throughput = 200
+max_latency = 300
+success_rate = 98.0
+[slo.default]
+throughput = 500
+max_latency = 120
+success_rate = 95.0
+"""  # the seed's table, as etc/horizond.toml carries it
+
+
+def record_levels(redis: Redis, slos, queue: str, ok: int, failed: int, latency: float, ago: float = 0.0) -> None:
+    """Finished jobs counted the way a master counts them (observe/slostore.py): SloStore.record
+    for each, then one step's write of the counts to the fleet-wide slices."""
+    store, now = SloStore(), time.time()
+    for i in range(ok + failed):
+        store.record(slos, queue, i < ok, latency, now - ago)
+    store.step(redis, "horizond", slos, (queue,), {queue: 0}, now)
+
+
 class WebProcess:
     def __init__(self, config: Path):
+        self.config = config
         self.port = int(re.search(r'listen = "127\.0\.0\.1:(\d+)"', config.read_text())[1])
         self.url = f"http://127.0.0.1:{self.port}/horizon"
         self.log = open(config.parent / "web.log", "wb")

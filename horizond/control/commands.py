@@ -4,11 +4,15 @@
 and the caller's access level ("full" or "read") and returns a reply dict ({"ok": True,
 "result": ...} or {"ok": False, "error": text}). It knows no transport: the Unix socket
 (server.py) works out the access level from SO_PEERCRED and passes it; /metrics and /healthz
-(exporter.py) ask the read-level commands "metrics" and "health". A future transport (a Redis
-channel for a fleet, an HTTP dashboard) is a thin adapter over `handle(request, access)` too,
-so every one of them enforces the same rules: READ_ONLY and READER_VIEWS live here.
+(exporter.py) ask the read-level commands "metrics" and "health"; a fleet command read from
+Redis runs as `handle(request, "full")` on each node (fleet/member.py); the dashboard's HTTP
+handlers pass "full" for an admin and "read" for a viewer (web/actions.py). Every transport is a
+thin adapter over `handle(request, access)`, so all of them enforce the same rules: READ_ONLY
+and READER_VIEWS live here.
 
-The commands act on the daemon through the interface in daemon.py, never on the master.
+The commands act on the daemon through the interface in daemon.py, never on the master. The
+dashboard's process has a daemon without supervisors (web/daemon.py): what only a master holds
+raises NoMaster there, answered as "CMD needs a running master".
 """
 
 from __future__ import annotations
@@ -23,13 +27,12 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeout
 
 from horizond import __version__
-from horizond.connection import redischeck
 from horizond.connection.redisconn import RedisSpec
-from horizond.control import batches, failed, views
-from horizond.control.daemon import Daemon, SupervisorState
-from horizond.core import counts, fleetview, health
-from horizond.core.config import MAX_PROCESSES_CAP, to_toml_dict
-from horizond.observe import observer as observe
+from horizond.control import batches, failed, healthcheck, views
+from horizond.control.daemon import Daemon, NoMaster, SupervisorState
+from horizond.core import counts, fleetview
+from horizond.core.config import MAX_PROCESSES_CAP
+from horizond.core.configtoml import to_toml_dict
 from horizond.observe.snapshots import snapshot_key
 
 FULL, READ = "full", "read"
@@ -40,6 +43,7 @@ READ_ONLY = frozenset({"ping", "status", "config", "supervisors", "workers", "he
                        "stats", "queues", "trends", "metrics", "cron", "batches", "batch_show", "breakers", "nodes",
                        "fleet_status", "slo"})
 READER_VIEWS = views.READER_VIEWS
+DENIED = "permission denied"  # how a refusal for lack of access begins (the dashboard answers it with 403)
 
 
 class CommandError(Exception):
@@ -72,7 +76,7 @@ class CommandLayer:
         if command is None:
             return {"ok": False, "error": f"unknown command {name!r}; known: {', '.join(sorted(self._table))}"}
         if name not in READ_ONLY and access != FULL:
-            return {"ok": False, "error": f"permission denied: {name!r} needs full access (read-only client)"}
+            return {"ok": False, "error": f"{DENIED}: {name!r} needs full access (read-only client)"}
         args = request.get("args") or {}
         if not isinstance(args, dict):
             return {"ok": False, "error": "'args' must be an object"}
@@ -84,6 +88,8 @@ class CommandLayer:
             result = command(**args)
         except (CommandError, failed.FailedError, batches.BatchError) as exc:
             return {"ok": False, "error": str(exc)}
+        except NoMaster as exc:
+            return {"ok": False, "error": f"{name!r} needs a running master: {exc}"}
         except (RedisConnectionError, RedisTimeout) as exc:  # the loop learns it too: no one else waits for it
             self.daemon.redis_failed(exc)
             return {"ok": False, "error": f"Redis unreachable ({type(exc).__name__}: {exc}); try again once it is back"}
@@ -325,20 +331,24 @@ class CommandLayer:
         return failed.show(self._redis(), self.daemon.queues(), str(job_id))
 
     def retry(self, ids: list[str] | None = None, queue: str | None = None, all: bool = False,  # noqa: A002
-              cursor: list | None = None) -> dict:
-        """Named ids at once; `all` a chunk at a time (send `cursor` back until it is null)."""
+              cursor: list | None = None, match: str | None = None) -> dict:
+        """Named ids at once; `all` a chunk at a time (send `cursor` back until it is null), only
+        the jobs whose id, function or exception line holds `match` when it is given."""
         if ids is not None:
+            if match is not None:
+                raise CommandError("retry: --match goes with 'all' (retry all --match TEXT)")
             return {"retried": failed.retry(self._redis(), self.daemon.queues(), _ids(ids)), "cursor": None}
         if not (all or queue is not None):
             raise CommandError("retry: name job ids, or say 'all'")
-        walked = failed.retry_all(self._redis(), self.daemon.queues(), queue, cursor)
+        walked = failed.retry_all(self._redis(), self.daemon.queues(), queue, cursor, match=failed.matching(match))
         return {"retried": walked["ids"], "cursor": walked["cursor"]}
 
     def forget(self, ids: list[str]) -> dict:
         return {"forgotten": failed.forget(self._redis(), self.daemon.queues(), _ids(ids))}
 
-    def flush(self, queue: str | None = None, cursor: list | None = None) -> dict:
-        walked = failed.flush(self._redis(), self.daemon.queues(), queue, cursor=cursor)
+    def flush(self, queue: str | None = None, cursor: list | None = None, match: str | None = None) -> dict:
+        """Every failed job (of `queue`; holding `match` in its id, function or exception line)."""
+        walked = failed.flush(self._redis(), self.daemon.queues(), queue, cursor=cursor, match=failed.matching(match))
         return {"deleted": walked["count"], "cursor": walked["cursor"]}
 
     def prune_failed(self, hours: float, queue: str | None = None, cursor: list | None = None) -> dict:
@@ -351,60 +361,7 @@ class CommandLayer:
         return {"queue": queue, "deleted": failed.clear(self._redis(), self.daemon.queues(), queue)}
 
     def health(self) -> dict:
-        """The verdict; while Redis is known to be away, from what the daemon knows without it
-        (red), so a burst of health probes never waits out Redis's timeout in the loop."""
-        daemon = self.daemon
-        limits = daemon.config.health_thresholds()
-        queues = daemon.queues()
-        try:
-            redis = self._redis()
-            failed_count = failed.count(redis, queues)
-            sizes, ages = observe.queue_depths(redis, queues)
-            findings = redischeck.inspect(redis)
-        except Exception as exc:
-            if isinstance(exc, (RedisConnectionError, RedisTimeout)):
-                daemon.redis_failed(exc)
-            error = daemon.redis_error if isinstance(exc, CommandError) else f"{type(exc).__name__}: {exc}"
-            return views.verdict([health.Indicator("redis", None, health.RED, f"unreachable: {error}"),
-                             *self._local_checks(limits)])
-        biggest = max(sizes, key=sizes.get, default=None)
-        oldest = max(ages, key=ages.get, default=None)
-        warnings = [f.message for f in findings if f.level == "warning"]
-        notes = [f.message for f in findings if f.level == "info"]
-        checks = [
-            health.Indicator("redis", None, health.GREEN, "; ".join(["reachable", *notes])),
-            health.Indicator("redis_config", None, health.YELLOW if warnings else health.GREEN,
-                             "; ".join(warnings) or "noeviction, LMOVE available"),
-            health.grade("failed_jobs", failed_count, limits["failed_jobs"]),
-            health.grade("queue_size", sizes.get(biggest), limits["queue_size"],
-                         f"largest: {biggest}" if biggest else ""),
-            health.grade("oldest_job_age", round(ages[oldest]) if oldest else None, limits["oldest_job_age"],
-                         f"on {oldest}" if oldest else "no job waiting"),
-        ]
-        return views.verdict(checks + self._local_checks(limits))
-
-    def _local_checks(self, limits) -> list[health.Indicator]:
-        """What the daemon knows of its own processes: no Redis needed."""
-        loops = [sup.name for sup in self.daemon.supervisors.values()
-                 if any(s.health.backing_off for s in sup.slots())]
-        tripped = [f"{b['name']} ({b['state']})" for b in self.daemon.breaker_rows()
-                   if b.get("state") in ("open", "half_open")]
-        return [self._worker_memory(limits["worker_memory"]),
-                health.Indicator("crash_loops", len(loops), health.YELLOW if loops else health.GREEN,
-                                 f"crash-looping: {', '.join(loops)}" if loops else "none"),
-                *([views.slo_indicator(self.daemon.slo_rows())] if self.daemon.config.slos else []),
-                *([health.Indicator("breakers", len(tripped), health.YELLOW if tripped else health.GREEN,
-                                    f"open: {', '.join(tripped)}" if tripped else "all closed")]
-                  if self.daemon.config.breakers else [])]
-
-    def _worker_memory(self, limits) -> health.Indicator:
-        worst, who = None, ""
-        for sup in self.daemon.supervisors.values():
-            for proc in sup.live():
-                share = proc.rss / (sup.config.memory * 1024 * 1024) if proc.rss else 0.0
-                if worst is None or share > worst:
-                    worst, who = share, f"worst: pid {proc.pid} of {sup.name}, {proc.rss // 1048576} MB"
-        return health.grade("worker_memory", worst, limits, who)
+        return healthcheck.verdict(self.daemon, self._redis, CommandError)
 
 
 def _ids(ids) -> list[str]:

@@ -114,10 +114,14 @@ def build_parser() -> argparse.ArgumentParser:
     retry = add("retry", cmd_retry, "requeue failed jobs: IDs, or 'all'")
     retry.add_argument("ids", nargs="+", metavar="ID|all")
     retry.add_argument("--queue", help="with 'all': only this queue")
+    retry.add_argument("--match", metavar="TEXT", help="with 'all': only jobs whose id, function or exception "
+                       "line holds TEXT (any case; as the dashboard's failed-jobs search)")
     forget = add("forget", cmd_forget, "delete failed jobs")
     forget.add_argument("ids", nargs="+", metavar="ID")
-    flush = add("flush", cmd_flush, "delete every failed job (of --queue)")
+    flush = add("flush", cmd_flush, "delete every failed job (of --queue, holding --match TEXT)")
     flush.add_argument("--queue")
+    flush.add_argument("--match", metavar="TEXT", help="only jobs whose id, function or exception line holds TEXT "
+                       "(any case; as the dashboard's failed-jobs search)")
     prune = add("prune-failed", cmd_prune, "delete failed jobs older than --hours")
     prune.add_argument("--hours", type=float, required=True)
     prune.add_argument("--queue")

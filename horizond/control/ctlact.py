@@ -150,9 +150,10 @@ def _walk(path, cmd: str, key: str, **args) -> int:
 
 def cmd_retry(path, args) -> int:
     if args.ids == ["all"]:
-        count = _walk(path, "retry", "retried", all=True, queue=args.queue)
-    elif args.queue:
-        raise Failed("retry: --queue goes with 'all' (retry all --queue Q)")
+        count = _walk(path, "retry", "retried", all=True, queue=args.queue,
+                      **({"match": args.match} if args.match is not None else {}))
+    elif args.queue or args.match is not None:
+        raise Failed("retry: --queue and --match go with 'all' (retry all --queue Q --match TEXT)")
     else:
         count = len(call(path, "retry", ids=args.ids)["retried"])
     print(f"retried {count} job(s)")
@@ -165,7 +166,8 @@ def cmd_forget(path, args) -> int:
 
 
 def cmd_flush(path, args) -> int:
-    print(f"deleted {_walk(path, 'flush', 'deleted', queue=args.queue)} failed job(s)")
+    match = {"match": args.match} if args.match is not None else {}
+    print(f"deleted {_walk(path, 'flush', 'deleted', queue=args.queue, **match)} failed job(s)")
     return 0
 
 

@@ -20,6 +20,12 @@ from horizond.core.restarts import SlotHealth
 from horizond.observe.metrics import Metrics
 
 
+class NoMaster(Exception):
+    """Raised by a daemon that supervises nothing (the dashboard's process, web/daemon.py) when a
+    command reads what only a master holds: its supervisors, workers, samples, tallies. The
+    command layer answers it as "CMD needs a running master: <why>"."""
+
+
 @runtime_checkable
 class ProcessState(Protocol):
     """One worker (or the scheduler) as the master knows it from its state channel."""

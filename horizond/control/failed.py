@@ -45,8 +45,14 @@ class FailedError(Exception):
 
 def _registries(redis: Redis, queues: tuple[str, ...], only: str | None) -> list[FailedJobRegistry]:
     if only is not None and only not in queues:
-        raise FailedError(f"unknown queue {only!r} (served: {', '.join(queues) or 'none'})")
+        raise FailedError(f"unknown queue {only!r} (served: {_names(queues)})")
     return [FailedJobRegistry(q, connection=redis) for q in ((only,) if only else queues)]
+
+
+def _names(queues: tuple[str, ...], shown: int = 20) -> str:
+    """The served queues for an error message: the first few of 500 say enough."""
+    more = f", ... ({len(queues)} in all)" if len(queues) > shown else ""
+    return (", ".join(queues[:shown]) or "none") + more
 
 
 def _last_line(text: str | None) -> str:
@@ -131,18 +137,36 @@ def count(redis: Redis, queues: tuple[str, ...]) -> int:
 
 
 def _locate(redis: Redis, queues: tuple[str, ...], ids: list[str]) -> dict[str, FailedJobRegistry]:
+    """Each job's failed registry: its origin queue's, checked first (two pipelined round trips
+    whatever the number of queues); only a job not found there (its hash expired, say) is looked
+    for in every registry, also in one round trip."""
     if not ids:
         raise FailedError("no job id given")
-    where, unknown = {}, []
-    registries = _registries(redis, queues, None)
-    for job_id in ids:
-        registry = next((r for r in registries if r.connection.zscore(r.key, job_id) is not None), None)
-        if registry is None:
-            unknown.append(job_id)
-        else:
-            where[job_id] = registry
+    registries = {q: FailedJobRegistry(q, connection=redis) for q in queues}
+    with redis.pipeline(transaction=False) as pipe:
+        for job_id in ids:
+            pipe.hget(Job.key_for(job_id), "origin")
+        origins = [as_text(o) if o else None for o in pipe.execute()]
+    where = _found(redis, {job_id: [registries[o]] for job_id, o in zip(ids, origins, strict=True) if o in registries})
+    rest = [job_id for job_id in ids if job_id not in where]
+    where.update(_found(redis, {job_id: list(registries.values()) for job_id in rest}) if rest else {})
+    unknown = [job_id for job_id in ids if job_id not in where]
     if unknown:
         raise FailedError(f"not in any failed registry: {', '.join(unknown)} (nothing was changed)")
+    return {job_id: where[job_id] for job_id in ids}
+
+
+def _found(redis: Redis, candidates: dict[str, list[FailedJobRegistry]]) -> dict[str, FailedJobRegistry]:
+    """job id -> the first of its candidate registries that holds it; one pipelined round trip."""
+    pairs = [(job_id, registry) for job_id, options in candidates.items() for registry in options]
+    with redis.pipeline(transaction=False) as pipe:
+        for job_id, registry in pairs:
+            pipe.zscore(registry.key, job_id)
+        scores = pipe.execute() if pairs else []
+    where: dict[str, FailedJobRegistry] = {}
+    for (job_id, registry), score in zip(pairs, scores, strict=True):
+        if score is not None:
+            where.setdefault(job_id, registry)
     return where
 
 
@@ -165,6 +189,29 @@ def _policy(job: Job) -> dict:
             "number_of_retries": job.number_of_retries, **(mine if isinstance(mine, dict) else {})}
 
 
+MAX_MATCH = 200  # characters of `--match` text
+
+
+def matching(text: str | None) -> Callable[[Job], bool] | None:
+    """`retry all --match TEXT`, `flush --match TEXT`, and the dashboard's "every job matching the
+    filter": a job whose id, function or exception line holds TEXT, in any case. These are the
+    fields the dashboard's failed-jobs search shows, so a bulk action acts on exactly the jobs the
+    search lists. The exception is read (one more round trip) only when id and function miss."""
+    if text is None:
+        return None
+    if not isinstance(text, str) or not text.strip() or len(text) > MAX_MATCH:
+        raise FailedError(f"--match must be some text of at most {MAX_MATCH} characters, got {text!r:.60}")
+    needle = text.strip().lower()
+
+    def match(job: Job) -> bool:
+        func = as_text(job.description or "").partition("(")[0]
+        if needle in job.id.lower() or needle in func.lower():
+            return True
+        result = job.latest_result()
+        return needle in _last_line(result.exc_string if result is not None else None).lower()
+    return match
+
+
 def retry(redis: Redis, queues: tuple[str, ...], ids: list[str]) -> list[str]:
     """Requeue the named failed jobs (all of them are checked first)."""
     where = _locate(redis, queues, ids)
@@ -174,7 +221,7 @@ def retry(redis: Redis, queues: tuple[str, ...], ids: list[str]) -> list[str]:
 
 
 def retry_all(redis: Redis, queues: tuple[str, ...], only: str | None, cursor=None,
-              budget: float = BUDGET, match: Callable[[Job], bool] | None = None) -> dict:
+              budget: float | None = None, match: Callable[[Job], bool] | None = None) -> dict:
     """Requeue failed jobs, oldest first, for up to `budget` seconds (see the module doc)."""
     def requeue(registry: FailedJobRegistry, job_id: str, job: Job | None) -> str:
         if job is None:
@@ -196,7 +243,7 @@ def forget(redis: Redis, queues: tuple[str, ...], ids: list[str]) -> list[str]:
 
 
 def flush(redis: Redis, queues: tuple[str, ...], only: str | None, older_than: float | None = None,
-          cursor=None, budget: float = BUDGET, match: Callable[[Job], bool] | None = None) -> dict:
+          cursor=None, budget: float | None = None, match: Callable[[Job], bool] | None = None) -> dict:
     """Delete failed jobs (all, or those that failed more than `older_than` seconds ago)."""
     cutoff = time.time() - older_than if older_than is not None else None
 
@@ -211,18 +258,20 @@ def flush(redis: Redis, queues: tuple[str, ...], only: str | None, older_than: f
     return _walk(redis, queues, only, cursor, budget, delete, match)
 
 
-def _walk(redis: Redis, queues: tuple[str, ...], only: str | None, cursor, budget: float,
+def _walk(redis: Redis, queues: tuple[str, ...], only: str | None, cursor, budget: float | None,
           act: Callable[[FailedJobRegistry, str, Job | None], str],
           match: Callable[[Job], bool] | None = None) -> dict:
     """Apply `act` to failed-registry entries from `cursor` ([registry, offset]; None: the
-    start) until all are seen or `budget` is spent. Entries `act` keeps advance the offset;
+    start) until all are seen or `budget` (default BUDGET) is spent, taking at least one step
+    (a batch, or past an empty registry), so every request moves the walk on. Entries `act` keeps advance the offset;
     entries it removes shift the rest down, so the offset stays. With `match` (the
     dashboard's filter) only the jobs it accepts are acted on; the others are kept."""
     registries = _registries(redis, queues, only)
     index, offset, began = _cursor(cursor)
-    deadline = time.monotonic() + budget
-    done, ids_done = 0, []
-    while index < len(registries) and time.monotonic() < deadline:
+    deadline = time.monotonic() + (BUDGET if budget is None else budget)
+    done, ids_done, steps = 0, [], 0
+    while index < len(registries) and (steps == 0 or time.monotonic() < deadline):
+        steps += 1
         registry = registries[index]
         ids = registry.get_job_ids(offset, offset + BATCH - 1, cleanup=False)
         if not ids:

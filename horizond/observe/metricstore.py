@@ -111,9 +111,9 @@ class MetricStore:
             commands += 3
 
         def done(replies: list) -> None:
-            if any(isinstance(r, Exception) for r in replies[:commands]):
-                log.debug("metrics not saved", extra={"event": "metrics_save_failed",
-                                                      "error": str(next(r for r in replies if isinstance(r, Exception)))})
+            errors = [r for r in replies[:commands] if isinstance(r, Exception)]
+            if errors:
+                log.debug("metrics not saved", extra={"event": "metrics_save_failed", "error": str(errors[0])})
                 return
             self._totals = totals
             self._saved_changes = changes

@@ -1,13 +1,13 @@
 """Service-level measurements kept fleet-wide in Redis, one pipelined round trip per step.
 
-Each finished job (master.py `_read_channel`) is counted in memory only, in its queue's
-current slice (core/slo.py: counts and a latency histogram). Every step (the master's
-`metrics_save` duty, every 2 s, in the same pipeline as the metrics' save) sends, in ONE pipeline: what this master counted since the last step, added
-with HINCRBY to the slice's hash (so every master of a fleet adds its own jobs to the same
-hashes); the queue's length at the start of a slice (HSETNX: the first master to see the slice
-writes it); and the reads of the window's slices not yet final. A slice is final once it
-ended FINAL_AFTER seconds ago (every master has saved into it by then): it is read once and
-kept, so a step reads about two hashes per queue, not the whole window.
+Each finished job (master.py `_job_finished`) is counted in memory only, in its queue's current
+slice (core/slo.py: counts and a latency histogram). Every step (the master's `metrics_save`
+duty, every 2 s) sends, in ONE pipeline shared with the metrics' save: what this master counted
+since the last step, added with HINCRBY to the slice's hash (so every master of a fleet adds
+its own jobs to the same hashes); the queue's length at the start of a slice (HSETNX: the first
+master to see the slice writes it); and the reads of the window's slices not yet final. A slice
+is final once it ended FINAL_AFTER seconds ago (every master has saved into it by then): it is
+read once and kept, so a step reads about two hashes per queue, not the whole window.
 
 Key: `{prefix}:slo:{queue}:{window}:{slice start}` (a hash: n, f, o, x, p, b<bucket>), expiring
 a slice after the window has passed it. A step that fails (Redis away) keeps its counts for

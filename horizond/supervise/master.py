@@ -46,22 +46,19 @@ from horizond.observe.slostore import SloStore
 from horizond.observe.snapshots import SnapshotWriter
 from horizond.supervise import recovery, reexec, reloading
 from horizond.supervise.breaking import BreakerWatch
+from horizond.supervise.children import Children
 from horizond.supervise.cron import CronRunner
 from horizond.supervise.duties import Duties
 from horizond.supervise.guard import Guard
 from horizond.supervise.masterduties import AFTER_ACTION, LoopDuties
 from horizond.supervise.pool import Slot
-from horizond.supervise.process import WorkerProcess, spawn
-from horizond.supervise.reports import BadReport
+from horizond.supervise.process import WorkerProcess
 from horizond.supervise.scaling import Scaler
 from horizond.supervise.supervisor import Supervisor, describe_exit
 from horizond.supervise.systemd import Notifier
-from horizond.sysutil import kill_group
 from horizond.worker.child import ChildSpec
 
 log = logging.getLogger("horizond.master")
-
-REPORTS_EVERY = 0.02  # workers' reports are read in batches at most this often (50 wakeups/s at any job rate)
 
 
 class Master(LoopDuties):
@@ -77,12 +74,10 @@ class Master(LoopDuties):
         self.supervisors: dict[str, Supervisor] = {}
         self.removed: list[Supervisor] = []  # draining after a reload dropped them
         self.scheduler = Slot(0)
-        self.children: dict[int, WorkerProcess] = {}
         self.signals: deque[int] = deque()
-        self._child_exited = False  # a SIGCHLD came: _reap looks at each child
         self.selector = selectors.DefaultSelector()
-        self.channels = selectors.DefaultSelector()  # the workers' state channels, read as one batch
-        self._channels_muted_until: float | None = None
+        self.kids = Children(self.selector, self._job_finished, self._state_changed, self._on_child_exit)
+        self.children = self.kids.procs  # pid -> WorkerProcess, every worker and the scheduler
         self.stopping = False
         self.paused = False  # `horizonctl pause` without a name: new supervisors start paused too
         self.redis = master_client(config)
@@ -121,12 +116,13 @@ class Master(LoopDuties):
         try:
             while True:
                 self._handle_signals()
-                self._reap()
+                self.helpers.reap(time.monotonic())
+                self.kids.reap()
                 now = time.monotonic()
                 self.duties.run_due(now)
                 if self.stopping and not self.children:
                     break
-                ready = self.selector.select(self._timeout(self._unmute_channels()))
+                ready = self.selector.select(self._timeout(self.kids.unmute()))
                 registered = self.selector.get_map()
                 for key, _ in ready:
                     if registered.get(key.fd) is key:  # not closed (or its fd reused) earlier in this batch
@@ -149,7 +145,7 @@ class Master(LoopDuties):
         os.set_blocking(write_fd, False)
         self._wakeup = (read_fd, write_fd)
         self.selector.register(read_fd, selectors.EVENT_READ, self._drain_wakeup)
-        self.selector.register(self.channels.fileno(), selectors.EVENT_READ, self._read_channels)
+        self.kids.open()
         signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
         signals.install(self._record_signal)
         away = redischeck.at_startup(self.redis, self.config)  # a wrong password stops us here, before any fork
@@ -203,7 +199,7 @@ class Master(LoopDuties):
             for fd in self._wakeup:
                 os.close(fd)
         self.selector.close()
-        self.channels.close()
+        self.kids.close()
 
     def _record_signal(self, signum, frame) -> None:
         self.signals.append(signum)
@@ -228,7 +224,7 @@ class Master(LoopDuties):
             elif sig == signal.SIGHUP:
                 self.reload()
             elif sig == signal.SIGCHLD:
-                self._child_exited = True
+                self.kids.exited = True
             elif sig == signal.SIGUSR1:
                 if signals.dump_due():  # a kill loop gets one dump a second
                     self._status_dump()
@@ -250,9 +246,8 @@ class Master(LoopDuties):
         (a step that met a Redis error made the probe due sooner than it was planned)."""
         self.duties.due_by("redis_probe", now + self.redis_health.due_in(now))
         timeout = self.duties.time_to_next(now)
-        if self._channels_muted_until is not None:
-            timeout = min(timeout, max(0.0, self._channels_muted_until - now))
-        return timeout
+        muted = self.kids.muted_for(now)
+        return timeout if muted is None else min(timeout, muted)
 
     @property
     def redis_error(self) -> str | None:
@@ -355,56 +350,19 @@ class Master(LoopDuties):
 
     def _fork(self, spec: ChildSpec, generation: int) -> WorkerProcess:
         keep_out = [key.fd for key in self.selector.get_map().values()]
-        keep_out += [key.fd for key in self.channels.get_map().values()]
-        keep_out += [self.selector.fileno(), self.channels.fileno()] + list(self._wakeup or ())
+        keep_out += [self.selector.fileno()] + list(self._wakeup or ())
         if self.notifier.fileno() is not None:
             keep_out.append(self.notifier.fileno())
-        keep_out += _redis_fds(self.redis)
-        proc = spawn(spec, generation, keep_out)
-        self.children[proc.pid] = proc
-        self.channels.register(proc.link.fd, selectors.EVENT_READ, proc)
-        return proc
+        return self.kids.fork(spec, generation, keep_out + _redis_fds(self.redis))
 
-    def _read_channels(self) -> None:
-        """Every worker with something to say, in one batch; then the channels rest REPORTS_EVERY,
-        so a fast job stream costs the loop a wakeup per batch, not two per job."""
-        for key, _ in self.channels.select(0):
-            if self.channels.get_map().get(key.fd) is key:  # not closed earlier in this batch
-                self._read_channel(key.data)
-        self.selector.unregister(self.channels.fileno())
-        self._channels_muted_until = time.monotonic() + REPORTS_EVERY
-
-    def _unmute_channels(self) -> float:
-        now = time.monotonic()
-        if self._channels_muted_until is not None and now >= self._channels_muted_until:
-            self._channels_muted_until = None
-            self.selector.register(self.channels.fileno(), selectors.EVENT_READ, self._read_channels)
-        return now
-
-    def _read_channel(self, proc: WorkerProcess) -> None:
-        now = time.monotonic()
-        try:
-            was = proc.state
-            for message in proc.link.read():
-                job_id = proc.job_id
-                finished = proc.apply(message, now)
-                if finished:
-                    self.leadership.member.finished_here(job_id)
-                    self.scaler.job_finished(finished["queue"], finished["runtime"])
-                    self.metrics.record(supervisor=proc.spec.supervisor.name, now=time.time(), **finished)
-                    self.slo.record(self.config.slos, finished["queue"], finished["ok"],
-                                    (finished["wait"] or 0.0) + (finished["runtime"] or 0.0), time.time())
-                    if self.store is not None:  # a first change after a quiet spell is saved at once
-                        self.duties.due_by("metrics_save", self.store.save_due_at())
-            if proc.state != was:
-                self._state_changed(proc, was)
-            if proc.link.fault:
-                raise BadReport(proc.link.fault)
-        except BadReport as exc:  # job code wrote to the channel: the worker is killed, the master lives on
-            proc.reject(str(exc), now)
-            self._close_channel(proc)
-        if proc.link.closed:
-            self._close_channel(proc)
+    def _job_finished(self, proc: WorkerProcess, job_id: str | None, finished: dict) -> None:
+        self.leadership.member.finished_here(job_id)
+        self.scaler.job_finished(finished["queue"], finished["runtime"])
+        self.metrics.record(supervisor=proc.spec.supervisor.name, now=time.time(), **finished)
+        self.slo.record(self.config.slos, finished["queue"], finished["ok"],
+                        (finished["wait"] or 0.0) + (finished["runtime"] or 0.0), time.time())
+        if self.store is not None:  # a first change after a quiet spell is saved at once
+            self.duties.due_by("metrics_save", self.store.save_due_at())
 
     def _state_changed(self, proc: WorkerProcess, was: str) -> None:
         """Wake only the duties a worker's new state concerns; a job done is metrics only."""
@@ -416,40 +374,8 @@ class Master(LoopDuties):
         elif proc.stop_sent is not None or (proc.state == "idle" and any(s.paused for s in self.supervisors.values())):
             self.duties.wake("unblock", "stop_deadlines")  # it must leave, or pause, from a blocking dequeue
 
-    def _close_channel(self, proc: WorkerProcess) -> None:
-        if proc.link.fd >= 0:
-            self.channels.unregister(proc.link.fd)
-            proc.link.close()
-
-    def _reap(self) -> None:
-        """Wait for the children this master forked, by pid, after a SIGCHLD; never for any child
-        (waitid(P_ALL)), which would take a [notify] helper's exit status from its Popen."""
-        self.helpers.reap(time.monotonic())
-        if not self._child_exited:
-            return
-        self._child_exited = False
-        for pid, proc in list(self.children.items()):
-            try:  # peek first: while the child is a zombie its pid cannot be reused
-                info = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
-            except ChildProcessError:  # reaped by someone else: its status is lost, not its job
-                log.error("a worker's exit status was taken by another wait", extra={
-                    "event": "child_lost", "child_pid": pid})
-                status = int(signal.SIGKILL)
-            else:
-                if info is None:
-                    continue
-                kill_group(pid, signal.SIGKILL)  # anything its jobs left behind in its group (and its horse's)
-                if proc.horse_pid:
-                    kill_group(proc.horse_pid, signal.SIGKILL)
-                _, status = os.waitpid(pid, 0)
-            del self.children[pid]
-            self._on_child_exit(proc, status)
-
     def _on_child_exit(self, proc: WorkerProcess, status: int) -> None:
         now = time.monotonic()
-        if proc.link.fd >= 0:
-            self._read_channel(proc)  # last words: a job it finished just before exiting
-            self._close_channel(proc)
         clean, how = describe_exit(status)
         self.duties.wake("slots", "systemd", "stop_deadlines")  # its slot refills (or backs off)
         if proc.spec.kind == "scheduler":

@@ -15,7 +15,8 @@ exit, a control action (AFTER_ACTION), a signal, Redis coming back (AFTER_REDIS)
 | master_memory  | 10 s (first 10 s after start) |                                               |
 | clients        | 1 s (control/exporter expiry) |                                               |
 | sample         | 2 s (SAMPLE_EVERY)            | (also read before a balance if older than half its cooldown) |
-| metrics_save   | 2 s (SAVE_EVERY)              | (woken by the first job after a quiet spell); [slo] in the same round trip |
+| metrics_save   | 2 s (SAVE_EVERY)              | (woken by the first job after a quiet spell)  |
+|                | ([slo] steps in its round trip)|                                               |
 | snapshots      | [metrics] snapshot_interval   |                                               |
 | redis_probe    | 1 s                           | PROBE_EVERY up; 0.25 s / 2 s while away       |
 | systemd        | 1 s (STATUS, drain time)      | the watchdog ping                             |
@@ -98,8 +99,9 @@ class LoopDuties:
         return None if self.redis_error else RETRY_BALANCE  # not balanced: Redis away, or the read failed
 
     def _depths_for(self, due: list[Supervisor]) -> tuple[dict[str, int], dict[str, float]]:
-        """The sample (pending jobs and oldest job's age per queue), read afresh when older than half the shortest cooldown due (balancing
-        reacts to fresh depths) or missing a queue a pattern now matches."""
+        """The sample (pending jobs, oldest job's age), read afresh when older than half the
+        shortest cooldown due (balancing reacts to fresh depths) or missing a queue a pattern
+        now matches."""
         now = time.monotonic()
         names = [q for sup in due for pool in sup.pools.values() for q in pool.queues]
         fresh_enough = min(s.config.balance_cooldown for s in due) / 2
@@ -199,13 +201,14 @@ class LoopDuties:
     def _save_both(self, now: float) -> None:
         cfg = self.config
         saving = now >= self.store.save_due_at()
+        if not cfg.slos:
+            if saving:
+                self.store.save(self.redis, self.metrics, now)  # a failed save is tried again, not an outage
+            return
         with self.redis.pipeline(transaction=False) as pipe:
             done = self.store.stage(pipe, self.metrics, now) if saving else None
-            if cfg.slos:
-                self.slo.step(self.redis, cfg.redis_prefix, cfg.slos, self.queues(), self.observer.pending,
-                              time.time(), pipe=pipe, before=done)
-            elif done is not None:
-                done(pipe.execute(raise_on_error=False))
+            self.slo.step(self.redis, cfg.redis_prefix, cfg.slos, self.queues(), self.observer.pending,
+                          time.time(), pipe=pipe, before=done)
 
     def slo_rows(self) -> list[dict]:
         """Each served queue's service level over its window, as last read (no Redis call)."""
@@ -331,7 +334,7 @@ class LoopDuties:
                 continue
             if now >= deadline and proc.link.fd >= 0:
                 # reports are read in batches: a "busy" still unread would move the deadline out
-                self._read_channel(proc)
+                self.kids.read(proc)
                 deadline = proc.stop_deadline(self.config.shutdown_grace, shutting_down=self.stopping)
                 if deadline is None:
                     continue

@@ -83,7 +83,8 @@ class Scaler:
         levels = {}
         for queue in queues:
             point = arrivals.Point(now, pending.get(queue, 0) + running.get(queue, 0), self.finished.get(queue, 0))
-            self.arrival_rates[queue] = arrivals.rate(self.arrival_rates.get(queue, 0.0), self._points.get(queue), point)
+            before = self._points.get(queue)
+            self.arrival_rates[queue] = arrivals.rate(self.arrival_rates.get(queue, 0.0), before, point)
             self._points[queue] = point
             target = slo.slo_for(slos, queue)
             levels[queue] = target.max_latency if target else None

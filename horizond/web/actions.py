@@ -1,14 +1,19 @@
-"""Every change the dashboard makes goes through this module: one function per action.
+"""Every change the dashboard makes is a request to the command layer, as the signed-in user.
 
-Job actions act on RQ's registries directly, through control/failed.py (the same code
-`horizonctl retry|forget|clear` runs), so what changes is exactly what `rq` sees. Supervisor
-actions (pause, continue, restart, scale) are fleet commands (fleet/commands.py), exactly what
-`horizonctl pause --fleet` sends: stored desired state plus a wake-up, run by every live node
-through its own command layer. The pages and their routes only ever call these functions.
+The dashboard is one more transport over `CommandLayer.handle(request, access)`
+(control/commands.py), beside the control socket and the fleet's channel: an admin's request
+runs with access "full", a viewer's with "read", so the layer's own READ_ONLY rule refuses a
+viewer's retry exactly as it refuses a read-only socket client's. The daemon under the layer is
+the web process's (web/daemon.py): job commands act on RQ's registries (the same code
+`horizonctl retry|forget|flush|clear` runs), supervisor actions are the `fleet` command
+(`horizonctl pause --fleet`), a queue's pause is `queue_pause`. The routes only parse the form,
+call `run` and render the reply.
 
-Bulk actions (retry or delete every failed job matching a filter) run in a thread of
-the web process (never the master), in chunks of control/failed.py's walk, and record
-their progress in `P:web:bulk:ID` (a hash, kept a day), which the progress page reads.
+Bulk actions (retry or delete every failed job matching a filter) are the layer's chunked walks
+(`retry all --match TEXT`, `flush --match TEXT`: each request works for at most half a second
+and returns a cursor). The first chunk runs in the POST itself, so a refusal or a bad filter
+answers it and changes nothing; the rest run in a thread of the web process (never the master),
+which records the progress in `P:web:bulk:ID` (a hash, kept a day) for the progress page.
 """
 
 from __future__ import annotations
@@ -18,113 +23,107 @@ import threading
 import time
 
 from redis import Redis
-from rq.job import Job
 
-from horizond.control import failed
-from horizond.control.commands import CommandError
-from horizond.fleet import commands as fleet_commands
-from horizond.fleet.keys import FleetKeys
+from horizond.control.commands import DENIED, FULL, READ, CommandLayer
 from horizond.web import reads
+from horizond.web.auth import Identity
+from horizond.web.daemon import WebDaemon
 
 BULK_TTL = 24 * 3600
-BULK_ACTIONS = ("retry", "delete")
+BULK_COMMANDS = {"retry": "retry", "delete": "flush"}
+SUPERVISOR_ACTIONS = ("pause", "continue", "restart", "scale")
+UNREACHABLE = "Redis unreachable"  # how the layer's reply begins when Redis did not answer
 
 
 class ActionError(Exception):
-    pass
+    """The layer's refusal: its error text, and the HTTP status to answer it with."""
+
+    def __init__(self, message: str, status: int = 400):
+        super().__init__(message)
+        self.status = status
 
 
-def _origin(redis: Redis, job_id: str) -> str:
-    origin = redis.hget(f"rq:job:{job_id}", "origin")
-    if origin is None:
-        raise ActionError(f"no job {job_id!r} (it may have expired)")
-    return reads.text(origin)
+def ask(daemon: WebDaemon, me: Identity, cmd: str, **args) -> dict:
+    """The layer's reply to `cmd` from this user: admins have full access, viewers read access."""
+    layer = CommandLayer(daemon.acting_as(me.name))
+    return layer.handle({"cmd": cmd, "args": args}, FULL if me.admin else READ)
 
 
-def retry_job(redis: Redis, job_id: str) -> None:
-    try:
-        failed.retry(redis, (queue := _origin(redis, job_id),), [job_id])
-    except failed.FailedError as exc:
-        raise ActionError(f"{exc} (queue {queue})") from None
+def run(daemon: WebDaemon, me: Identity, cmd: str, **args):
+    """`ask`, for a route: the result, or ActionError (403 for want of access, 503 while Redis is
+    away, else 400)."""
+    reply = ask(daemon, me, cmd, **args)
+    if not reply["ok"]:
+        error = reply["error"]
+        raise ActionError(error, 403 if error.startswith(DENIED) else 503 if error.startswith(UNREACHABLE) else 400)
+    return reply["result"]
 
 
-def delete_job(redis: Redis, job_id: str) -> None:
-    try:
-        failed.forget(redis, (_origin(redis, job_id),), [job_id])
-    except failed.FailedError as exc:
-        raise ActionError(str(exc)) from None
+def supervisor_args(action: str, supervisor: str, processes: str | None) -> dict:
+    """The `fleet` command's arguments from the Overview's forms (a count only with scale)."""
+    args = {"action": action, "supervisor": supervisor}
+    if action == "scale":
+        raw = (processes or "").strip()
+        args["processes"] = int(raw) if raw.isdigit() else raw  # 'auto' or junk: the layer says which
+    return args
 
 
-def clear_queue(redis: Redis, queue: str) -> int:
-    """Delete a queue's pending jobs; how many there were."""
-    try:
-        return failed.clear(redis, tuple(reads.queue_names(redis)), queue)
-    except failed.FailedError as exc:
-        raise ActionError(str(exc)) from None
+# --- bulk: every failed job matching the filter, a chunk at a time ----------------------------
 
-
-def pause_queue(redis: Redis, prefix: str, queue: str, paused: bool) -> None:
-    """Hold one queue on every node, or let it go: the same fleet-wide state as `horizonctl queue
-    pause|continue` (every master reads it at its next sample and tells its workers)."""
-    if queue not in reads.queue_names(redis):
-        raise ActionError(f"unknown queue {queue!r}")
-    key = f"{prefix}:paused-queues"
-    redis.sadd(key, queue) if paused else redis.srem(key, queue)
-
-
-def matcher(redis: Redis, flt: reads.Filter):
-    """The listing's filter (reads.Filter) as a test of a fetched Job, for the bulk walk."""
-    if not flt.text:
-        return None
-
-    def match(job: Job) -> bool:
-        row = {"id": job.id, "func": reads.text(job.description).partition("(")[0]}
-        if not flt.matches(row):
-            row["exception"] = reads.last_line(reads.exception_of(
-                redis.xrevrange(f"rq:results:{job.id}", "+", "-", count=1)))
-        return flt.matches(row)
-    return match
-
-
-def start_bulk(redis: Redis, prefix: str, action: str, flt: reads.Filter, user: str) -> str:
-    """Start retrying or deleting every failed job matching `flt`; returns the bulk id."""
-    if action not in BULK_ACTIONS:
-        raise ActionError(f"unknown bulk action {action!r}")
-    queues = tuple(reads.queue_names(redis))
-    if flt.queue and flt.queue not in queues:
-        raise ActionError(f"unknown queue {flt.queue!r}")
-    names = (flt.queue,) if flt.queue else queues
+def start_bulk(daemon: WebDaemon, me: Identity, prefix: str, action: str, flt: reads.Filter) -> str:
+    """Run the first chunk now (a refusal raises ActionError, nothing changed) and the rest in a
+    thread; returns the bulk id whose progress `bulk_status` reads."""
+    if action not in BULK_COMMANDS:
+        raise ActionError(f"unknown bulk action {action!r}; expected retry or delete")
+    redis = daemon.redis
+    names = [flt.queue] if flt.queue else reads.queue_names(redis)
     with redis.pipeline(transaction=False) as pipe:
         for q in names:
             pipe.zcard(f"rq:failed:{q}")
         total = sum(pipe.execute())
+    cmd, args = BULK_COMMANDS[action], _walk_args(action, flt)
+    first = run(daemon, me, cmd, cursor=None, **args)
     bulk_id = secrets.token_hex(8)
     key = f"{prefix}:web:bulk:{bulk_id}"
-    redis.hset(key, mapping={"action": action, "queue": flt.queue, "text": flt.text, "user": user,
-                             "state": "running", "done": 0, "total": total, "registry": 0,
+    redis.hset(key, mapping={"action": action, "queue": flt.queue, "text": flt.text, "user": me.name,
+                             "state": "running", "done": 0, "chunks": 0, "total": total, "registry": 0,
                              "registries": len(names), "started": time.time(), "updated": time.time()})
     redis.expire(key, BULK_TTL)
-    threading.Thread(target=_run_bulk, args=(redis, key, action, flt, queues), daemon=True,
-                     name=f"bulk-{bulk_id}").start()
+    cursor = _record(redis, key, first, len(names))
+    if cursor is not None:
+        threading.Thread(target=_run_bulk, args=(daemon, me, key, cmd, args, cursor, len(names)), daemon=True,
+                         name=f"bulk-{bulk_id}").start()
     return bulk_id
 
 
-def _run_bulk(redis: Redis, key: str, action: str, flt: reads.Filter, queues: tuple[str, ...]) -> None:
-    walk = failed.retry_all if action == "retry" else failed.flush
-    match, cursor = matcher(redis, flt), None
+def _walk_args(action: str, flt: reads.Filter) -> dict:
+    args = {"queue": flt.queue or None, **({"match": flt.text} if flt.text else {})}
+    return {"all": True, **args} if action == "retry" else args
+
+
+def _record(redis: Redis, key: str, result: dict, registries: int):
+    """Add one chunk's reply to the progress hash; the cursor to go on from (None: done)."""
+    done = result.get("retried", result.get("deleted"))
+    cursor = result["cursor"]
+    with redis.pipeline(transaction=False) as pipe:
+        pipe.hincrby(key, "done", done if isinstance(done, int) else len(done))
+        pipe.hincrby(key, "chunks", 1)
+        pipe.hset(key, mapping={"registry": cursor[0] if cursor else registries, "updated": time.time(),
+                                **({} if cursor else {"state": "done"})})
+        pipe.execute()
+    return cursor
+
+
+def _run_bulk(daemon: WebDaemon, me: Identity, key: str, cmd: str, args: dict, cursor: list, registries: int) -> None:
     try:
-        while True:
-            step = walk(redis, queues, flt.queue or None, cursor=cursor, match=match)
-            cursor = step["cursor"]
-            with redis.pipeline(transaction=False) as pipe:
-                pipe.hincrby(key, "done", step["count"])
-                pipe.hset(key, mapping={"registry": cursor[0] if cursor else len(queues), "updated": time.time(),
-                                        **({} if cursor else {"state": "done"})})
-                pipe.execute()
-            if cursor is None:
+        while cursor is not None:
+            reply = ask(daemon, me, cmd, cursor=cursor, **args)
+            if not reply["ok"]:
+                daemon.redis.hset(key, mapping={"state": "failed", "error": reply["error"][:500]})
                 return
-    except Exception as exc:  # Redis away, a job that cannot be requeued: shown on the progress page
-        redis.hset(key, mapping={"state": "failed", "error": f"{type(exc).__name__}: {exc}"[:500]})
+            cursor = _record(daemon.redis, key, reply["result"], registries)
+    except Exception as exc:  # Redis away while recording: shown on the progress page once it is back
+        daemon.redis.hset(key, mapping={"state": "failed", "error": f"{type(exc).__name__}: {exc}"[:500]})
 
 
 def bulk_status(redis: Redis, prefix: str, bulk_id: str) -> dict | None:
@@ -135,23 +134,3 @@ def bulk_status(redis: Redis, prefix: str, bulk_id: str) -> dict | None:
     if status["state"] == "running" and time.time() - float(status["updated"]) > 60:
         status["state"] = "stalled"  # its web process died: start it again to finish
     return status
-
-
-FLEET_ACTIONS = ("pause", "continue", "restart", "scale")
-
-
-def fleet_command(redis: Redis, prefix: str, action: str, supervisor: str, processes: str | None, user: str) -> dict:
-    """A supervisor action on every node: {"id", "nodes"} of the fleet command sent."""
-    if action not in FLEET_ACTIONS:
-        raise ActionError(f"unknown action {action!r}; one of {', '.join(FLEET_ACTIONS)}")
-    count = None
-    if action == "scale":
-        if processes != "auto" and not (processes or "").isdigit():
-            raise ActionError(f"scale: processes must be a whole number or 'auto', got {processes!r}")
-        count = None if processes == "auto" else int(processes)
-    sender = f"web:{user}"
-    try:
-        sent = fleet_commands.send(redis, FleetKeys(prefix), sender, set(), action, supervisor, count)
-    except CommandError as exc:
-        raise ActionError(str(exc)) from None
-    return dict(sent, nodes=[n for n in sent["nodes"] if n != sender])  # the dashboard is not a node

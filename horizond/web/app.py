@@ -1,11 +1,13 @@
 """The dashboard's routes (Flask): pages rendered on the server, one JSON snapshot for live updates.
 
-Every page works without JavaScript; static/app.js only refreshes the Overview from
-GET {base}/api/snapshot every 2 s (one request at a time, paused while the tab is
-hidden) and draws the Metrics charts with the vendored uPlot. Every POST needs an
-admin and the CSRF token of the session (auth.py); every change goes through
-actions.py. Viewers never receive job arguments, results, descriptions (RQ writes
-the arguments into them) or tracebacks: only the exception's class.
+Every page works without JavaScript; static/app.js only refreshes the Overview and the
+Service levels page from GET {base}/api/snapshot every 2 s (one request at a time, paused
+while the tab is hidden) and draws the Metrics charts with the vendored uPlot. Every POST
+needs the CSRF token of the session (auth.py) and is a request to the command layer
+(actions.py) with the user's access: "full" for an admin, "read" for a viewer, whom the
+layer refuses (403) as it refuses a read-only socket client. Viewers never receive job
+arguments, results, descriptions (RQ writes the arguments into them) or tracebacks: only
+the exception's class.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from redis.exceptions import RedisError
 
 from horizond.core.config import Config
 from horizond.web import actions, auth, overview, pages, reads
+from horizond.web.daemon import WebDaemon
 
 COOKIE, PRE_COOKIE = "hz_session", "hz_login"
 PUBLIC = {"web.login", "web.login_post", "static"}
@@ -32,6 +35,7 @@ def create_app(config: Config, redis: Redis) -> Flask:
     app.config["horizond"] = config
     app.extensions["redis"] = redis
     app.extensions["auth"] = auth.Auth(config, redis)
+    app.extensions["daemon"] = WebDaemon(config, redis)  # under the command layer every action goes through
     pages.add_filters(app)
     bp = Blueprint("web", __name__)
     _auth_routes(bp)
@@ -61,9 +65,7 @@ def _who():
     if request.method == "POST" and request.endpoint != "web.logout":
         if not a.check_csrf(g.me, request.form.get("csrf") or request.headers.get("X-CSRF-Token")):
             abort(403, "missing or wrong CSRF token: reload the page and try again")
-        if not g.me.admin:
-            abort(403, "viewers cannot change anything")
-    return None
+    return None  # who may do what: the command layer decides (actions.run)
 
 
 def _headers(response):
@@ -127,37 +129,38 @@ def _auth_routes(bp: Blueprint) -> None:
     @bp.get("/api/snapshot")
     def api_snapshot():
         try:
-            return jsonify(overview.snapshot(_ext("redis"), _ext("config")))
+            return jsonify(pages.snapshot())
         except RedisError as exc:
             return jsonify({"time": time.time(), "health": overview.unreachable(exc)}), 503
 
 
 def _action_routes(bp: Blueprint) -> None:
+    """Each route: parse the form, ask the command layer as the signed-in user, render its reply."""
+
     @bp.post("/jobs/<job_id>/retry")
     def job_retry(job_id: str):
-        return _act(lambda: actions.retry_job(_ext("redis"), job_id), f"requeued {job_id}",
-                    url_for("web.failed_jobs"))
+        return _act("retry", {"ids": [job_id]}, url_for("web.failed_jobs"), lambda r: f"requeued {job_id}")
 
     @bp.post("/jobs/<job_id>/delete")
     def job_delete(job_id: str):
-        return _act(lambda: actions.delete_job(_ext("redis"), job_id), f"deleted {job_id}", url_for("web.failed_jobs"))
+        return _act("forget", {"ids": [job_id]}, url_for("web.failed_jobs"), lambda r: f"deleted {job_id}")
 
     @bp.post("/failed/bulk")
     def failed_bulk():
         flt = reads.Filter(request.form.get("queue", ""), request.form.get("q", "").strip())
         try:
-            bulk_id = actions.start_bulk(_ext("redis"), _ext("config").redis_prefix, request.form.get("action", ""),
-                                         flt, g.me.name)
+            bulk_id = actions.start_bulk(_ext("daemon"), g.me, _ext("config").redis_prefix,
+                                         request.form.get("action", ""), flt)
         except actions.ActionError as exc:
-            abort(400, str(exc))
+            return _refused(exc)
         return redirect(url_for("web.bulk", bulk_id=bulk_id), 303)
 
     @bp.post("/supervisors/<name>/<action>")
     def supervisor_action(name: str, action: str):
-        cfg = _ext("config")
-        return _act(lambda: actions.fleet_command(_ext("redis"), cfg.redis_prefix, action, name,
-                                                  request.form.get("processes"), g.me.name),
-                    None, url_for("web.overview"),
+        if action not in actions.SUPERVISOR_ACTIONS:
+            abort(404)
+        return _act("fleet", actions.supervisor_args(action, name, request.form.get("processes")),
+                    url_for("web.overview"),
                     lambda sent: f"{action} {name}: sent to every node ({', '.join(sent['nodes']) or 'none live'}); "
                                  f"each applies it within a second")
 
@@ -165,20 +168,24 @@ def _action_routes(bp: Blueprint) -> None:
     def queue_pause(name: str, action: str):
         if action not in ("pause", "continue"):
             abort(404)
-        return _act(lambda: actions.pause_queue(_ext("redis"), _ext("config").redis_prefix, name, action == "pause"),
-                    f"{action} {name}: on every node within 2 s (each master's next sample)", url_for("web.queues"))
+        return _act("queue_pause", {"queue": name, "paused": action == "pause"}, url_for("web.queues"),
+                    lambda r: f"{action} {name}: on every node within 2 s (each master's next sample)")
 
     @bp.post("/queues/<name>/clear")
     def queue_clear(name: str):
         if request.form.get("confirm") != name:
             abort(400, f"type the queue's name ({name}) to confirm")
-        return _act(lambda: actions.clear_queue(_ext("redis"), name), None, url_for("web.queues"),
-                    lambda n: f"cleared {name}: {n} pending jobs deleted")
+        return _act("clear", {"queue": name}, url_for("web.queues"),
+                    lambda r: f"cleared {name}: {r['deleted']} pending jobs deleted")
 
 
-def _act(run, said: str | None, back: str, say=None):
+def _act(cmd: str, args: dict, back: str, say):
     try:
-        result = run()
+        result = actions.run(_ext("daemon"), g.me, cmd, **args)
     except actions.ActionError as exc:
-        abort(400, str(exc))
-    return render_template("done.html", message=say(result) if say else said, back=back)
+        return _refused(exc)
+    return render_template("done.html", message=say(result), back=back)
+
+
+def _refused(exc: actions.ActionError):
+    return render_template("error.html", message=str(exc)), exc.status

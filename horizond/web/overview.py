@@ -13,6 +13,7 @@ import time
 
 from redis import Redis
 
+from horizond.control import views
 from horizond.core import health
 from horizond.core.config import Config
 from horizond.observe import breakers as breaker_state
@@ -27,8 +28,9 @@ def _delta(new: dict | None, old: dict | None, key: str) -> int:
     return max(0, int(new.get(key) or 0) - int((old or {}).get(key) or 0))
 
 
-def snapshot(redis: Redis, config: Config, now: float | None = None) -> dict:
-    """Everything the Overview shows, as JSON-ready data (the documented /api/snapshot)."""
+def snapshot(redis: Redis, config: Config, now: float | None = None, slo: dict | None = None) -> dict:
+    """Everything the Overview shows, as JSON-ready data (the documented /api/snapshot); `slo` is
+    the `slo` command's reply, graded into the health verdict as `horizonctl health` does."""
     now = time.time() if now is None else now
     queues = reads.queue_names(redis)
     sizes, ages = reads.queue_depths(redis, queues)
@@ -71,7 +73,7 @@ def snapshot(redis: Redis, config: Config, now: float | None = None) -> dict:
             "longest_wait": _pick(longest, "oldest_job_age"), "longest_runtime": _pick(slowest, "runtime"),
             "highest_throughput": _pick(busiest, "jobs_per_minute"),
         },
-        "health": verdict(config, failed_kept, sizes, ages),
+        "health": verdict(config, failed_kept, sizes, ages, slo),
         "nodes": [{"node": n.get("node"), "state": n.get("state"), "last_seen": n.get("last_seen"),
                    "supervisors": n.get("supervisors") or []} for n in nodes],
         "supervisors": supervisors(live_nodes),
@@ -79,6 +81,7 @@ def snapshot(redis: Redis, config: Config, now: float | None = None) -> dict:
                    "rates": observer.start_rates(redis, config.limits, config.redis_prefix)},
         "breakers": breaker_state.peek(redis, config.redis_prefix, config.breakers),
         "queues": rows,
+        "slo": slo if slo is not None else {"configured": [], "queues": []},
     }
 
 
@@ -113,8 +116,9 @@ def _pick(row: dict | None, key: str) -> dict | None:
     return {"queue": row["queue"], "value": float(row[key])}
 
 
-def verdict(config: Config, failed_kept: dict, sizes: dict, ages: dict) -> dict:
-    """The same grading as `horizonctl health` (core/health.py), on what the dashboard read."""
+def verdict(config: Config, failed_kept: dict, sizes: dict, ages: dict, slo: dict | None = None) -> dict:
+    """The same grading as `horizonctl health` (core/health.py), on what the dashboard read:
+    with [slo], red while a queue misses its level, yellow while its budget burns fast."""
     limits = config.health_thresholds()
     biggest = max(sizes, key=sizes.get, default=None)
     oldest = max(ages, key=ages.get, default=None)
@@ -125,6 +129,8 @@ def verdict(config: Config, failed_kept: dict, sizes: dict, ages: dict) -> dict:
         health.grade("oldest_job_age", round(ages[oldest]) if oldest else None, limits["oldest_job_age"],
                      f"on {oldest}" if oldest else "no job waiting"),
     ]
+    if config.slos and slo is not None and "error" not in slo:
+        checks.append(views.slo_indicator(slo["queues"]))
     return {"status": health.verdict(checks),
             "indicators": [{"name": c.name, "level": c.level, "detail": c.detail} for c in checks]}
 

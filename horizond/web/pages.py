@@ -1,4 +1,9 @@
-"""The read-only pages: Overview, Recent jobs, Failed jobs, a job, Metrics, Workers, Queues, bulk progress."""
+"""The read-only pages: Overview, Service levels, Recent jobs, Failed jobs, a job, Metrics, Workers,
+Queues, bulk progress.
+
+They read Redis directly in bounded windows (reads.py), except the service levels: those are the
+command layer's `slo` command, asked as the signed-in user (viewers may read it), so the page
+shows what `horizonctl slo` shows."""
 
 from __future__ import annotations
 
@@ -9,10 +14,13 @@ import psutil
 from flask import Blueprint, Flask, abort, current_app, g, jsonify, render_template, request
 
 from horizond import sysutil
-from horizond.control import failed
+from horizond.control import failed, views
 from horizond.web import actions, overview, reads
 
 RANGES = {"1h": 3600, "24h": 86400}
+SLO_COLORS = {"ok": "green", "burning": "yellow", "violated": "red"}  # "no data": grey (the seed's colours)
+SLO_ORDER = {"violated": 0, "burning": 1, "ok": 2}  # the Overview lists the worst first ("no data" last)
+OVERVIEW_LEVELS = 20  # rows of the Overview's Service levels panel; the page has them all
 
 
 def _redis():
@@ -23,6 +31,17 @@ def _config():
     return current_app.config["horizond"]
 
 
+def levels() -> dict:
+    """The `slo` command's reply for this user (its error, when the layer refused)."""
+    reply = actions.ask(current_app.extensions["daemon"], g.me, "slo")
+    return reply["result"] if reply["ok"] else {"configured": [], "queues": [], "error": reply["error"]}
+
+
+def snapshot() -> dict:
+    """The Overview's data and /api/snapshot: overview.snapshot plus the service levels."""
+    return overview.snapshot(_redis(), _config(), slo=levels())
+
+
 def _filter() -> reads.Filter:
     return reads.Filter(request.args.get("queue", "").strip(), request.args.get("q", "").strip())
 
@@ -30,7 +49,13 @@ def _filter() -> reads.Filter:
 def page_routes(bp: Blueprint) -> None:
     @bp.get("/", endpoint="overview")
     def overview_page():
-        return render_template("overview.html", snap=overview.snapshot(_redis(), _config()), page="overview")
+        return render_template("overview.html", snap=snapshot(), page="overview")
+
+    @bp.get("/slo")
+    def service_levels():
+        slo = levels()
+        verdict = views.slo_indicator(slo["queues"]).level if slo["queues"] and "error" not in slo else None
+        return render_template("slo.html", slo=slo, verdict=verdict, page="slo")
 
     @bp.get("/jobs")
     def recent_jobs():
@@ -149,6 +174,13 @@ def add_filters(app: Flask) -> None:
     app.jinja_env.filters["ago"] = lambda ts: "" if not ts else duration(time.time() - float(ts)) + " ago"
     app.jinja_env.filters["dur"] = lambda s: "–" if s is None else duration(float(s))
     app.jinja_env.filters["mb"] = lambda b: "–" if not b else f"{b / 1048576:.0f} MB"
+    app.jinja_env.filters["g4"] = lambda v: "–" if v is None else f"{float(v):.4g}"
+    app.jinja_env.filters["g3"] = lambda v: "–" if v is None else f"{float(v):.3g}"
+    app.jinja_env.filters["percent"] = lambda v: "–" if v is None else f"{float(v):.4g} %"  # already in percent
+    app.jinja_env.filters["share"] = lambda v: "–" if v is None else f"{100 * float(v):.4g} %"  # a fraction
+    app.jinja_env.filters["slo_color"] = lambda state: SLO_COLORS.get(state, "none")
+    app.jinja_env.filters["worst"] = lambda rows: sorted(rows, key=lambda r: SLO_ORDER.get(r["state"], 3))[
+        :OVERVIEW_LEVELS]
     app.jinja_env.globals["now"] = time.time
 
 

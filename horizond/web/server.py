@@ -64,6 +64,7 @@ def serve(config) -> int:
     redis = RedisSpec.of(config).client(socket_timeout=REDIS_TIMEOUT, socket_connect_timeout=REDIS_TIMEOUT,
                                         client_name=f"horizond-web-{sysutil.hostname()}-{os.getpid()}")
     app = create_app(config, redis)
+    app.extensions["daemon"].start()  # the service levels' first read, before the first page asks
     if not config.web_users_file and not config.web_proxy_user_header:
         log.warning("no users_file: anyone who reaches the dashboard on the loopback sees it read-only",
                     extra={"event": "web_open"})

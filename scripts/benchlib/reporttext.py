@@ -43,12 +43,15 @@ def _web(web: dict) -> str:
     rows += [f"| {name} | `{p['path']}` | {p['median_ms']:.1f} | {p['max_ms']:.1f} |"
              for name, p in web["pages"].items()]
     worst = max(web["pages"].items(), key=lambda kv: kv[1]["max_ms"])
+    levels = (f"\nOne `[slo.\"queue-*\"]` level covers {web['slo_queues']} of them, each with an hour of "
+              "service-level slices\n(the Service levels page, the Overview and /api/snapshot show them).\n"
+              if web.get("slo_queues") else " ")
     return f"""## Dashboard pages (issue 17: every page under 300 ms)
 
 Generated from docs/bench_web.json, the raw output of `python scripts/bench_web.py` (run on
 {web['when']}, {web['cpus']} cores, load {web['load_at_start']:.2f} at its start; not part of the
 run above). Workload: {web['failed_jobs']:,} failed and {web['finished_jobs']:,} finished jobs in
-{web['queues']} queues ({web['redis_keys']:,} Redis keys), each page fetched {web['rounds']} times
+{web['queues']} queues ({web['redis_keys']:,} Redis keys).{levels}Each page fetched {web['rounds']} times
 by an admin over HTTP from the `horizond web` process. Slowest single fetch: {worst[0]},
 {worst[1]['max_ms']:.1f} ms.
 
