@@ -22,6 +22,10 @@ and what is done here instead:
   them (they stop after their job) when another pool needs the room. Within a pool, a worker
   stuck in a long job is not counted as room for the jobs queued behind it (see usable()).
 
+"latency" (issue 19) sizes a pool by what its service level needs instead (core/latency.py):
+the fewest workers that keep its predicted latency under max_latency; under the cap the pools
+most at risk of breaking their promise are served first. Every rule below holds for it too.
+
 Floors versus the cap: min_processes is a floor per pool, max_processes caps the total. When
 number_of_pools x min_processes > max_processes (a queue pattern matched many queues), the cap
 wins: each floor becomes max_processes // pools, the remainder going to the first pools in
@@ -34,8 +38,10 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from horizond.core import latency
+
 MODES = ("auto", "simple", "off")
-STRATEGIES = ("time", "size")
+STRATEGIES = ("time", "size", "latency")
 UNKNOWN_RUNTIME = 1.0  # seconds, assumed when no queue of the supervisor has a measurement yet
 MIN_RUNTIME = 0.001  # a queue with pending jobs never weighs zero, even with instant jobs
 
@@ -56,7 +62,7 @@ class PoolStats:
 @dataclass(frozen=True)
 class Options:
     mode: str  # "auto" | "simple" | "off"
-    strategy: str  # "time" | "size"
+    strategy: str  # "time" | "size" | "latency" (core/latency.py)
     min_processes: int  # floor per pool (auto/simple); floor of the single pool (off)
     max_processes: int  # cap on the supervisor's total
     max_shift: int  # max change of one pool per step
@@ -83,16 +89,24 @@ def balance(pools: Mapping[str, PoolStats], options: Options) -> Decision:
         return Decision({}, {})
     floors = pool_floors(len(keys), options.min_processes, options.max_processes)
     floor = dict(zip(keys, floors, strict=True))
+    served = None  # "latency": the pools with a service level, riskiest first
     if options.mode == "off":
         desired, why, weight = _backlog_following(keys, pools, floor, options)
     elif options.mode == "simple":
         desired, why, weight = _even_split(keys, floor, options)
+    elif options.strategy == "latency":
+        desired, why, weight, served = _promises(keys, pools, floor, options)
     else:
         desired, why, weight = _shares(keys, pools, floor, options)
-    desired = fit_cap(keys, desired, floor, weight, options.max_processes)
-    targets, moves = _step(keys, pools, desired, floor, options)
+    if served is None:
+        order = keys  # the order ups take the room in
+        desired = fit_cap(keys, desired, floor, weight, options.max_processes)
+    else:
+        order = served + [k for k in keys if k not in served]
+        desired = fit_by_risk(order, served, desired, floor, weight, options.max_processes)
+    targets, moves = _step(order, pools, desired, floor, options)
     reasons = {k: f"{why[k]} -> {desired[k]}{moves[k]}" for k in keys}
-    return Decision(targets, reasons, desired)
+    return Decision({k: targets[k] for k in keys}, reasons, {k: desired[k] for k in keys})
 
 
 def capped(targets: dict[str, int], min_processes: int, max_processes: int) -> dict[str, int]:
@@ -183,9 +197,7 @@ def _shares(keys, pools, floor, o):
     An unknown runtime is taken as the mean of the known ones (or 1 s), so "time" decides from
     the first minute instead of falling back to "size" until a snapshot exists.
     """
-    known = [p.runtime for p in pools.values() if _valid(p.runtime)]
-    guess = sum(known) / len(known) if known else UNKNOWN_RUNTIME
-    runtime = {k: pools[k].runtime if _valid(pools[k].runtime) else guess for k in keys}
+    runtime = _runtimes(keys, pools)
     weight = {}
     for k in keys:
         pending = max(0, pools[k].pending)
@@ -207,6 +219,73 @@ def _shares(keys, pools, floor, o):
         why[k] = (f"backlog {pending} job{'s' * (pending != 1)}{per_job}, share {share:.0%} of {o.max_processes}"
                   + (f", can use {can}" if can < wanted else "") + _long_running(p, o))
     return desired, why, weight
+
+
+def _runtimes(keys, pools) -> dict[str, float]:
+    """Each pool's measured runtime; an unknown one is the mean of the known ones (or 1 s)."""
+    known = [p.runtime for p in pools.values() if _valid(p.runtime)]
+    guess = sum(known) / len(known) if known else UNKNOWN_RUNTIME
+    return {k: pools[k].runtime if _valid(pools[k].runtime) else guess for k in keys}
+
+
+def _promises(keys, pools, floor, o):
+    """latency: a pool with a service level wants what its promise needs (core/latency.py), but
+    no more workers than the jobs it has and the arrivals bring before the next step can keep
+    busy; a pool without one is balanced like "time" in the room the others leave. Returns the
+    pools with a service level too, the riskiest first: the order they are served in."""
+    runtime = _runtimes(keys, pools)
+    promised = [k for k in keys if _valid(pools[k].max_latency) and pools[k].max_latency > 0]
+    desired, why, risk = {}, {}, {}
+    for k in promised:
+        p = pools[k]
+        pending, busy, rate = max(0, p.pending), max(0, p.busy), latency.clean(p.arrival_rate)
+        long = max(o.cooldown, latency.LONG * runtime[k]) if o.cooldown > 0 else math.inf  # as usable()
+        stuck = sum(1 for s in _ages(p.running_for, p.busy) if s >= long)
+        plan = latency.plan(pending, p.oldest_age, runtime[k], rate, p.max_latency, max(0, p.current), stuck,
+                            o.max_shift, o.cooldown, o.max_processes)
+        coming = pending + busy + math.ceil(rate * max(o.cooldown, runtime[k]) - 1e-9)
+        desired[k] = max(floor[k], min(plan.need, coming, o.max_processes))
+        risk[k] = plan.risk
+        why[k] = _promise_reason(p, o, plan, runtime[k], rate, stuck, coming)
+    rest = [k for k in keys if k not in desired]
+    weight = dict(risk)
+    if rest:
+        left = max(1, o.max_processes - sum(desired.values()))
+        time = Options(o.mode, "time", o.min_processes, left, o.max_shift, o.memory_ok, o.cooldown)
+        more, reasons, weights = _shares(rest, {k: pools[k] for k in rest}, floor, time)
+        desired.update(more)
+        weight.update(weights)
+        why.update({k: f"no service level, as 'time': {reasons[k]}" for k in rest})
+    return desired, why, weight, latency.by_risk(risk)
+
+
+def _promise_reason(p: PoolStats, o: Options, plan, runtime: float, rate: float, stuck: int, coming: int) -> str:
+    """E.g. "at risk: predicted 42s > max 30s with 3, need 6 (arrivals 2.1/s x 1.2s, backlog 40, oldest 12s)"."""
+    predicted = "unbounded" if math.isinf(plan.predicted) else f"{plan.predicted:.3g}s"
+    head = "at risk: " if plan.risk > 1 else ""
+    est = "" if _valid(p.runtime) else " (est.)"
+    held = f", {stuck} in long jobs" if stuck else ""
+    bound = f", can use {coming}" if coming < plan.need else ""
+    return (f"{head}predicted {predicted} {'>' if plan.risk > 1 else '<='} max {p.max_latency:g}s with "
+            f"{max(0, p.current)}{held}, need {plan.need} (arrivals {rate:.3g}/s x {runtime:.3g}s{est}, "
+            f"backlog {max(0, p.pending)}, oldest {latency.clean(p.oldest_age):.3g}s){bound}")
+
+
+def fit_by_risk(order, served, desired, floor, weight, cap):
+    """latency's cap: the pools with a service level get their whole want in risk order (the
+    least at risk is cut first), the others share what is left (fit_cap); none below a floor."""
+    if sum(desired.values()) <= cap:
+        return dict(desired)
+    out = {k: floor[k] for k in order}
+    room = cap - sum(out.values())
+    for k in served:
+        give = max(0, min(desired[k] - floor[k], room))
+        out[k] += give
+        room -= give
+    rest = [k for k in order if k not in served]
+    if rest:
+        out.update(fit_cap(rest, {k: desired[k] for k in rest}, floor, weight, sum(out[k] for k in rest) + room))
+    return out
 
 
 def _valid(runtime: float | None) -> bool:
@@ -295,37 +374,3 @@ def _step(keys, pools, desired, floor, o):
             f", shift {o.max_shift}" if want < desired[k] - cur[k] else "")
         moves[k] = f" (+{up}{limit})" if up else f" (held: cap {o.max_processes} full)"
     return targets, moves
-
-
-# --- toward auto_scaling_strategy = "latency" (issue 19): not yet a strategy the config accepts ---
-
-def latency_need(pending: int, oldest_age: float, runtime: float | None, arrival_rate: float,
-                 max_latency: float) -> int:
-    """Workers a queue needs so its jobs finish within max_latency of being enqueued.
-
-    Two parts: keeping up with arrivals (arrival_rate x runtime workers, Little's law), and
-    clearing the backlog in the time its oldest job has left (max_latency - age - one runtime;
-    at least one runtime, so a backlog already late is cleared as fast as one round allows).
-    """
-    if pending <= 0 and arrival_rate <= 0:
-        return 0
-    runtime = max(MIN_RUNTIME, runtime if runtime is not None else UNKNOWN_RUNTIME)
-    steady = arrival_rate * runtime
-    left = max(runtime, max_latency - max(0.0, oldest_age) - runtime)
-    backlog = pending * runtime / left
-    return max(1, math.ceil(steady + backlog - 1e-9))
-
-
-def predicted_latency(pending: int, oldest_age: float, runtime: float | None, workers: int) -> float:
-    """When the newest pending job would finish with `workers` at work: inf with nobody."""
-    runtime = max(MIN_RUNTIME, runtime if runtime is not None else UNKNOWN_RUNTIME)
-    if workers <= 0:
-        return math.inf if pending > 0 else runtime
-    return max(0.0, oldest_age) + math.ceil(pending / workers) * runtime + runtime
-
-
-def by_risk(risks: Mapping[str, float]) -> list[str]:
-    """Pools in the order they are served when the cap cannot satisfy all: highest predicted
-    latency over max_latency first; ties in the given (priority) order."""
-    order = list(risks)
-    return sorted(order, key=lambda key: (-risks[key], order.index(key)))

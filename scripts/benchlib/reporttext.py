@@ -30,6 +30,10 @@ def document(data: dict) -> str:
     web = Path(__file__).resolve().parent.parent.parent / "docs" / "bench_web.json"
     if web.exists():
         parts.append(_web(json.loads(web.read_text())))
+    slo = web.parent / "bench_slo.json"
+    if slo.exists():  # scripts/bench_slo.py's own runs
+        import sloreport
+        parts.append(sloreport.section(json.loads(slo.read_text())))
     return "\n\n".join(parts) + "\n"
 
 

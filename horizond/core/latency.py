@@ -1,0 +1,134 @@
+"""What a queue's promise asks of its pool: auto_scaling_strategy = "latency" (issue 19). Pure.
+
+Horizon sizes a pool by its share of the backlog; a queue's users feel its latency (enqueue to
+finish) instead. So a pool with a service level ([slo] max_latency) gets the fewest workers that
+finish its jobs within HEADROOM x max_latency (the runtime and the rates are means; jobs vary):
+
+- the backlog: FIFO, the newest pending job has waited at most as long as the oldest, and runs
+  after every job before it. Counting every pending job as old as the oldest is pessimistic for
+  a trickle and exact for a burst, which is where the promise is at stake. So the backlog and
+  what arrives behind it meanwhile (arrival_rate x the time left) must be done, in worker-
+  seconds, in the time the oldest job has left, less its own run;
+- the pool gets there at most `shift` workers per `cooldown` (balance_max_shift): a count the
+  pool would reach only after that deadline does not save it, so the need is the count whose
+  ramp does the work in time, and with none, as many as the rules allow (the jobs are late
+  whatever is done: the sooner they are done, the fewer follow them);
+- with no backlog, the arrivals keep arrival_rate x runtime workers busy (Little's law): the
+  pool keeps that many, so a steady stream does not wait for the next step to find a worker.
+  More headroom bought no fewer late jobs in scripts/bench_slo.py, only process-seconds.
+
+A job that has run LONG times the mean runtime (and a whole cooldown) holds its worker: the
+jobs behind it get another one (horizon#1539). The risk (predicted latency / max_latency with
+the current workers) orders the pools when max_processes cannot satisfy all of them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+MIN_RUNTIME = 0.001  # seconds: instant jobs still take a worker
+BIG = 1e12  # seconds or jobs per second: more than any queue will see
+LONG = 3.0  # a job that has run this many mean runtimes (and a cooldown) holds its worker: no room
+HEADROOM = 0.7  # aim for this share of max_latency: runtimes and rates are means, jobs vary, rates lag
+
+
+@dataclass(frozen=True)
+class Plan:
+    need: int  # the fewest workers that keep the predictions within HEADROOM x max_latency
+    steady: float  # arrival_rate x runtime: workers the arrivals keep busy
+    predicted: float  # seconds, enqueue to finish, with the current workers (inf: with none)
+    risk: float  # predicted / max_latency: > 1 means the promise is being broken
+
+
+def plan(pending: int, oldest_age: float, runtime: float, arrival_rate: float, max_latency: float,
+         current: int, stuck: int = 0, shift: int = 0, cooldown: float = 0.0, most: int | None = None) -> Plan:
+    """The pool's need and its risk with `current` workers, of which `stuck` (in a long job) do
+    not count as room for the jobs queued behind them; shift, cooldown and most as latency_need."""
+    pending, age = max(0, pending), clean(oldest_age)
+    runtime, rate = max(MIN_RUNTIME, runtime), clean(arrival_rate)
+    stuck = min(max(0, stuck), max(0, current))
+    room = max(0, current - stuck)
+    need = latency_need(pending, age, runtime, rate, max_latency, room, shift, cooldown,
+                        None if most is None else max(0, most - stuck))
+    need = need + stuck if need else 0
+    predicted = predicted_latency(pending, age, runtime, rate, room, max_latency)
+    return Plan(need, rate * runtime, predicted, predicted / max_latency if max_latency > 0 else math.inf)
+
+
+def latency_need(pending: int, oldest_age: float, runtime: float | None, arrival_rate: float,
+                 max_latency: float, current: int = 0, shift: int = 0, cooldown: float = 0.0,
+                 most: int | None = None) -> int:
+    """Workers a queue needs so its jobs finish within HEADROOM x max_latency of being enqueued:
+    the larger of what the arrivals need to be served at UTILISATION, and what the backlog needs
+    in the time its oldest job has left. The pool grows from `current` by at most `shift` workers
+    every `cooldown` seconds (0: at once), so a count reached only after the backlog's deadline
+    does not count: the need is then higher, to get there sooner. When no count up to `most`
+    (default: one per pending job) makes it, the backlog is late whatever is done: the need is
+    `most`, to clear it as fast as the rules allow. 0 only without work."""
+    pending, age, rate = max(0, pending), clean(oldest_age), clean(arrival_rate)
+    if pending == 0 and rate == 0:
+        return 0
+    runtime = max(MIN_RUNTIME, runtime if runtime is not None and math.isfinite(runtime) else 1.0)
+    steady = math.ceil(min(rate * runtime, BIG) - 1e-9)
+    if pending == 0:
+        return max(1, steady)
+    most = pending if most is None else max(1, most)
+    horizon = HEADROOM * max_latency - age - runtime
+    rounds = math.floor(horizon / runtime + 1e-9) if horizon > 0 else 0
+    work = (pending + rate * horizon) * runtime  # the backlog, and what arrives behind it meanwhile
+
+    def enough(n: int) -> bool:
+        return math.ceil(pending / n) <= rounds and capacity(n, current, shift, cooldown, horizon) >= work - 1e-9
+
+    if rounds < 1 or not enough(most):
+        return max(steady, most)
+    low, high = 0, most  # not enough at low (0 workers), enough at high
+    while high - low > 1:
+        mid = (low + high) // 2
+        low, high = (low, mid) if enough(mid) else (mid, high)
+    return max(1, steady, high)
+
+
+def capacity(workers: int, current: int, shift: int, cooldown: float, horizon: float) -> float:
+    """Worker-seconds a pool aiming at `workers` gives within `horizon` seconds, growing from
+    `current` by `shift` each `cooldown` (its first step now); shrinking is at once."""
+    if horizon <= 0:
+        return 0.0
+    if workers <= current or shift <= 0 or cooldown <= 0:
+        return workers * horizon
+    total, t, count = 0.0, 0.0, current
+    while t < horizon and count < workers:
+        count = min(workers, count + shift)
+        total += count * min(cooldown, horizon - t)
+        t += cooldown
+    return total + workers * max(0.0, horizon - t)
+
+
+def predicted_latency(pending: int, oldest_age: float, runtime: float | None, arrival_rate: float,
+                      workers: int, max_latency: float = 0.0) -> float:
+    """Seconds from enqueue to finish for the worst job in sight with `workers` at work (inf with
+    none): the newest pending job (as old as the oldest, after ceil(pending / workers) rounds,
+    then its own run), or, while the arrivals outrun the workers, the job arriving max_latency
+    from now behind the queue grown by then (a fluid estimate)."""
+    pending, age, rate = max(0, pending), clean(oldest_age), clean(arrival_rate)
+    runtime = max(MIN_RUNTIME, runtime if runtime is not None and math.isfinite(runtime) else 1.0)
+    if workers <= 0:
+        return math.inf if pending or rate else runtime
+    backlog = age + math.ceil(pending / workers) * runtime if pending else 0.0
+    growth = max(0.0, rate - workers / runtime) * max(0.0, max_latency)
+    return max(backlog, (pending + growth) * runtime / workers) + runtime
+
+
+def by_risk(risks: Mapping[str, float]) -> list[str]:
+    """Pools in the order they are served when the cap cannot satisfy all: the highest predicted
+    latency per max_latency first; ties in the given (priority) order."""
+    order = list(risks)
+    return sorted(order, key=lambda key: (-risks[key], order.index(key)))
+
+
+def clean(value: float) -> float:
+    """Ages and rates from the shell: below 0 or NaN mean nothing measured (0); no figure is
+    taken as larger than BIG (an infinite age is just very late)."""
+    return min(value, BIG) if value > 0 else 0.0

@@ -1,0 +1,148 @@
+"""docs/benchmarks.md's section on balancing to the promise, from docs/bench_slo.json alone.
+
+reporttext.py appends it to the document when the JSON exists; scripts/bench_slo.py prints the
+same tables after a run. Every figure is read from the JSON.
+"""
+
+from __future__ import annotations
+
+
+def sim_table(sim: dict) -> str:
+    strategies = list(sim)
+    head = "| | " + " | ".join(f"`{s}`" for s in strategies) + " |\n|---|" + "---:|" * len(strategies)
+    rows = []
+    queues = [q for q, f in sim[strategies[0]]["queues"].items()]
+    for q in queues:
+        f0 = sim[strategies[0]]["queues"][q]
+        if f0["max_latency"] is None:
+            cells = [f"p99 {sim[s]['queues'][q]['p99']:g} s" for s in strategies]
+            rows.append(f"| {q} (no service level): latency | " + " | ".join(cells) + " |")
+            continue
+        label = f"{q} (max {f0['max_latency']:g} s, {f0['success_rate']:g}%)"
+        late = [_late(sim[s]["queues"][q]) for s in strategies]
+        window = [_window(sim[s]["queues"][q]) for s in strategies]
+        p99 = [f"{sim[s]['queues'][q]['p99']:g} s" for s in strategies]
+        rows += [f"| {label}: late jobs | " + " | ".join(late) + " |",
+                 "| ... window objective broken; worst window | " + " | ".join(window) + " |",
+                 "| ... p99 latency | " + " | ".join(p99) + " |"]
+    totals = [sim[s]["total"] for s in strategies]
+    rows += [
+        "| **late jobs, all queues with a service level** | " + " | ".join(
+            f"**{t['late']:,}** of {t['jobs_with_slo']:,}" for t in totals) + " |",
+        "| **minutes with a window objective broken (summed over queues)** | " + " | ".join(
+            f"**{t['minutes_violated']:,}**" for t in totals) + " |",
+        "| **process-seconds** (all supervisors) | " + " | ".join(
+            f"**{t['process_seconds']:,.0f}** ({t['process_seconds'] / 3600:,.1f} h)" for t in totals) + " |",
+        "| scaling steps (a step that started or stopped a worker) | " + " | ".join(
+            f"{t['scaling_steps']:,.0f}" for t in totals) + " |",
+        "| reversals (a pool's moves changing direction) | " + " | ".join(
+            f"{t['reversals']:,.0f}" for t in totals) + " |",
+        "| worker starts | " + " | ".join(f"{t['starts']:,.0f}" for t in totals) + " |",
+    ]
+    return head + "\n" + "\n".join(rows)
+
+
+def _window(f: dict) -> str:
+    return f"{f['minutes_violated']} min, worst {f['worst_window_good_pct']:.1f}%"
+
+
+def _late(f: dict) -> str:
+    return f"{f['late']:,} ({100 * f['late_share']:.2f}%)"
+
+
+def real_table(real: dict) -> str:
+    strategies = list(real)
+    head = "| | " + " | ".join(f"`{s}`" for s in strategies) + " |\n|---|" + "---:|" * len(strategies)
+    rows = []
+    queues = list(real[strategies[0]]["queues"])
+    for q in queues:
+        f0 = real[strategies[0]]["queues"][q]
+        limit = f"max {f0['max_latency']:g} s" if f0.get("max_latency") is not None else "no service level"
+        cells = []
+        for s in strategies:
+            f = real[s]["queues"].get(q, {})
+            late = f"{f['late']} late, " if f.get("max_latency") is not None else ""
+            cells.append(f"{f.get('jobs', 0)} jobs, {late}p99 {f.get('p99') or 0:g} s")
+        rows.append(f"| {q} ({limit}) | " + " | ".join(cells) + " |")
+    rows += [
+        "| **late jobs** | " + " | ".join(f"**{real[s]['total']['late']}** of {real[s]['total']['jobs_with_slo']}"
+                                         for s in strategies) + " |",
+        "| **process-seconds** (sampled each second) | " + " | ".join(
+            f"**{real[s]['total']['process_seconds']:,.0f}**" for s in strategies) + " |",
+        "| ... the simulation of the same slice: late jobs | " + " | ".join(
+            _simulated(real[s], "late") for s in strategies) + " |",
+        "| ... the simulation of the same slice: process-seconds | " + " | ".join(
+            _simulated(real[s], "process_seconds") for s in strategies) + " |",
+        "| scale events (`scaled` log lines) | " + " | ".join(
+            str(real[s]['total'].get('scale_events', '-')) for s in strategies) + " |",
+        "| jobs not finished at the end | " + " | ".join(
+            str(real[s]["total"]["unfinished"]) for s in strategies) + " |",
+    ]
+    return head + "\n" + "\n".join(rows)
+
+
+def _simulated(real: dict, key: str) -> str:
+    value = real.get("simulated", {}).get(key)
+    return "-" if value is None else f"{value:,.0f}"
+
+
+def section(data: dict) -> str:
+    """The whole section: the simulated day, then the real daemon's shorter run if there is one."""
+    sim = data.get("simulation")
+    parts = ["## Balancing to the promise (issue 19): strategies on a recorded day"]
+    if sim:
+        parts.append(_sim_text(sim))
+        parts.append(sim_table(sim["strategies"]))
+    real = data.get("real")
+    if real:
+        parts.append(_real_text(real))
+        parts.append(real_table(real))
+    return "\n\n".join(parts)
+
+
+def _sim_text(sim: dict) -> str:
+    tr, model = sim["trace"], sim["model"]
+    half_life, weight = model["arrival_half_life_seconds"], model["runtime_weight"]
+    queues = ", ".join(f"{q} {v['jobs']:,} ({v['mean_runtime']:g} s)" for q, v in tr["queues"].items())
+    sups = "; ".join(f"{n}: {', '.join(s['queues'])}, {s['balance']}, {s['min_processes']}-{s['max_processes']} "
+                     f"processes, shift {s['balance_max_shift']} every {s['balance_cooldown']:g} s"
+                     for n, s in sim["supervisors"].items())
+    return f"""Generated from docs/bench_slo.json, the raw output of `{sim['command']}` (run on {sim['date']},
+{sim['duration_s']:g} s; a simulation, so the machine does not matter). Reproduce with:
+
+```
+.venv/bin/python scripts/bench_slo.py sim --write
+```
+
+Workload: the committed trace `{tr['file']}` (seed {tr['seed']}, sha256 `{tr['sha256'][:16]}...`), one day
+of the seed's queues, {tr['jobs']:,} jobs (per queue: jobs, mean runtime): {queues}. Its shapes: a
+daytime curve for every queue, webhook storms (hundreds to thousands of jobs within seconds to a
+minute), the nightly email batch at 02:00, MCP fan-outs and hourly cache warming
+(scripts/benchlib/slotrace.py). Supervisors as etc/horizond.toml: {sups}. Service levels from its
+`[slo]` tables. Each supervisor is replayed through the real `balance()` once per strategy: workers
+take jobs FIFO and are ready {model['boot_seconds']:g} s after they start; a busy worker told to
+stop finishes its job; the pool statistics are the daemon's (runtime: moving average, weight
+{weight:g}; arrival rate: core/arrivals.py, half-life {half_life:g} s; oldest job's
+age). "Late": finished more than max_latency after enqueue. "Window objective broken": minutes at
+whose end fewer than success_rate percent of the jobs finished in the last window (one hour) were
+in time (core/slo.py's rule, at every minute of the day). Process-seconds: the life of every
+worker process, booting and stopping ones included (the balance "off" supervisor `default` is
+the same under every strategy)."""
+
+
+def _real_text(real: dict) -> str:
+    first = next(iter(real.values()))
+    start, end, minutes = first["start"], first["start"] + first["seconds"], first["seconds"] / 60
+    command = first["command"].replace(f"--strategy {first['strategy']}", "--strategy STRATEGY")
+    return f"""### The real daemon on a slice of the same trace
+
+Generated from the `real` part of docs/bench_slo.json: `{command}` for each strategy, on
+{first['date']} ({first['cpus']} cores, load {first['load_at_start']:.2f} at its start). Workload: trace seconds
+{start:g} to {end:g} ({minutes:g} minutes, {first['jobs']:,} jobs, at the recorded
+pace), enqueued as RQ jobs that sleep their recorded runtime, into a private redis-server; horizond runs
+the supervisors and `[slo]` tables of etc/horizond.toml with `auto_scaling_strategy` set to the
+strategy. Latency from each job's own enqueue and end timestamps; process-seconds from the
+control socket's `status` (what `horizonctl status --json` prints) sampled every second. Beside
+it, the simulation of the same jobs from the same start (empty queues, workers at their floors).
+A real run is noisier than the simulation (2 shared cores, process start-up), and it is one short
+slice of the day."""

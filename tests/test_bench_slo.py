@@ -1,0 +1,89 @@
+"""scripts/bench_slo.py: the committed trace replays exactly, and the report comes from real runs
+of each strategy through balance() (a slice of the day, so it takes seconds)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "scripts"))
+sys.path.insert(0, str(ROOT / "scripts" / "benchlib"))
+
+import bench_slo  # noqa: E402
+import slosim  # noqa: E402
+import slotrace  # noqa: E402
+
+AFTERNOON = (14 * 3600, 14 * 3600 + 1200)  # 20 minutes of the day's busiest hours
+
+
+def _slice(start: float, end: float) -> list:
+    """The trace's jobs in [start, end), shifted to begin at 0 (a replay starts at 0)."""
+    return [(t - start, q, r) for t, q, r in slotrace.read(bench_slo.TRACE, start, end)]
+
+
+@pytest.fixture(scope="module")
+def afternoon():
+    return bench_slo.simulate(_slice(*AFTERNOON), bench_slo.load_config(), AFTERNOON[1] - AFTERNOON[0])
+
+
+def test_the_report_has_every_strategy_queue_and_figure(afternoon):
+    cfg = bench_slo.load_config()
+    assert list(afternoon) == ["time", "size", "latency"]
+    for run in afternoon.values():
+        assert set(run["queues"]) == {q for s in cfg.supervisors for q in s.queues}
+        assert set(run["supervisors"]) == {s.name for s in cfg.supervisors}
+        for f in run["queues"].values():
+            assert f["jobs"] > 0 and f["p50"] <= f["p95"] <= f["p99"] <= f["max"]
+            if f["max_latency"] is not None:
+                assert 0 <= f["late"] <= f["jobs"] and f["minutes"] == 20
+                assert 0 <= f["minutes_violated"] <= 20
+        assert run["total"]["process_seconds"] > 0 and run["total"]["jobs_with_slo"] > 0
+
+
+def test_every_strategy_is_really_replayed_through_the_balancer(afternoon):
+    """The strategies decide differently on the same jobs, the same jobs are served by each,
+    and a strategy the balancer does not know is refused by balance() itself."""
+    time, latency = afternoon["time"], afternoon["latency"]
+    assert {q: f["jobs"] for q, f in time["queues"].items()} == {q: f["jobs"] for q, f in latency["queues"].items()}
+    assert time["supervisors"]["appointments"] != latency["supervisors"]["appointments"]
+    assert time["supervisors"]["default"] == latency["supervisors"]["default"]  # balance "off": no strategy
+    with pytest.raises(ValueError, match="unknown balance mode or strategy"):
+        bench_slo.simulate(_slice(*AFTERNOON)[:50], bench_slo.load_config(), 60, strategies=("fastest",))
+
+
+def test_the_trace_replays_the_same_figures_every_time(afternoon):
+    again = bench_slo.simulate(_slice(*AFTERNOON), bench_slo.load_config(), AFTERNOON[1] - AFTERNOON[0])
+    assert json.dumps(again, sort_keys=True) == json.dumps(afternoon, sort_keys=True)
+
+
+def test_the_committed_trace_is_the_seeds_and_the_one_the_figures_came_from(tmp_path):
+    out = tmp_path / "trace.csv.gz"
+    slotrace.write(slotrace.generate(bench_slo.SEED), out)
+    assert out.read_bytes() == bench_slo.TRACE.read_bytes()
+    data = json.loads(bench_slo.DATA.read_text())
+    assert data["simulation"]["trace"]["sha256"] == hashlib.sha256(bench_slo.TRACE.read_bytes()).hexdigest()
+
+
+def test_every_job_is_served_once_and_never_sooner_than_its_runtime():
+    """The replay's own bookkeeping: 30 jobs, one queue; every job finishes exactly once, none
+    before it arrived plus its runtime."""
+    jobs = [(i * 0.5, "emails", 2.0) for i in range(30)]
+    cfg = bench_slo.load_config()
+    out = slosim.replay(cfg.supervisor("emails"), jobs, "latency", cfg.slos, 60)
+    assert len(out.latencies["emails"]) == 30
+    assert all(lat >= 2.0 - 1e-9 for lat in out.latencies["emails"])
+    assert out.process_seconds >= 30 * 2.0
+
+
+def test_a_trace_without_its_header_is_refused_by_name(tmp_path):
+    import gzip
+
+    bad = tmp_path / "t.csv.gz"
+    bad.write_bytes(gzip.compress(b"1,emails,2\n"))
+    with pytest.raises(ValueError, match="t.csv.gz: expected the header 'time,queue,runtime'"):
+        slotrace.read(bad)
