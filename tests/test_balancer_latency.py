@@ -246,3 +246,15 @@ def test_prop_the_cap_serves_whole_pools_one_after_the_other(case):
     partial = [k for k in promised if floors[k] < d.desired[k] < min(wants[k], o.max_processes)]
     assert len(partial) <= 1, (d.desired, wants)
     assert all(floors[k] <= d.desired[k] <= max(floors[k], min(wants[k], o.max_processes)) for k in promised)
+
+
+def test_a_bursts_leftover_rate_on_an_hours_promise_does_not_outrank_a_queue_at_risk_of_3_s():
+    """What the daemon saw right after 400 jobs were enqueued at once on 'bulk' (tests/
+    test_balancing_latency.py): the smoothed rate still read 9 jobs/s. Projected over bulk's whole
+    hour, that rate made bulk 'riskier' than urgent, which then got fewer workers."""
+    o = Options("auto", "latency", min_processes=1, max_processes=8, max_shift=8, cooldown=0.5)
+    pools = {"urgent": pool(pending=38, runtime=0.2, age=0.35, rate=0.94, max_latency=3),
+             "bulk": pool(pending=399, runtime=0.5, age=0.35, rate=9.2, max_latency=3600)}
+    d = balance(pools, o)
+    assert d.targets["urgent"] > d.targets["bulk"], d.reasons
+    assert "at risk" in d.reasons["urgent"] and "at risk" not in d.reasons["bulk"], d.reasons

@@ -82,11 +82,18 @@ max_processes = 4
 balance_max_shift = 4
 balance_cooldown = 0.3
 fleet_max_processes = 5
+auto_scaling_strategy = "STRATEGY"
+
+[slo.fq]  # "latency": 60 jobs of 0.25 s within 1 s would need 15 processes per node
+throughput = 600
+max_latency = 1
+success_rate = 99
 """
 
 
-def test_under_a_bursty_load_the_fleet_never_runs_more_than_its_budget(fleet, redis):
-    nodes = fleet(BURSTY)
+@pytest.mark.parametrize("strategy", ["time", "latency"])
+def test_under_a_bursty_load_the_fleet_never_runs_more_than_its_budget(fleet, redis, strategy):
+    nodes = fleet(BURSTY.replace("STRATEGY", strategy))
     wait_until(lambda: _leader(redis), what="a leader")
     queue = Queue("fq", connection=redis)
     peak, samples, deadline = 0, 0, time.monotonic() + 10

@@ -222,6 +222,11 @@ def build(data: Mapping[str, Any], source: str, env: Env = Env()) -> Config:
     return Config(source=source, **fields_)
 
 
+def is_pattern(name: str) -> bool:
+    """A queue name with glob characters stands for every queue it matches."""
+    return any(c in name for c in "*?[")
+
+
 def _redis(check: _Checker, t: Mapping[str, Any], env: Env) -> dict:
     url = env.redis_url or check.get("redis", t, "url", "str", DEFAULT_REDIS_URL)
     files = tuple((key, value) for key in ("password_file", "ssl_ca_certs", "ssl_certfile", "ssl_keyfile",

@@ -32,6 +32,7 @@ MIN_RUNTIME = 0.001  # seconds: instant jobs still take a worker
 BIG = 1e12  # seconds or jobs per second: more than any queue will see
 LONG = 3.0  # a job that has run this many mean runtimes (and a cooldown) holds its worker: no room
 HEADROOM = 0.7  # aim for this share of max_latency: runtimes and rates are means, jobs vary, rates lag
+LOOKAHEAD = 60.0  # seconds: the furthest a momentary arrival rate is projected (the balancer looks again each step)
 
 
 @dataclass(frozen=True)
@@ -111,13 +112,16 @@ def predicted_latency(pending: int, oldest_age: float, runtime: float | None, ar
     """Seconds from enqueue to finish for the worst job in sight with `workers` at work (inf with
     none): the newest pending job (as old as the oldest, after ceil(pending / workers) rounds,
     then its own run), or, while the arrivals outrun the workers, the job arriving max_latency
-    from now behind the queue grown by then (a fluid estimate)."""
+    (at most LOOKAHEAD) from now behind the queue grown by then (a fluid estimate). The cap: a
+    rate measured now says little about an hour from now, and projected over a long promise, the
+    rate a burst leaves behind made a queue with an hour's promise look more at risk than one with
+    3 s, which then got fewer workers (tests/test_balancing_latency.py)."""
     pending, age, rate = max(0, pending), clean(oldest_age), clean(arrival_rate)
     runtime = max(MIN_RUNTIME, runtime if runtime is not None and math.isfinite(runtime) else 1.0)
     if workers <= 0:
         return math.inf if pending or rate else runtime
     backlog = age + math.ceil(pending / workers) * runtime if pending else 0.0
-    growth = max(0.0, rate - workers / runtime) * max(0.0, max_latency)
+    growth = max(0.0, rate - workers / runtime) * min(max(0.0, max_latency), LOOKAHEAD)
     return max(backlog, (pending + growth) * runtime / workers) + runtime
 
 

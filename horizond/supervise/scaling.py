@@ -20,8 +20,9 @@ import psutil
 from redis import Redis
 
 from horizond.core import arrivals, slo
+from horizond.core.config import is_pattern
 from horizond.core.slo import SloTarget
-from horizond.supervise.supervisor import LatencyFacts, Supervisor, is_pattern
+from horizond.supervise.supervisor import LatencyFacts, Supervisor
 
 log = logging.getLogger("horizond.scaling")
 

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from horizond.core import balancer, fleetplan, restarts
-from horizond.core.config import SupervisorConfig
+from horizond.core.config import SupervisorConfig, is_pattern
 from horizond.supervise.pool import ALL, Pool, Slot, split_evenly
 from horizond.supervise.process import WorkerProcess
 from horizond.worker.rqworker import EXIT_OK, EXIT_REDIS
@@ -320,5 +320,3 @@ class Supervisor:
             self._resize(pool, 0, now)
 
 
-def is_pattern(name: str) -> bool:
-    return any(c in name for c in "*?[")
