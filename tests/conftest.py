@@ -165,7 +165,14 @@ class Daemon:
                 if not sup or sum(1 for w in sup["workers"] if w["state"] in ("idle", "busy", "paused")) != n:
                     return None
             return status
-        return wait_until(ready, timeout, what=f"workers {counts}")
+        try:
+            return wait_until(ready, timeout, what=f"workers {counts}")
+        except AssertionError as exc:  # say what the daemon was doing: a bare timeout explains nothing
+            status = self.try_status()
+            seen = {s["name"]: [w["state"] for w in s["workers"]] for s in status["supervisors"]} if status else None
+            tail = self.log_path.read_text(errors="replace").splitlines()[-15:]
+            raise AssertionError(f"{exc}; workers now: {seen}; the daemon's last log lines:\n"
+                                 + "\n".join(tail)) from None
 
     def worker_pids(self) -> set[int]:
         status = self.status()
