@@ -16,7 +16,7 @@ from test_balancer import (
 )
 
 from horizond.core.balancer import STRATEGIES, Options, PoolStats, balance, pool_floors
-from horizond.core.latency import HEADROOM, by_risk, capacity, latency_need, predicted_latency
+from horizond.core.latency import HEADROOM, by_risk, capacity, idle_need, in_time, latency_need, predicted_latency
 
 PROPS = settings(max_examples=200, deadline=None, database=None)
 pendings = st.integers(0, 100_000)
@@ -57,7 +57,8 @@ def test_more_work_never_needs_fewer_workers(pending, age, runtime, rate, limit)
     need = latency_need(pending, age, runtime, rate, limit)
     assert latency_need(pending + 10, age, runtime, rate, limit) >= need
     assert latency_need(pending, age, runtime, rate * 2 + 1, limit) >= need
-    assert latency_need(pending, age + 5, runtime, rate, limit) >= need
+    hot = max(rate, pending)  # a stream at least as fast as the backlog implies (pending / 1 s)
+    assert latency_need(pending, age + 5, runtime, hot, limit) >= latency_need(pending, age, runtime, hot, limit)
     assert latency_need(pending, age, runtime, rate, limit * 2) <= need
 
 
@@ -71,15 +72,18 @@ def test_the_need_keeps_up_with_arrivals_and_is_zero_only_without_work(pending, 
 @PROPS
 @given(st.integers(1, 5_000), ages, st.floats(0.01, 60), st.floats(1, 3600))
 def test_the_need_is_the_fewest_workers_whose_prediction_keeps_the_promise(pending, age, runtime, limit):
-    """No arrivals, no ramp: the need meets HEADROOM x max_latency, and one worker fewer would not
-    (unless no count can, and then it is one worker per job)."""
+    """No measured arrivals, no ramp: the need finishes the backlog, and the arrivals the backlog
+    itself implies (every pending job came within `age`, a second at least), within HEADROOM x
+    max_latency, and one worker fewer would not (unless no count can: then one worker per job)."""
     aim = HEADROOM * limit
+    implied = pending / max(age, 1.0)
     need = latency_need(pending, age, runtime, 0.0, limit)
-    if predicted_latency(pending, age, runtime, 0.0, pending) > aim + 1e-6:
+    if not in_time(pending, pending, age, runtime, implied, limit, 0, 0, 0.0):
         assert need == pending  # late whatever is done: one round, as fast as it goes
         return
-    assert predicted_latency(pending, age, runtime, 0.0, need) <= aim + 1e-6
-    assert need == 1 or predicted_latency(pending, age, runtime, 0.0, need - 1) > aim - 1e-6
+    assert in_time(need, pending, age, runtime, implied, limit, 0, 0, 0.0)
+    assert predicted_latency(pending, age, runtime, 0.0, need) <= aim + 1e-6  # the backlog alone: in time
+    assert need == 1 or not in_time(need - 1, pending, age, runtime, implied, limit, 0, 0, 0.0)
 
 
 @PROPS
@@ -88,7 +92,7 @@ def test_the_need_is_the_fewest_workers_whose_prediction_keeps_the_promise(pendi
 def test_a_ramp_the_rules_slow_down_asks_for_more_sooner(pending, runtime, limit, current, shift, cooldown):
     """A count reached only max_shift per cooldown does less work in time than one there at once,
     so the need with a ramp is at least the need without; and its ramp does the work in time."""
-    flat = latency_need(pending, 0.0, runtime, 0.0, limit, current)
+    flat = latency_need(pending, 0.0, runtime, 0.0, limit, current, 0, cooldown)  # shift 0: there at once
     ramped = latency_need(pending, 0.0, runtime, 0.0, limit, current, shift, cooldown, most=50)
     assert ramped >= min(flat, 50)
     horizon = HEADROOM * limit - runtime
@@ -129,14 +133,21 @@ def test_a_backlog_at_risk_names_its_prediction_and_need():
                                      "(arrivals 0/s x 1s, backlog 120, oldest 10s)")
 
 
-def test_a_loose_promise_takes_fewer_workers_than_time():
-    """Emails: 300 s allowed. 200 jobs of 1.2 s are done in time by 2 workers; "time" asks for the cap."""
-    emails = pool(pending=200, runtime=1.2, busy=2, current=2, age=5.0, rate=0.1, max_latency=300.0)
+def test_a_loose_promise_takes_fewer_workers_than_time_once_its_batch_is_no_longer_arriving():
+    """Emails: 300 s allowed, 200 jobs of 1.2 s. While the batch is seconds old it may be the head
+    of a stream (it came at 40 jobs/s), so "latency" asks for as much as "time"; enqueued a
+    minute ago and still waiting, it is a batch: fewer workers do it in time, where "time" still
+    asks for the cap."""
     o = Options("auto", "latency", 2, 10, 1, cooldown=3.0)
-    lat = balance({"emails": emails}, o)
-    time = balance({"emails": emails}, Options("auto", "time", 2, 10, 1, cooldown=3.0))
-    assert lat.desired["emails"] == 2 and lat.targets["emails"] == 2
+
+    def emails(age: float) -> PoolStats:
+        return pool(pending=200, runtime=1.2, busy=2, current=2, age=age, rate=0.1, max_latency=300.0)
+
+    time = balance({"emails": emails(60.0)}, Options("auto", "time", 2, 10, 1, cooldown=3.0))
     assert time.desired["emails"] == 10
+    assert balance({"emails": emails(5.0)}, o).desired["emails"] == 10
+    older = [balance({"emails": emails(age)}, o).desired["emails"] for age in (60.0, 120.0)]
+    assert older[0] < 10 and older[1] <= older[0]
 
 
 def test_under_the_cap_the_pool_most_at_risk_is_served_first():
@@ -162,9 +173,8 @@ def test_ups_take_the_room_in_risk_order_not_priority_order():
 def test_a_long_job_holds_its_worker_and_the_jobs_behind_get_another():
     stuck = pool(pending=3, runtime=1.0, busy=1, current=1, running_for=(120.0,), age=2.0, max_latency=30.0)
     fresh = pool(pending=3, runtime=1.0, busy=1, current=1, running_for=(0.5,), age=2.0, max_latency=30.0)
-    assert balance({"q": stuck}, LATENCY).targets["q"] == 2
+    assert balance({"q": stuck}, LATENCY).targets["q"] == balance({"q": fresh}, LATENCY).targets["q"] + 1
     assert "1 in long jobs" in balance({"q": stuck}, LATENCY).reasons["q"]
-    assert balance({"q": fresh}, LATENCY).targets["q"] == 1
 
 
 @PROPS
@@ -258,3 +268,38 @@ def test_a_bursts_leftover_rate_on_an_hours_promise_does_not_outrank_a_queue_at_
     d = balance(pools, o)
     assert d.targets["urgent"] > d.targets["bulk"], d.reasons
     assert "at risk" in d.reasons["urgent"] and "at risk" not in d.reasons["bulk"], d.reasons
+
+
+# --- no backlog: what a steady stream keeps (idle_need) ------------------------------------------
+
+@PROPS
+@given(st.floats(0.001, 500), st.floats(0.001, 60), st.floats(0.1, 86_400), st.integers(0, 10),
+       st.sampled_from([0.0, 0.5, 3.0, 10.0]))
+def test_with_no_backlog_the_pool_keeps_between_one_and_what_the_stream_keeps_busy(rate, runtime, limit, shift,
+                                                                                  cooldown):
+    steady = math.ceil(rate * runtime - 1e-9)
+    keep = idle_need(rate, runtime, limit, steady, shift, cooldown)
+    assert 1 <= keep <= max(1, steady)
+    if shift == 0 or cooldown == 0:
+        assert keep == max(1, steady)  # no step to wait for: the stream's count, as Little's law says
+    if keep < steady:  # the jobs that queue until the next step are done in time by its growth
+        built = math.ceil((rate - keep / runtime) * cooldown - 1e-9)
+        assert built == 0 or in_time(keep + shift, built, cooldown, runtime, rate, limit, keep, shift, cooldown)
+
+
+@PROPS
+@given(st.floats(0.001, 500), st.floats(0.001, 60), st.floats(0.1, 86_400), st.integers(1, 10),
+       st.sampled_from([0.5, 3.0, 10.0]))
+def test_with_no_backlog_a_faster_stream_or_a_tighter_promise_never_keeps_fewer(rate, runtime, limit, shift, cooldown):
+    keep = latency_need(0, 0.0, runtime, rate, limit, shift=shift, cooldown=cooldown)
+    assert latency_need(0, 0.0, runtime, rate * 2, limit, shift=shift, cooldown=cooldown) >= keep
+    assert latency_need(0, 0.0, runtime, rate, limit / 2, shift=shift, cooldown=cooldown) >= keep
+
+
+def test_a_loose_promise_keeps_fewer_idle_workers_than_the_stream_a_tight_one_keeps_them_all():
+    """4 jobs/s of 1 s: 4 workers busy. With 300 s allowed and steps of +2 every 3 s, the pool may
+    keep one worker fewer: the jobs that queue until the next step are done in time once it grows.
+    A 5 s promise cannot wait for a 3 s step; nor can any promise when a step adds nothing."""
+    assert latency_need(0, 0.0, 1.0, 4.0, 300.0, current=4, shift=2, cooldown=3.0) == 3
+    assert latency_need(0, 0.0, 1.0, 4.0, 5.0, current=4, shift=2, cooldown=3.0) == 4
+    assert latency_need(0, 0.0, 1.0, 4.0, 300.0, current=4, shift=0, cooldown=3.0) == 4

@@ -87,3 +87,21 @@ def test_a_trace_without_its_header_is_refused_by_name(tmp_path):
     bad.write_bytes(gzip.compress(b"1,emails,2\n"))
     with pytest.raises(ValueError, match="t.csv.gz: expected the header 'time,queue,runtime'"):
         slotrace.read(bad)
+
+
+def test_the_published_check_covers_every_seed_and_layout_and_matches_the_published_day():
+    """`check` is what the claim "never more late jobs than time, on days it was not tuned on"
+    rests on: its rows are the three days x two layouts, and its seed-19 'seed' row is the same
+    replay as the published day's table (one code path, not two numbers that could drift)."""
+    import sloreport
+
+    data = json.loads(bench_slo.DATA.read_text())
+    rows = data["check"]["rows"]
+    assert {(r["seed"], r["layout"]) for r in rows} == {(s, lay) for s in (19, 20, 21) for lay in ("seed", "shared")}
+    day = next(r for r in rows if r["seed"] == 19 and r["layout"] == "seed")
+    published = data["simulation"]["strategies"]
+    for strategy in ("time", "latency"):
+        assert day[strategy]["late"] == published[strategy]["total"]["late"]
+        assert day[strategy]["process_seconds"] == published[strategy]["total"]["process_seconds"]
+    table = sloreport.check_table(rows)
+    assert table.count("\n") == len(rows) + 1 and "| 21, shared |" in table

@@ -8,14 +8,20 @@ finish its jobs within HEADROOM x max_latency (the runtime and the rates are mea
   after every job before it. Counting every pending job as old as the oldest is pessimistic for
   a trickle and exact for a burst, which is where the promise is at stake. So the backlog and
   what arrives behind it meanwhile (arrival_rate x the time left) must be done, in worker-
-  seconds, in the time the oldest job has left, less its own run;
+  seconds, in the time the oldest job has left, less its own run. Every pending job arrived
+  within the oldest one's age, so jobs arrive at least pending / age a second (age taken as one
+  step at least): the smoothed rate lags a storm by tens of seconds, and a pool that may grow by
+  one worker a step never catches up a step lost to that lag (in scripts/bench_slo.py it cost
+  300-340 late jobs on two of three recorded days). A batch enqueued at once is taken as a
+  stream too, but only while it is young: the implied rate falls as its oldest job ages;
 - the pool gets there at most `shift` workers per `cooldown` (balance_max_shift): a count the
   pool would reach only after that deadline does not save it, so the need is the count whose
   ramp does the work in time, and with none, as many as the rules allow (the jobs are late
   whatever is done: the sooner they are done, the fewer follow them);
-- with no backlog, the arrivals keep arrival_rate x runtime workers busy (Little's law): the
-  pool keeps that many, so a steady stream does not wait for the next step to find a worker.
-  More headroom bought no fewer late jobs in scripts/bench_slo.py, only process-seconds.
+- with no backlog, the arrivals keep arrival_rate x runtime workers busy (Little's law), but the
+  pool keeps only as many as cannot wait for the next step (idle_need): the few jobs that queue
+  meanwhile are still done in time by one step's growth. Keeping all of them (and any more
+  headroom) bought no fewer late jobs in scripts/bench_slo.py, only process-seconds.
 
 A job that has run LONG times the mean runtime (and a whole cooldown) holds its worker: the
 jobs behind it get another one (horizon#1539). The risk (predicted latency / max_latency with
@@ -74,22 +80,54 @@ def latency_need(pending: int, oldest_age: float, runtime: float | None, arrival
     runtime = max(MIN_RUNTIME, runtime if runtime is not None and math.isfinite(runtime) else 1.0)
     steady = math.ceil(min(rate * runtime, BIG) - 1e-9)
     if pending == 0:
-        return max(1, steady)
+        return idle_need(rate, runtime, max_latency, steady, shift, cooldown)
     most = pending if most is None else max(1, most)
-    horizon = HEADROOM * max_latency - age - runtime
-    rounds = math.floor(horizon / runtime + 1e-9) if horizon > 0 else 0
-    work = (pending + rate * horizon) * runtime  # the backlog, and what arrives behind it meanwhile
+    rate = max(rate, pending / max(age, cooldown, 1.0))  # the backlog came within `age`: at least this fast
 
     def enough(n: int) -> bool:
-        return math.ceil(pending / n) <= rounds and capacity(n, current, shift, cooldown, horizon) >= work - 1e-9
+        return in_time(n, pending, age, runtime, rate, max_latency, current, shift, cooldown)
 
-    if rounds < 1 or not enough(most):
+    if not enough(most):
         return max(steady, most)
     low, high = 0, most  # not enough at low (0 workers), enough at high
     while high - low > 1:
         mid = (low + high) // 2
         low, high = (low, mid) if enough(mid) else (mid, high)
     return max(1, steady, high)
+
+
+def in_time(workers: int, pending: int, age: float, runtime: float, rate: float, max_latency: float,
+            current: int, shift: int, cooldown: float) -> bool:
+    """Does a pool aiming at `workers` (from `current`, as capacity() grows it) finish the backlog
+    and the arrivals behind it within HEADROOM x max_latency? FIFO: the newest pending job is
+    taken as old as the oldest, and runs after every job before it."""
+    horizon = HEADROOM * max_latency - age - runtime
+    rounds = math.floor(horizon / runtime + 1e-9) if horizon > 0 else 0
+    work = (pending + rate * max(0.0, horizon)) * runtime
+    return (rounds >= 1 and math.ceil(pending / workers) <= rounds
+            and capacity(workers, current, shift, cooldown, horizon) >= work - 1e-9)
+
+
+def idle_need(rate: float, runtime: float, max_latency: float, steady: int, shift: int, cooldown: float) -> int:
+    """No backlog: the arrivals keep `steady` workers busy (Little's law), but the balancer looks
+    again within `cooldown` seconds and may then add `shift`. So the pool keeps only the fewest
+    workers (at least 1) whose shortfall meanwhile leaves a backlog that one such step still gets
+    done within the promise; all `steady` when the promise is too tight to wait for a step.
+    Keeping `steady` for a loose promise bought no fewer late jobs in scripts/bench_slo.py (two
+    traces, two layouts), only idle workers: after a storm the smoothed rate stays high for
+    minutes, and so did the pool."""
+    if shift <= 0 or cooldown <= 0 or steady <= 1:
+        return max(1, steady)
+
+    def waits(n: int) -> bool:
+        built = math.ceil(max(0.0, rate - n / runtime) * cooldown - 1e-9)
+        return built == 0 or in_time(n + shift, built, cooldown, runtime, rate, max_latency, n, shift, cooldown)
+
+    low, high = 0, steady  # the steady count always waits (nothing builds up)
+    while high - low > 1:
+        mid = (low + high) // 2
+        low, high = (low, mid) if waits(mid) else (mid, high)
+    return high
 
 
 def capacity(workers: int, current: int, shift: int, cooldown: float, horizon: float) -> float:
