@@ -96,14 +96,14 @@ def test_a_fast_allocating_job_is_killed_within_a_quarter_second_of_passing_memo
     tags = ("hog1", "hog2")
     for tag, head_mb in zip(tags, (200, 0), strict=True):
         queue.enqueue("pressurejobs.allocate_fast", 250, tag, head_mb, job_timeout=60)
-    # the test reads Redis only: a status request would wake the master's loop and hide the bug
-    wait_until(lambda: all(b"crossed" in redis.hgetall(f"test:alloc:{t}") for t in tags), timeout=15,
-               interval=0.1, what="both jobs to pass memory_hard")
-    killed = wait_until(lambda: len(kills := _memory_kills(daemon)) >= 2 and kills, timeout=10,
+    # the test reads Redis and the log only: a status request would wake the master's loop and hide the bug
+    killed = wait_until(lambda: len(kills := _memory_kills(daemon)) >= 2 and kills, timeout=25, interval=0.1,
                         what="both workers to be killed for memory_hard")
     for tag in tags:
         seen = {k.decode(): float(v) for k, v in redis.hgetall(f"test:alloc:{tag}").items()}
-        over = seen["last"] - seen["crossed"]
+        assert seen, f"{tag} never ran"
+        # no `crossed`: the kill came between the job passing the limit and its report of it
+        over = seen["last"] - seen.get("crossed", seen["last"])
         assert over <= CHECK_EVERY + LATENCY, f"{tag} ran {over:.2f} s over memory_hard, up to {seen['peak_mb']:.0f} MB"
     assert not redis.hexists("test:runs", "hog1") and not redis.hexists("test:runs", "hog2")
     assert all("memory_hard: RSS" in k["cause"] for k in killed)

@@ -131,7 +131,11 @@ def test_an_operator_pauses_one_queue_on_every_node_and_continues_it(start_daemo
                            == ["qb"] for d in (first, second)), what="both masters to hold qb")
     held = [Queue("qb", connection=redis).enqueue("breakerjobs.other", f"b{i}") for i in range(4)]
     Queue("qa", connection=redis).enqueue("breakerjobs.other", "a")
-    wait_until(lambda: redis.lrange("test:other:done", 0, -1) == [b"a"], what="qa's job, while qb is held")
+    try:
+        wait_until(lambda: redis.lrange("test:other:done", 0, -1) == [b"a"], what="qa's job, while qb is held")
+    except AssertionError as exc:  # say which: qa's job never ran, or a held qb job ran too
+        raise AssertionError(f"{exc}; done: {redis.lrange('test:other:done', 0, -1)}; qb left: "
+                             f"{redis.llen('rq:queue:qb')}") from None
     assert all(j.get_status(refresh=True) == "queued" for j in held)  # not one taken on either node
     horizonctl("queue", "continue", "qb", socket_path=second.socket)
     wait_until(lambda: redis.llen("test:other:done") == 5, what="qb's jobs after continue")
