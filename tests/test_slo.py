@@ -192,6 +192,10 @@ def test_junk_under_a_level_key_counts_as_empty_and_the_master_lives(start_daemo
     start = slo.slice_start(3600, time.time())
     redis.set(slice_key("horizond", "junk", 3600, start), "not a hash")  # WRONGTYPE for HINCRBY and HGETALL
     redis.hset(slice_key("horizond", "junk", 3600, start - 60), mapping={"n": "many", "b5": 3, "x": 1})
+    # what HINCRBY never writes: a name that is not UTF-8, 5,000 digits (int() refuses them), 400
+    # digits (a float overflows on them): each took the master, or the dashboard, down
+    redis.hset(slice_key("horizond", "junk", 3600, start - 120), mapping={b"\xff": 1, "b3": "9" * 5000, "f": 1})
+    redis.hset(slice_key("horizond", "junk", 3600, start - 180), mapping={"n": "9" * 400, "x": "9" * 400})
     daemon = start_daemon("""
     [slo.junk]
     throughput = 10
@@ -213,3 +217,32 @@ def test_junk_under_a_level_key_counts_as_empty_and_the_master_lives(start_daemo
     # the junk slices read as empty ("many" is no count); the job counts only while not yet written into the junk
     assert row["jobs"] <= 1 and row["state"] in ("no data", "ok")
     assert daemon.status()["state"] == "running"
+
+
+def test_saved_metrics_it_cannot_read_do_not_stop_the_levels(start_daemon, redis, tmp_path):
+    """The service-level step rides in the metrics save's round trip; a metrics key of the wrong
+    type (someone else's) once kept the save from starting, and the levels with it."""
+    from horizond.observe.metricstore import metrics_key
+
+    socket = str(tmp_path / "levels.sock")
+    redis.rpush(metrics_key("horizond", socket), "not a string")
+    daemon = start_daemon("""
+    [slo.lv]
+    throughput = 10
+    max_latency = 30
+    success_rate = 90
+
+    [supervisors.alpha]
+    queues = ["lv"]
+    min_processes = 1
+    max_processes = 1
+    """, socket_path=socket)
+    daemon.wait_ready({"alpha": 1})
+    job = Queue("lv", connection=redis).enqueue("testjobs.record", "lv")
+    wait_until(lambda: job.get_status(refresh=True) == JobStatus.FINISHED, what="the job")
+    start = slo.slice_start(3600, time.time())
+    wait_until(lambda: redis.hget(slice_key("horizond", "lv", 3600, start), "n") == b"1"
+               or redis.hget(slice_key("horizond", "lv", 3600, start - 60), "n") == b"1",
+               what="the job counted fleet-wide")
+    assert any(e.get("event") == "metrics_restore_failed" for e in daemon.log_events())
+    assert daemon.proc.poll() is None

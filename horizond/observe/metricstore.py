@@ -21,6 +21,7 @@ import os
 import time
 
 from redis import Redis
+from redis.exceptions import ResponseError
 
 from horizond.observe.metrics import Metrics
 
@@ -50,6 +51,7 @@ class MetricStore:
         self.restored = False
         self._saved_changes = 0  # nothing counted yet: nothing to save
         self._saved_at = -SAVE_EVERY
+        self._warned = False
 
     def step(self, redis: Redis, metrics: Metrics, now: float | None = None) -> None:
         """Restore once, then save at most every SAVE_EVERY seconds when something changed."""
@@ -66,6 +68,10 @@ class MetricStore:
     def restore(self, redis: Redis, metrics: Metrics) -> None:
         try:
             raw = redis.get(self.key)
+        except ResponseError as exc:  # not a string (someone else's key): count from zero, overwrite it
+            raw = None
+            log.warning("saved metrics unreadable; counting from zero", extra={
+                "event": "metrics_restore_failed", "key": self.key, "error": str(exc)})
         except Exception:
             return  # Redis away: try again on the next step
         self.restored = True
@@ -112,8 +118,11 @@ class MetricStore:
 
         def done(replies: list) -> None:
             errors = [r for r in replies[:commands] if isinstance(r, Exception)]
-            if errors:
-                log.debug("metrics not saved", extra={"event": "metrics_save_failed", "error": str(errors[0])})
+            if errors:  # a key of the wrong type: tried again a period on, not at every finished job
+                self._saved_at = time.monotonic() if now is None else now
+                if not self._warned:
+                    self._warned = True
+                    log.warning("metrics not saved", extra={"event": "metrics_save_failed", "error": str(errors[0])})
                 return
             self._totals = totals
             self._saved_changes = changes

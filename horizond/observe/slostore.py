@@ -29,6 +29,22 @@ FINAL_AFTER = 30.0  # seconds after a slice ends: every master's counts are in
 EXPIRE_MARGIN = 600  # a slice outlives its window by this much, for a late reader
 
 
+def counts(raw: dict) -> dict[str, int]:
+    """A slice hash's counters; anything HINCRBY cannot have written (a name that is not UTF-8, a
+    value that is not a 64-bit integer) is junk written by someone else, and left out: it must
+    not take the master (or the dashboard) down, and must not fake a violation."""
+    out = {}
+    for name, value in raw.items():
+        digits = value.removeprefix(b"-") if isinstance(value, bytes) else b""
+        if not (digits.isdigit() and digits.isascii() and len(digits) <= 19):
+            continue
+        try:
+            out[name.decode()] = max(-(2**63), min(2**63 - 1, int(value)))
+        except (UnicodeDecodeError, AttributeError):
+            continue
+    return out
+
+
 def slice_key(prefix: str, queue: str, window: int, start: int) -> str:
     return f"{prefix}:slo:{queue}:{window}:{start}"
 
@@ -119,7 +135,7 @@ class SloStore:
         self._marked.update(marks)
         for (queue, window, start), raw in zip(reads, replies[-len(reads):] if reads else [], strict=True):
             raw = raw if isinstance(raw, dict) else {}
-            fields = {k.decode(): int(v) for k, v in raw.items() if v.lstrip(b"-").isdigit()}
+            fields = counts(raw)
             self._slices.setdefault((queue, window), {})[start] = slo.from_fields(fields)
             if start + slo.slice_seconds(window) + FINAL_AFTER < now:
                 self._final.add((queue, window, start))

@@ -118,12 +118,17 @@ class Children:
             else:
                 if info is None:
                     continue
+                self._last_words(proc)  # while a zombie: a bad report's kill cannot reach a reused pid
                 kill_group(pid, signal.SIGKILL)  # anything its jobs left behind in its group (and its horse's)
                 if proc.horse_pid:
                     kill_group(proc.horse_pid, signal.SIGKILL)
                 _, status = os.waitpid(pid, 0)
             del self.procs[pid]
-            if proc.link.fd >= 0:
-                self.read(proc)  # last words: a job it finished just before exiting
-                self._close_channel(proc)
+            self._last_words(proc)
             self._on_exit(proc, status)
+
+    def _last_words(self, proc: WorkerProcess) -> None:
+        """A job it finished just before exiting is counted; then its channel is closed."""
+        if proc.link.fd >= 0:
+            self.read(proc)
+            self._close_channel(proc)

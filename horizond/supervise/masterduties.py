@@ -195,12 +195,11 @@ class LoopDuties:
                                      self.config.redis_prefix)
         if not self.store.restored:
             self.redis_health.step(lambda: self.store.step(self.redis, self.metrics, now))
-            return
-        self.redis_health.step(lambda: self._save_both(now))
+        self.redis_health.step(lambda: self._save_both(now))  # [slo] steps even if the restore could not
 
     def _save_both(self, now: float) -> None:
         cfg = self.config
-        saving = now >= self.store.save_due_at()
+        saving = self.store.restored and now >= self.store.save_due_at()
         if not cfg.slos:
             if saving:
                 self.store.save(self.redis, self.metrics, now)  # a failed save is tried again, not an outage

@@ -64,7 +64,8 @@ def supervisor_args(action: str, supervisor: str, processes: str | None) -> dict
     args = {"action": action, "supervisor": supervisor}
     if action == "scale":
         raw = (processes or "").strip()
-        args["processes"] = int(raw) if raw.isdigit() else raw  # 'auto' or junk: the layer says which
+        number = raw.isascii() and raw.isdigit() and len(raw) <= 9  # not "²", not 5,000 digits
+        args["processes"] = int(raw) if number else raw  # 'auto' or junk: the layer says which
     return args
 
 

@@ -221,7 +221,7 @@ class _Levels:
         if due:
             threading.Thread(target=self._refresh, args=(read,), daemon=True, name="slo-read").start()
         if self._error is not None and age > self.STALE_AFTER:
-            raise self._error
+            raise self._error.with_traceback(None)  # raised again each poll: its traceback must not grow
         return rows
 
     def refresh(self, read) -> None:
