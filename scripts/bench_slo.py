@@ -3,7 +3,7 @@
 
     .venv/bin/python scripts/bench_slo.py trace [--seed 19]        # (re)write docs/slo_trace.csv.gz
     .venv/bin/python scripts/bench_slo.py sim [--write]             # replay it through balance()
-    .venv/bin/python scripts/bench_slo.py real --minutes 5 --strategy time [--start 40680] [--write]
+    .venv/bin/python scripts/bench_slo.py real --minutes 5 --strategy time [--start 40680] [--layout seed] [--write]
     .venv/bin/python scripts/bench_slo.py markdown                  # docs/benchmarks.md from the JSON
 
 `trace` generates the day from a seed (scripts/benchlib/slotrace.py says what it holds) and
@@ -41,6 +41,7 @@ DATA = ROOT / "docs" / "bench_slo.json"
 CONFIG = ROOT / "etc" / "horizond.toml"
 SEED = 19
 STRATEGIES = ("time", "size", "latency")
+YARDSTICKS = slosim.REFERENCES  # ("greedy", "max"): not strategies, what bounds them (slosim.reference)
 
 
 def load_config(path: Path = CONFIG) -> config.Config:
@@ -111,6 +112,9 @@ def publish(data: dict) -> None:
     """docs/bench_slo.json, then docs/benchmarks.md regenerated from the JSON files it is built from."""
     for real in data.get("real", {}).values():
         real["simulated"] = simulated_slice(real, load_config())
+    for name, runs in data.get("real_layouts", {}).items():
+        for real in runs.values():
+            real["simulated"] = simulated_slice(real, layout(name))
     DATA.write_text(json.dumps(data, indent=1) + "\n")
     import report
     doc = ROOT / "docs" / "benchmarks.md"
@@ -133,7 +137,7 @@ def cmd_sim(args) -> int:
     cfg = load_config(args.config)
     started = time.monotonic()
     jobs = slotrace.read(args.trace, 0, args.hours * 3600)
-    sim = simulate(jobs, cfg, args.hours * 3600, max_shift=args.max_shift)
+    sim = simulate(jobs, cfg, args.hours * 3600, strategies=STRATEGIES + YARDSTICKS, max_shift=args.max_shift)
     import sloreport
     print(sloreport.sim_table(sim))
     if args.write:
@@ -151,36 +155,82 @@ def cmd_sim(args) -> int:
 
 def cmd_real(args) -> int:
     import sloreal
-    result = sloreal.run(args, load_config(CONFIG), TRACE)
+    result = sloreal.run(args, layout(args.layout), TRACE)
     import sloreport
     print(sloreport.real_table({args.strategy: result}))
     if args.write:
         data = stored()
-        data.setdefault("real", {})[args.strategy] = result
+        if args.layout == "seed":
+            data.setdefault("real", {})[args.strategy] = result
+        else:
+            data.setdefault("real_layouts", {}).setdefault(args.layout, {})[args.strategy] = result
         publish(data)
     return 0
 
 
 SHARED = ROOT / "docs" / "bench_slo_shared.toml"
+LAYOUTS = ("seed", "shared", "shared-20", "paired")
+
+
+def layout(name: str) -> config.Config:
+    """The supervisors a check replays:
+    - "seed": etc/horizond.toml, a supervisor per queue (the default one over default and cache);
+    - "shared": every queue under one auto-balanced supervisor, 1-60 processes, shift 5
+      (docs/bench_slo_shared.toml), Horizon's usual setup, where pools compete for one cap;
+    - "shared-20": the same with max_processes = 20, so the cap binds whenever a storm comes;
+    - "paired": the seed's, but both webhook queues (one breaker in the seed already) under one
+      supervisor with the room of the two: a floor of 5 per queue, 50 processes in all."""
+    if name == "seed":
+        return load_config(CONFIG)
+    if name in ("shared", "shared-20"):
+        cfg = load_config(SHARED)
+        if name == "shared":
+            return cfg
+        return dataclasses.replace(cfg, supervisors=tuple(dataclasses.replace(s, max_processes=20)
+                                                          for s in cfg.supervisors))
+    if name == "paired":
+        cfg = load_config(CONFIG)
+        sups = {s.name: s for s in cfg.supervisors}
+        both = dataclasses.replace(sups["webhooks"], queues=("webhooks-high", "webhooks"), min_processes=5,
+                                   max_processes=50)
+        return dataclasses.replace(cfg, supervisors=tuple(
+            both if s.name == "webhooks" else s for s in cfg.supervisors if s.name != "webhooks-high"))
+    raise ValueError(f"unknown layout {name!r}: one of {', '.join(LAYOUTS)}")
+
+
+def check_cell(cell: tuple[int, str]) -> dict:
+    """One day x layout: time, latency and the yardsticks ("max" only where every supervisor has
+    one pool: with several, each pool at the cap would break it)."""
+    seed, name = cell
+    jobs = slotrace.read(TRACE) if seed == SEED else slotrace.generate(seed)
+    cfg = layout(name)
+    single = all(s.balance == "off" or len(s.queues) == 1 for s in cfg.supervisors)
+    runs = ("time", "latency", "greedy") + (("max",) if single else ())
+    run = simulate(jobs, cfg, slotrace.DAY, strategies=runs)
+    return {"seed": seed, "layout": name, "jobs": len(jobs),
+            **{s: {k: run[s]["total"][k] for k in ("late", "jobs_with_slo", "minutes_violated", "process_seconds")}
+               for s in run}}
 
 
 def cmd_check(args) -> int:
     """The same comparison on other days (traces from other seeds, generated, not committed: the
-    seed regenerates them exactly) and on a second layout (every queue under one supervisor), so
-    the published day is not the only evidence, and a day nothing was tuned on is among them."""
-    started, rows = time.monotonic(), []
-    for seed in args.seeds:
-        jobs = slotrace.read(TRACE) if seed == SEED else slotrace.generate(seed)
-        for layout, path in (("seed", CONFIG), ("shared", SHARED)):
-            run = simulate(jobs, load_config(path), slotrace.DAY, strategies=("time", "latency"))
-            rows.append({"seed": seed, "layout": layout, "config": str(path.relative_to(ROOT)), "jobs": len(jobs),
-                         **{s: {k: run[s]["total"][k] for k in ("late", "jobs_with_slo", "minutes_violated",
-                                                               "process_seconds")} for s in run}})
-            print(rows[-1])
+    seed regenerates them exactly) and on other layouts (layout()), so the published day and the
+    seed's layout are not the only evidence, and a day nothing was tuned on is among them. Both
+    cores: the cells are independent."""
+    from concurrent.futures import ProcessPoolExecutor
+    started = time.monotonic()
+    cells = [(seed, name) for seed in args.seeds for name in args.layouts]
+    with ProcessPoolExecutor(args.jobs) as pool:
+        rows = []
+        for row in pool.map(check_cell, cells):
+            rows.append(row)
+            print({k: row[k] for k in ("seed", "layout")}, {s: row[s]["late"] for s in row if isinstance(row[s], dict)})
     if args.write:
         data = stored()
         data["check"] = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-                         "command": f"scripts/bench_slo.py check --seeds {' '.join(map(str, args.seeds))} --write",
+                         "command": f"scripts/bench_slo.py check --seeds {' '.join(map(str, args.seeds))}"
+                                    + ("" if tuple(args.layouts) == LAYOUTS else f" --layouts {' '.join(args.layouts)}")
+                                    + " --write",
                          "duration_s": round(time.monotonic() - started, 1), "rows": rows}
         publish(data)
     return 0
@@ -207,9 +257,12 @@ def main(argv: list[str]) -> int:
     r.add_argument("--minutes", type=float, default=5)
     r.add_argument("--strategy", choices=STRATEGIES, default="time")
     r.add_argument("--start", type=float, default=None, help="trace second to start at (default: the storm slice)")
+    r.add_argument("--layout", choices=LAYOUTS, default="seed", help="the supervisors to run (see `check`)")
     r.add_argument("--write", action="store_true")
-    c = sub.add_parser("check", help="time vs latency on other seeds' days and on one shared supervisor")
+    c = sub.add_parser("check", help="time vs latency (and the yardsticks) on other days and layouts")
     c.add_argument("--seeds", type=int, nargs="+", default=[SEED, 20, 21])
+    c.add_argument("--layouts", nargs="+", choices=LAYOUTS, default=list(LAYOUTS))
+    c.add_argument("--jobs", type=int, default=2, help="processes to run the cells in")
     c.add_argument("--write", action="store_true")
     sub.add_parser("markdown", help="regenerate docs/benchmarks.md from docs/bench_slo.json")
     args = ap.parse_args(argv)

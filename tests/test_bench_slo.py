@@ -91,17 +91,46 @@ def test_a_trace_without_its_header_is_refused_by_name(tmp_path):
 
 def test_the_published_check_covers_every_seed_and_layout_and_matches_the_published_day():
     """`check` is what the claim "never more late jobs than time, on days it was not tuned on"
-    rests on: its rows are the three days x two layouts, and its seed-19 'seed' row is the same
+    rests on: its rows are the three days x four layouts, and its seed-19 'seed' row is the same
     replay as the published day's table (one code path, not two numbers that could drift)."""
     import sloreport
 
     data = json.loads(bench_slo.DATA.read_text())
     rows = data["check"]["rows"]
-    assert {(r["seed"], r["layout"]) for r in rows} == {(s, lay) for s in (19, 20, 21) for lay in ("seed", "shared")}
+    assert {(r["seed"], r["layout"]) for r in rows} == {(s, lay) for s in (19, 20, 21) for lay in bench_slo.LAYOUTS}
     day = next(r for r in rows if r["seed"] == 19 and r["layout"] == "seed")
     published = data["simulation"]["strategies"]
-    for strategy in ("time", "latency"):
+    for strategy in ("time", "latency", "greedy", "max"):
         assert day[strategy]["late"] == published[strategy]["total"]["late"]
         assert day[strategy]["process_seconds"] == published[strategy]["total"]["process_seconds"]
     table = sloreport.check_table(rows)
-    assert table.count("\n") == len(rows) + 1 and "| 21, shared |" in table
+    assert all(f"| {r['seed']}, {r['layout']} |" in table for r in rows)
+    wins = sum(r["latency"]["late"] < r["time"]["late"] for r in rows)
+    assert f"fewer late jobs on {wins}," in table
+
+
+def test_the_layouts_are_the_ones_the_report_describes():
+    shared20 = bench_slo.layout("shared-20")
+    assert [(s.name, s.max_processes, len(s.queues)) for s in shared20.supervisors] == [("all", 20, 7)]
+    paired = bench_slo.layout("paired")
+    names = [s.name for s in paired.supervisors]
+    assert "webhooks-high" not in names and paired.supervisor("webhooks").queues == ("webhooks-high", "webhooks")
+    assert (paired.supervisor("webhooks").min_processes, paired.supervisor("webhooks").max_processes) == (5, 50)
+    assert paired.slos == bench_slo.load_config().slos
+    with pytest.raises(ValueError, match="unknown layout 'nope'"):
+        bench_slo.layout("nope")
+
+
+def test_the_yardsticks_do_what_the_report_says():
+    """greedy: a backlog gets the whole shift every step up to the cap; max: every pool at the
+    cap from the first step, never moved."""
+    cfg = bench_slo.load_config()
+    sup = cfg.supervisor("webhooks-high")  # 1-20 processes, shift 1 every 3 s
+    jobs = [(0.0, "webhooks-high", 10.0)] * 400
+    greedy = slosim.replay(sup, jobs, "greedy", cfg.slos, 90)
+    assert greedy.peak == sup.max_processes and greedy.starts == sup.max_processes
+    assert greedy.scaling_steps >= sup.max_processes  # one worker a step on the way up
+    time = slosim.replay(sup, jobs, "time", cfg.slos, 90)
+    assert time.peak == sup.max_processes  # "time" ramps as fast on a lone pool's backlog
+    top = slosim.replay(sup, jobs, "max", cfg.slos, 90)
+    assert top.starts == sup.max_processes and top.scaling_steps == 1 and top.reversals == 0

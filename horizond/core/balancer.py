@@ -24,7 +24,8 @@ and what is done here instead:
 
 "latency" (issue 19) sizes a pool by what its service level needs instead (core/latency.py):
 the fewest workers that keep its predicted latency under max_latency; under the cap the pools
-most at risk of breaking their promise are served first. Every rule below holds for it too.
+at risk of breaking their promise are served first, the nearest deadline first. Every rule
+below holds for it too.
 
 Floors versus the cap: min_processes is a floor per pool, max_processes caps the total. When
 number_of_pools x min_processes > max_processes (a queue pattern matched many queues), the cap
@@ -89,7 +90,7 @@ def balance(pools: Mapping[str, PoolStats], options: Options) -> Decision:
         return Decision({}, {})
     floors = pool_floors(len(keys), options.min_processes, options.max_processes)
     floor = dict(zip(keys, floors, strict=True))
-    served = None  # "latency": the pools with a service level, riskiest first
+    served = None  # "latency": the pools with a service level, in the order they are served
     if options.mode == "off":
         desired, why, weight = _backlog_following(keys, pools, floor, options)
     elif options.mode == "simple":
@@ -103,7 +104,7 @@ def balance(pools: Mapping[str, PoolStats], options: Options) -> Decision:
         desired = fit_cap(keys, desired, floor, weight, options.max_processes)
     else:
         order = served + [k for k in keys if k not in served]
-        desired = fit_by_risk(order, served, desired, floor, weight, options.max_processes)
+        desired = fit_in_order(order, served, desired, floor, weight, options.max_processes)
     targets, moves = _step(order, pools, desired, floor, options)
     reasons = {k: f"{why[k]} -> {desired[k]}{moves[k]}" for k in keys}
     return Decision({k: targets[k] for k in keys}, reasons, {k: desired[k] for k in keys})
@@ -232,10 +233,10 @@ def _promises(keys, pools, floor, o):
     """latency: a pool with a service level wants what its promise needs (core/latency.py), but
     no more workers than the jobs it has and the arrivals bring before the next step can keep
     busy; a pool without one is balanced like "time" in the room the others leave. Returns the
-    pools with a service level too, the riskiest first: the order they are served in."""
+    pools with a service level too, in the order they are served (latency.serve_order)."""
     runtime = _runtimes(keys, pools)
     promised = [k for k in keys if _valid(pools[k].max_latency) and pools[k].max_latency > 0]
-    desired, why, risk = {}, {}, {}
+    desired, why, risk, slack = {}, {}, {}, {}
     for k in promised:
         p = pools[k]
         pending, busy, rate = max(0, p.pending), max(0, p.busy), latency.clean(p.arrival_rate)
@@ -246,6 +247,7 @@ def _promises(keys, pools, floor, o):
         coming = pending + busy + math.ceil(rate * max(o.cooldown, runtime[k]) - 1e-9)
         desired[k] = max(floor[k], min(plan.need, coming, o.max_processes))
         risk[k] = plan.risk
+        slack[k] = p.max_latency - (latency.clean(p.oldest_age) if pending else 0.0)
         why[k] = _promise_reason(p, o, plan, runtime[k], rate, stuck, coming)
     rest = [k for k in keys if k not in desired]
     weight = dict(risk)
@@ -256,7 +258,7 @@ def _promises(keys, pools, floor, o):
         desired.update(more)
         weight.update(weights)
         why.update({k: f"no service level, as 'time': {reasons[k]}" for k in rest})
-    return desired, why, weight, latency.by_risk(risk)
+    return desired, why, weight, latency.serve_order(risk, slack)
 
 
 def _promise_reason(p: PoolStats, o: Options, plan, runtime: float, rate: float, stuck: int, coming: int) -> str:
@@ -271,9 +273,9 @@ def _promise_reason(p: PoolStats, o: Options, plan, runtime: float, rate: float,
             f"backlog {max(0, p.pending)}, oldest {latency.clean(p.oldest_age):.3g}s){bound}")
 
 
-def fit_by_risk(order, served, desired, floor, weight, cap):
-    """latency's cap: the pools with a service level get their whole want in risk order (the
-    least at risk is cut first), the others share what is left (fit_cap); none below a floor."""
+def fit_in_order(order, served, desired, floor, weight, cap):
+    """latency's cap: the pools with a service level get their whole want in the order they
+    are served (the last is cut first), the others share what is left (fit_cap); none below a floor."""
     if sum(desired.values()) <= cap:
         return dict(desired)
     out = {k: floor[k] for k in order}

@@ -77,7 +77,9 @@ def run(args, cfg: config.Config, trace: Path) -> dict:
     with_slo = [f for f in outcome["queues"].values() if f.get("max_latency") is not None]
     return {
         "command": f"scripts/bench_slo.py real --minutes {args.minutes:g} --strategy {args.strategy}"
-                   + (f" --start {args.start:g}" if args.start is not None else "") + " --write",
+                   + (f" --start {args.start:g}" if args.start is not None else "")
+                   + (f" --layout {args.layout}" if getattr(args, "layout", "seed") != "seed" else "") + " --write",
+        "layout": getattr(args, "layout", "seed"),
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "cpus": os.cpu_count(),
         "machine": platform.machine(), "load_at_start": load, "strategy": args.strategy,
         "start": start, "seconds": seconds, "jobs": len(jobs), "queues": outcome["queues"],
@@ -88,8 +90,8 @@ def run(args, cfg: config.Config, trace: Path) -> dict:
 
 
 def config_text(cfg: config.Config, url: str, sock: str, strategy: str) -> str:
-    """A config with the seed's supervisors and service levels, the strategy under test, and
-    this run's private Redis, socket and job module."""
+    """A config with the layout's supervisors and the seed's service levels, the strategy under
+    test, and this run's private Redis, socket and job module."""
     lines = [f'[redis]\nurl = "{url}"\nprefix = "slobench"\n', f'[control]\nsocket = "{sock}"\n',
              f'[app]\npaths = ["{ROOT / "scripts" / "benchlib"}"]\n']
     for t in cfg.slos:

@@ -81,7 +81,9 @@ def replay(sup: SupervisorConfig, jobs: list[tuple[float, str, float]], strategy
     options = Options(sup.balance, strategy, sup.min_processes, sup.max_processes, sup.balance_max_shift,
                       cooldown=sup.balance_cooldown)
     free: list[tuple[float, int, Worker]] = []  # (when, seq, worker): ready after boot or after a job
-    idle: dict[str, set] = {k: set() for k in pools}
+    # idle workers per pool, in the order they became idle: a dict, not a set, whose order would
+    # follow memory addresses and change a figure or two from one run to the next
+    idle: dict[str, dict[Worker, None]] = {k: {} for k in pools}
     seq = itertools.count()  # ties in `free` go by order of scheduling, never by worker
     nxt = 0
 
@@ -93,7 +95,7 @@ def replay(sup: SupervisorConfig, jobs: list[tuple[float, str, float]], strategy
                 pool.workers.remove(w)
                 out.process_seconds += now - w.born
             else:
-                idle[w.pool].add(w)
+                idle[w.pool][w] = None
             return
         arrival, run = waiting[q].popleft()
         w.job = (arrival, run, q, now)
@@ -123,7 +125,7 @@ def replay(sup: SupervisorConfig, jobs: list[tuple[float, str, float]], strategy
                 waiting[q].append((t, run))
                 k = owner[q]
                 if idle[k]:
-                    w = idle[k].pop()
+                    w = idle[k].popitem()[0]
                     take(w, t)
 
     step = sup.balance_cooldown
@@ -134,10 +136,11 @@ def replay(sup: SupervisorConfig, jobs: list[tuple[float, str, float]], strategy
                 w.job for p in pools.values() for w in p.workers):
             break  # drained: the real run stops measuring here too
         stats = {k: _stats(p, waiting, runtime, limit[k], now) for k, p in pools.items()}
-        decision = balance(stats, options)
+        targets = (reference(strategy, stats, sup) if strategy in REFERENCES
+                   else balance(stats, options).targets)
         changed = False
         for k, p in pools.items():
-            move = _apply(p, k, decision.targets[k], now, idle[k], free, seq, out)
+            move = _apply(p, k, targets[k], now, idle[k], free, seq, out)
             if move:
                 changed = True
                 if p.last_move and (move > 0) != (p.last_move > 0):
@@ -156,6 +159,31 @@ def replay(sup: SupervisorConfig, jobs: list[tuple[float, str, float]], strategy
     return out
 
 
+REFERENCES = ("greedy", "max")  # not strategies: yardsticks for them (scripts/bench_slo.py bounds)
+
+
+def reference(name: str, stats: dict[str, PoolStats], sup: SupervisorConfig) -> dict[str, int]:
+    """Targets of a yardstick, not of the balancer:
+    - "max": every pool at its supervisor's max_processes all day, ready before any job comes
+      (each pool as many, even where they share a cap): the late jobs no balancer avoids within
+      the caps at any cost in process-seconds;
+    - "greedy": the fastest ramp the rules allow, on any backlog: a pool with pending jobs grows by
+      balance_max_shift every step up to the cap (pools in order), and one without shrinks by as
+      much towards its floor (never below its busy workers). No strategy that starts from the same
+      floor puts more workers on a backlog sooner."""
+    if name == "max":
+        return {k: sup.max_processes for k in stats}
+    shift, room, out = sup.balance_max_shift, sup.max_processes, {}
+    for k, s in stats.items():
+        if s.pending:
+            out[k] = min(s.current + shift, max(0, room - (len(stats) - len(out) - 1) * sup.min_processes))
+        else:
+            out[k] = max(sup.min_processes, s.busy, s.current - shift)
+        out[k] = max(out[k], min(sup.min_processes, room))
+        room -= out[k]
+    return out
+
+
 def _stats(p: Pool, waiting: dict, runtime: dict, max_latency: float | None, now: float) -> PoolStats:
     pending = sum(len(waiting[q]) for q in p.queues)
     heads = [waiting[q][0][0] for q in p.queues if waiting[q]]
@@ -169,7 +197,7 @@ def _stats(p: Pool, waiting: dict, runtime: dict, max_latency: float | None, now
                      arrival_rate=p.rate, max_latency=max_latency)
 
 
-def _apply(p: Pool, key: str, target: int, now: float, idle: set, free: list, seq, out: Outcome) -> int:
+def _apply(p: Pool, key: str, target: int, now: float, idle: dict, free: list, seq, out: Outcome) -> int:
     """Start workers up to the target or stop the surplus, idle ones first (bench_balancer's apply)."""
     live = len(p.workers)
     if target > live:
@@ -187,7 +215,7 @@ def _apply(p: Pool, key: str, target: int, now: float, idle: set, free: list, se
         w.stopping = True
         stopped += 1
         if w in idle:  # idle: leaves now; busy or still booting: when its job ends or it is ready
-            idle.discard(w)
+            del idle[w]
             p.workers.remove(w)
             out.process_seconds += now - w.born
     return -stopped
