@@ -20,3 +20,11 @@ def call_partner(tag):
 
 def other(tag):
     get_current_job().connection.rpush("test:other:done", tag)
+
+
+def wait_for_release(tag):
+    """Says it started, then runs until the test pushes to test:release (at most 30 s)."""
+    redis = get_current_job().connection
+    redis.rpush("test:other:started", tag)
+    redis.blpop("test:release", 30)
+    redis.rpush("test:other:done", tag)

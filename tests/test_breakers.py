@@ -139,3 +139,50 @@ def test_an_operator_pauses_one_queue_on_every_node_and_continues_it(start_daemo
     assert all(j.get_status(refresh=True) == "queued" for j in held)  # not one taken on either node
     horizonctl("queue", "continue", "qb", socket_path=second.socket)
     wait_until(lambda: redis.llen("test:other:done") == 5, what="qb's jobs after continue")
+
+
+@pytest.mark.parametrize("worker_class", ["", 'worker_class = "rq.worker.SimpleWorker"\n'], ids=["lean", "stock"])
+def test_a_queue_paused_while_the_worker_is_in_a_job_is_left_alone_after_that_job(worker_class, start_daemon, redis):
+    """A busy worker reads the master's "hold" only between jobs. The lean worker's job end also
+    takes the next job (one round trip less), and took it with what it knew before the job: a
+    job of the queue paused meanwhile (seen under load: done [a, b0] while both masters said qb
+    was paused). Here the pause lands exactly while the worker is inside qa's job."""
+    body = '[supervisors.alpha]\nqueues = ["qa", "qb"]\nmin_processes = 1\nmax_processes = 1\nbalance = "off"\n'
+    daemon = start_daemon(body + worker_class)
+    daemon.wait_ready({"alpha": 1})
+    Queue("qa", connection=redis).enqueue("breakerjobs.wait_for_release", "a")
+    wait_until(lambda: redis.llen("test:other:started") == 1, what="the worker inside qa's job")
+    assert horizonctl("queue", "pause", "qb", socket_path=daemon.socket).returncode == 0
+    wait_until(lambda: json.loads(horizonctl("status", "--json", socket_path=daemon.socket).stdout)["paused_queues"]
+               == ["qb"], what="the master to hold qb")
+    held = [Queue("qb", connection=redis).enqueue("breakerjobs.other", f"b{i}") for i in range(3)]
+    redis.rpush("test:release", "go")
+
+    def idle_after_a():
+        workers = daemon.status()["supervisors"][0]["workers"]
+        return b"a" in redis.lrange("test:other:done", 0, -1) and [w["state"] for w in workers] == ["idle"]
+
+    wait_until(idle_after_a, what="the worker idle after qa's job")  # a qb job taken with a's end runs first
+    assert redis.lrange("test:other:done", 0, -1) == [b"a"]
+    assert all(j.get_status(refresh=True) == "queued" for j in held) and redis.llen("rq:queue:qb") == 3
+    Queue("qa", connection=redis).enqueue("breakerjobs.other", "c")
+    wait_until(lambda: redis.lrange("test:other:done", 0, -1) == [b"a", b"c"], what="qa flowing on")
+
+
+@pytest.mark.parametrize("worker_class", ["", 'worker_class = "rq.worker.SimpleWorker"\n'], ids=["lean", "stock"])
+def test_an_idle_worker_blocked_on_a_queue_just_paused_does_not_take_its_next_job(worker_class, start_daemon, redis):
+    """A worker of one queue waits for jobs in a long BLMOVE on it, and Redis hands the queue's
+    next job to that BLMOVE whatever the worker was told meanwhile: a job enqueued after status
+    said the queue was paused started at once. The master now unblocks it until it says it
+    knows; the job must wait for `continue`."""
+    body = '[supervisors.alpha]\nqueues = ["qs"]\nmin_processes = 1\nmax_processes = 1\nbalance = "off"\n'
+    daemon = start_daemon(body + worker_class)
+    daemon.wait_ready({"alpha": 1})
+    assert horizonctl("queue", "pause", "qs", socket_path=daemon.socket).returncode == 0
+    wait_until(lambda: json.loads(horizonctl("status", "--json", socket_path=daemon.socket).stdout)["paused_queues"]
+               == ["qs"], what="the master to hold qs")
+    job = Queue("qs", connection=redis).enqueue("breakerjobs.other", "s")
+    # Redis hands a pushed job to a blocked BLMOVE before it serves the next command: still there?
+    assert redis.lrange("rq:queue:qs", 0, -1) == [job.id.encode()], "a worker blocked on qs took it"
+    assert horizonctl("queue", "continue", "qs", socket_path=daemon.socket).returncode == 0
+    wait_until(lambda: job.get_status(refresh=True) == "finished", what="the job after continue")

@@ -33,6 +33,7 @@ class BreakerWatch:
         self.states: dict[str, dict] = {}
         self.paused: frozenset[str] = frozenset()  # queues paused by an operator, fleet-wide
         self.held: frozenset[str] = frozenset()  # queues this node's workers must leave alone
+        self.seq = 0  # counts the changes of `held`: a worker acknowledges the one it took in
 
     def step(self, redis: Redis, config: Config, queues: tuple[str, ...], helpers: Helpers) -> bool:
         """Sample; True when the held queues changed (the workers must be told)."""
@@ -50,6 +51,7 @@ class BreakerWatch:
                 helpers.notify(event, config.notify_command, config.webhook_url)
         held = breakers.held_queues(config.breakers, self.states, queues) | (self.paused & set(queues))
         changed, self.held = held != self.held, held
+        self.seq += changed
         return changed
 
     def rows(self, config: Config) -> list[dict]:

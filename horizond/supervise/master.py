@@ -346,7 +346,9 @@ class Master(LoopDuties):
                          breakers=tuple(b for b in cfg.breakers if any(b.covers(q) for q in queues or sup.queues)),
                          limits=tuple(lim for lim in cfg.limits if any(limits.limit_for(cfg.limits, q) is lim
                                                                        for q in queues or sup.queues)))
-        return self._fork(spec, generation)
+        proc = self._fork(spec, generation)
+        proc.held_seq = self.breakers.seq  # forked knowing the held queues of now (spec.held)
+        return proc
 
     def _fork(self, spec: ChildSpec, generation: int) -> WorkerProcess:
         keep_out = [key.fd for key in self.selector.get_map().values()]

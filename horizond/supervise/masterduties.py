@@ -165,11 +165,19 @@ class LoopDuties:
                                   self.config.notify_command, self.config.webhook_url, now)
 
     def _tell_held(self) -> None:
-        """Every worker learns which queues open breakers hold now (dequeue.Gate)."""
+        """Every worker learns which queues open breakers and operators hold now (dequeue.Gate).
+
+        A busy worker reads it before it takes its next job. An idle one may be blocked in a
+        BLMOVE on a queue now held, which would hand it the queue's next job: it is unblocked
+        now, after the word is on its way, and again until it acknowledges the change (a worker
+        that read its channel just before the word came may block once more)."""
         held = sorted(self.breakers.held)
         for proc in self._workers():
-            proc.link.send(cmd="hold", queues=held)
-        log.info("queues held by circuit breakers", extra={"event": "breaker_held_queues", "queues": held})
+            proc.link.send(cmd="hold", queues=held, seq=self.breakers.seq)
+        log.info("queues held by circuit breakers or operators", extra={
+            "event": "breaker_held_queues", "queues": held})
+        self._unblock_waiting()
+        self.duties.wake("unblock")
 
     def breaker_rows(self) -> list[dict]:
         return self.breakers.rows(self.config)
@@ -310,7 +318,8 @@ class LoopDuties:
 
     def _waiting_workers(self) -> list[WorkerProcess]:
         waiting = [p for sup in self.supervisors.values() for p in sup.awaiting_pause()]
-        return waiting + [p for p in self.children.values() if p.spec.kind == "worker" and p.blocked_waiting]
+        return waiting + [p for p in self.children.values() if p.spec.kind == "worker" and (
+            p.blocked_waiting or p.holds_stale(self.breakers.seq))]
 
     def _check_memory(self, now: float) -> None:
         if self.stopping:

@@ -39,6 +39,7 @@ class WorkerProcess:
     kill_sent: float | None = None
     kill_cause: str | None = None  # why the master killed it, for the job's failure record
     horse_pid: int | None = None  # fork-per-job workers: the child running the current job
+    held_seq: int = 0  # the change of the held queues it last acknowledged (supervise/breaking.py)
 
     def apply(self, message: dict, now: float) -> dict | None:
         """Take in a state report; returns the finished job's facts when it ends one.
@@ -52,6 +53,8 @@ class WorkerProcess:
             self.name = str(message["name"])
         if "rss" in message:
             self.rss = int(message["rss"])
+        if "held" in message:
+            self.held_seq = int(message["held"])
         if state == "busy":
             if self.state == "busy" and "ok" in message:  # the last job's end, sent with this start
                 finished = self._job_ended(message, now)
@@ -108,6 +111,10 @@ class WorkerProcess:
     def blocked_waiting(self) -> bool:
         """Idle in a blocking dequeue although it should leave: needs CLIENT UNBLOCK."""
         return self.stop_sent is not None and self.kill_sent is None and self.state in ("idle", "starting")
+
+    def holds_stale(self, seq: int) -> bool:
+        """Idle, maybe blocked on a queue held since: needs CLIENT UNBLOCK until it says it knows."""
+        return self.held_seq < seq and self.stop_sent is None and self.state in ("idle", "starting")
 
     def kill(self, now: float) -> None:
         if self.kill_sent is None:

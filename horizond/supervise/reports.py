@@ -86,6 +86,7 @@ _FIELDS = {
     "wait": lambda k, v: _number(k, v, 0, 1e11),
     "runtime": lambda k, v: _number(k, v, 0, 1e11, optional=False),
     "pid": _pid,
+    "held": lambda k, v: _number(k, v, 0, 1 << 62),
 }
 
 

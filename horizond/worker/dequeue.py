@@ -83,10 +83,13 @@ class Gate:
             elif word == "stop":
                 self.stopping = True
             elif word == "hold":  # the master's view of the breakers replaces what this worker guessed
-                queues = (decode(line) or {}).get("queues")
+                message = decode(line) or {}
+                queues, seq = message.get("queues"), message.get("seq")
                 self.held = frozenset(q for q in queues if isinstance(q, str)) if isinstance(queues, list) else \
                     frozenset()
                 self.held_here.clear()
+                if isinstance(seq, int) and not isinstance(seq, bool) and 0 <= seq < 1 << 62:
+                    self.reporter.send(held=seq)  # the master stops unblocking this worker
 
     def hold_here(self, queue: str) -> None:
         """Leave the queue alone for HOLD_HERE s: the master's word (at its next sample) holds it

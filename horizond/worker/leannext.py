@@ -77,8 +77,13 @@ class TakesNextJob:
         self._lean_idle_unsaved = False
 
     def _lean_next_from(self) -> list[str]:
-        """The queues the next dequeue would look at, in its order; none if it will not dequeue."""
+        """The queues the next dequeue would look at, in its order; none if it will not dequeue.
+        The master's words first: a busy worker reads them only between jobs, and a pause or a
+        hold sent during this job would otherwise be read only after the next job was taken
+        (a job of a queue paused fleet-wide ran: tests/test_breakers.py)."""
         gate = dequeue.GATE
+        if gate is not None:
+            gate.poll()
         if not self._lean_working or self._stop_requested or (gate is not None and (gate.paused or gate.stopping)) \
                 or (self._lean_max_jobs is not None and self._lean_jobs + 1 >= self._lean_max_jobs):
             return []
@@ -114,8 +119,9 @@ class TakesNextJob:
         gate = dequeue.GATE
         if gate is not None:
             gate.poll()
-        if self._stop_requested or (gate is not None and (gate.paused or gate.stopping)):
-            self._lean_put_back()
+        if self._stop_requested or (gate is not None and (gate.paused or gate.stopping or (
+                self._lean_next is not None and gate.is_held(self._lean_next[1].name)))):
+            self._lean_put_back()  # a pause, stop or hold of its queue arrived since it was taken
             return None
         held, self._lean_next = self._lean_next, None
         return held
