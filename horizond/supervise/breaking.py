@@ -34,6 +34,7 @@ class BreakerWatch:
         self.paused: frozenset[str] = frozenset()  # queues paused by an operator, fleet-wide
         self.held: frozenset[str] = frozenset()  # queues this node's workers must leave alone
         self.seq = 0  # counts the changes of `held`: a worker acknowledges the one it took in
+        self.changed_at = 0.0  # monotonic, the last change
 
     def step(self, redis: Redis, config: Config, queues: tuple[str, ...], helpers: Helpers) -> bool:
         """Sample; True when the held queues changed (the workers must be told)."""
@@ -51,7 +52,8 @@ class BreakerWatch:
                 helpers.notify(event, config.notify_command, config.webhook_url)
         held = breakers.held_queues(config.breakers, self.states, queues) | (self.paused & set(queues))
         changed, self.held = held != self.held, held
-        self.seq += changed
+        if changed:
+            self.seq, self.changed_at = self.seq + 1, time.monotonic()
         return changed
 
     def rows(self, config: Config) -> list[dict]:

@@ -42,6 +42,10 @@ log = logging.getLogger("horizond.master")
 
 TICK = 1.0  # the longest any duty waits: what an unwoken duty may lag behind its event
 UNBLOCK_EVERY = 0.1
+# An idle worker acknowledges a change of the held queues within milliseconds of being unblocked;
+# one that has not in this long is not reading its channel (a worker class of the user's own):
+# CLIENT LIST every 0.1 s for it would only load Redis.
+HOLD_ACK_WINDOW = 10.0
 MEMORY_CHECK_EVERY = 10.0
 RETRY_BALANCE = 0.25  # a balancing step that could not read the queues tries again this soon
 # duties a control action (scale, pause, restart, reload, terminate ...) or a signal may have made due
@@ -318,8 +322,9 @@ class LoopDuties:
 
     def _waiting_workers(self) -> list[WorkerProcess]:
         waiting = [p for sup in self.supervisors.values() for p in sup.awaiting_pause()]
+        fresh = time.monotonic() - self.breakers.changed_at < HOLD_ACK_WINDOW
         return waiting + [p for p in self.children.values() if p.spec.kind == "worker" and (
-            p.blocked_waiting or p.holds_stale(self.breakers.seq))]
+            p.blocked_waiting or (fresh and p.holds_stale(self.breakers.seq)))]
 
     def _check_memory(self, now: float) -> None:
         if self.stopping:
