@@ -231,7 +231,7 @@ def cmd_check(args) -> int:
                          "command": f"scripts/bench_slo.py check --seeds {' '.join(map(str, args.seeds))}"
                                     + ("" if tuple(args.layouts) == LAYOUTS else f" --layouts {' '.join(args.layouts)}")
                                     + " --write",
-                         "duration_s": round(time.monotonic() - started, 1), "rows": rows}
+                         "duration_s": round(time.monotonic() - started, 1), "processes": args.jobs, "rows": rows}
         publish(data)
     return 0
 

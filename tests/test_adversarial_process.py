@@ -46,6 +46,7 @@ BAD_REPORTS = {
     "rss not a number": b'{"rss":"x"}\n',
     "rss negative": b'{"s":"idle","rss":-5}\n',
     "held acknowledgement not a count": b'{"held":"every queue"}\n',
+    "held acknowledgement null": b'{"held":null}\n',
     "unknown state": b'{"s":["busy"]}\n',
     "timeout a string": b'{"s":"busy","job":"j","q":"qa","t":1,"timeout":"soon"}\n',
     "runtime not finite": b'{"s":"idle","rss":1,"ok":true,"runtime":1e999}\n',

@@ -134,3 +134,15 @@ def test_the_yardsticks_do_what_the_report_says():
     assert time.peak == sup.max_processes  # "time" ramps as fast on a lone pool's backlog
     top = slosim.replay(sup, jobs, "max", cfg.slos, 90)
     assert top.starts == sup.max_processes and top.scaling_steps == 1 and top.reversals == 0
+
+
+def test_greedy_keeps_to_the_cap_and_the_floors_where_pools_share_one():
+    """Every queue under one supervisor of 20: a storm on one queue while the others trickle."""
+    cfg = bench_slo.layout("shared-20")
+    sup = cfg.supervisors[0]
+    jobs = sorted([(i * 0.01, "webhooks", 0.5) for i in range(3000)]
+                  + [(i * 0.5, q, 3.0) for i in range(400) for q in ("appointments", "emails", "default")])
+    out = slosim.replay(sup, jobs, "greedy", cfg.slos, 240)
+    assert out.peak == sup.max_processes  # the storm takes the room, and no more than the room
+    assert {q: len(out.latencies[q]) for q in ("webhooks", "appointments", "emails", "default")} == {
+        "webhooks": 3000, "appointments": 400, "emails": 400, "default": 400}  # every job served once

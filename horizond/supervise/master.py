@@ -373,8 +373,11 @@ class Master(LoopDuties):
         if proc.state == "busy":
             if proc.spec.supervisor is not None and proc.spec.supervisor.memory_hard:
                 self.duties.wake("limits")
-        elif proc.stop_sent is not None or (proc.state == "idle" and any(s.paused for s in self.supervisors.values())):
-            self.duties.wake("unblock", "stop_deadlines")  # it must leave, or pause, from a blocking dequeue
+        elif proc.stop_sent is not None or (proc.state == "idle" and (
+                any(s.paused for s in self.supervisors.values()) or proc.holds_stale(self.breakers.seq))):
+            # it must leave, or pause, from a blocking dequeue; or it went idle (into one, maybe on a
+            # queue held since) before it read the change of the held queues sent while it was busy
+            self.duties.wake("unblock", "stop_deadlines")
 
     def _on_child_exit(self, proc: WorkerProcess, status: int) -> None:
         now = time.monotonic()

@@ -58,6 +58,11 @@ def _number(key, value, low: float, high: float, optional=True) -> None:
         raise BadReport(f"{key!r} must be a number from {low:g} to {high:g}, not {_show(value)}")
 
 
+def _count(key, value, high: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= high:
+        raise BadReport(f"{key!r} must be a whole number from 0 to {high}, not {_show(value)}")
+
+
 def _state(key, value) -> None:
     if value not in STATES:
         raise BadReport(f"'s' must be one of {', '.join(STATES)}, not {_show(value)}")
@@ -86,7 +91,7 @@ _FIELDS = {
     "wait": lambda k, v: _number(k, v, 0, 1e11),
     "runtime": lambda k, v: _number(k, v, 0, 1e11, optional=False),
     "pid": _pid,
-    "held": lambda k, v: _number(k, v, 0, 1 << 62),
+    "held": lambda k, v: _count(k, v, 1 << 62),
 }
 
 

@@ -112,7 +112,8 @@ def _check_text(check: dict) -> str:
     return f"""### Other days, other layouts, and what bounds the strategies
 
 Generated from the `check` part of docs/bench_slo.json: `{check['command']}` (run on {check['date']},
-{check['duration_s']:g} s on 2 processes). Reproduce with `.venv/bin/python {check['command']}`. Each seed's
+{check['duration_s']:g} s in {check.get('processes', 2)} processes). Reproduce with
+`.venv/bin/python {check['command']}`. Each seed's
 day is generated as the committed one was (scripts/benchlib/slotrace.py, same shapes; seed 19 is the
 committed trace), and replayed through `balance()` as above. Layouts (scripts/bench_slo.py `layout()`):
 "seed", the supervisors of etc/horizond.toml, one per queue; "shared", every queue under one
@@ -123,10 +124,11 @@ so a storm makes the cap bind; "paired", the seed's with both webhook queues und
 and 20 (seed 21 was looked at only after); the order under the cap (nearest deadline first among
 pools at risk) was chosen after "shared-20" showed the order by risk losing to `time` on day 19.
 
-Two yardsticks, not strategies, show how much room a strategy has. `greedy`: on any backlog a
-pool grows by its whole shift every step up to the cap; with none it shrinks as fast towards its
-floor, never below its busy workers. No rule puts workers on a backlog sooner, and what it gains
-over `time` it gains by holding more workers (its process-seconds). `max`: every pool at its
+Two yardsticks, not strategies, show how much room a strategy has. `greedy`: a pool with any
+backlog grows by its whole shift every step, in the room the cap leaves; one with none shrinks as
+fast towards its floor, never below its busy workers. On a supervisor of one pool no rule puts
+workers on a backlog sooner, so what it gains over `time` there it gains by holding more workers
+(its process-seconds); with several pools it hands the room out in pool order. `max`: every pool at its
 supervisor's max_processes all day, ready before any job comes: the late jobs no balancer avoids
 within the caps, at any cost (only for layouts of one pool per supervisor; with several, each at
 the cap would break it)."""
@@ -187,7 +189,7 @@ age). "Late": finished more than max_latency after enqueue. "Window objective br
 whose end fewer than success_rate percent of the jobs finished in the last window (one hour) were
 in time (core/slo.py's rule, at every minute of the day). Process-seconds: the life of every
 worker process, booting and stopping ones included (the balance "off" supervisor `default` is
-the same under every strategy). `greedy` and `max` are yardsticks, not strategies (see below):
+the same under every strategy and yardstick). `greedy` and `max` are yardsticks, not strategies (see below):
 the fastest ramp the rules allow on any backlog, and every pool at max_processes all day."""
 
 
@@ -224,7 +226,7 @@ slice of the day.{_why_slice(layout)}"""
 
 
 def _why_slice(layout: str) -> str:
-    if layout == "seed":
+    if layout != "shared-20":
         return ""
     return ("\n\nThe slice was picked for what it tests: a webhooks storm (30 s allowed) beside a few"
             " appointments jobs (60 s), where, in the simulation, serving the pools by risk alone had"

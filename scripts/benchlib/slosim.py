@@ -24,7 +24,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from horizond.core import arrivals, slo
-from horizond.core.balancer import Options, PoolStats, balance
+from horizond.core.balancer import Options, PoolStats, balance, pool_floors
 from horizond.core.config import SupervisorConfig
 
 BOOT = 0.5  # seconds from start to taking jobs (fork and import; the daemon measures ~0.3-0.5 s)
@@ -78,8 +78,8 @@ def replay(sup: SupervisorConfig, jobs: list[tuple[float, str, float]], strategy
     waiting = {q: deque() for q in queues}
     runtime: dict[str, float] = {}
     out = Outcome({q: [] for q in queues}, {q: [] for q in queues})
-    options = Options(sup.balance, strategy, sup.min_processes, sup.max_processes, sup.balance_max_shift,
-                      cooldown=sup.balance_cooldown)
+    options = Options(sup.balance, "time" if strategy in REFERENCES else strategy, sup.min_processes,
+                      sup.max_processes, sup.balance_max_shift, cooldown=sup.balance_cooldown)
     free: list[tuple[float, int, Worker]] = []  # (when, seq, worker): ready after boot or after a job
     # idle workers per pool, in the order they became idle: a dict, not a set, whose order would
     # follow memory addresses and change a figure or two from one run to the next
@@ -136,7 +136,7 @@ def replay(sup: SupervisorConfig, jobs: list[tuple[float, str, float]], strategy
                 w.job for p in pools.values() for w in p.workers):
             break  # drained: the real run stops measuring here too
         stats = {k: _stats(p, waiting, runtime, limit[k], now) for k, p in pools.items()}
-        targets = (reference(strategy, stats, sup) if strategy in REFERENCES
+        targets = (reference(strategy, stats, sup) if strategy in REFERENCES and sup.balance != "off"
                    else balance(stats, options).targets)
         changed = False
         for k, p in pools.items():
@@ -167,20 +167,26 @@ def reference(name: str, stats: dict[str, PoolStats], sup: SupervisorConfig) -> 
     - "max": every pool at its supervisor's max_processes all day, ready before any job comes
       (each pool as many, even where they share a cap): the late jobs no balancer avoids within
       the caps at any cost in process-seconds;
-    - "greedy": the fastest ramp the rules allow, on any backlog: a pool with pending jobs grows by
-      balance_max_shift every step up to the cap (pools in order), and one without shrinks by as
-      much towards its floor (never below its busy workers). No strategy that starts from the same
-      floor puts more workers on a backlog sooner."""
+    - "greedy": the fastest ramp the rules allow, on any backlog: a pool without pending jobs
+      shrinks by balance_max_shift towards its floor (the balancer's floors; never below its busy
+      workers), and the room left under the cap goes to the pools with a backlog, in order, each
+      growing by the shift at most. On a supervisor of one pool no strategy that starts from the
+      same floor puts more workers on a backlog sooner; with several, the room goes in pool order.
+    A supervisor with balance "off" has no strategy: it is replayed with balance() under both."""
     if name == "max":
         return {k: sup.max_processes for k in stats}
-    shift, room, out = sup.balance_max_shift, sup.max_processes, {}
-    for k, s in stats.items():
+    shift = sup.balance_max_shift
+    floor = dict(zip(stats, pool_floors(len(stats), sup.min_processes, sup.max_processes), strict=True))
+    out = {k: max(floor[k], min(s.current, max(s.busy, s.current - shift))) if not s.pending
+           else max(floor[k], s.current) for k, s in stats.items()}  # no backlog: down a shift, busy ones stay
+    # the room is what the live workers leave now: a busy or booting worker told to stop is still
+    # there until its job ends (as the balancer counts it)
+    room = sup.max_processes - sum(max(out[k], s.current) for k, s in stats.items())
+    for k, s in stats.items():  # to the backlogs, in order, a shift each at most
         if s.pending:
-            out[k] = min(s.current + shift, max(0, room - (len(stats) - len(out) - 1) * sup.min_processes))
-        else:
-            out[k] = max(sup.min_processes, s.busy, s.current - shift)
-        out[k] = max(out[k], min(sup.min_processes, room))
-        room -= out[k]
+            more = max(0, min(shift, room))
+            out[k] += more
+            room -= more
     return out
 
 
