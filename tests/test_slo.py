@@ -45,6 +45,25 @@ def health(daemon) -> dict:
     return {i["name"]: i for i in result["indicators"]} | {"status": result["status"]}
 
 
+def one_job_under_a_level(start_daemon, redis, queue: str, **start):
+    """A master with one worker on `queue` under a loose level, after one job of it has finished."""
+    daemon = start_daemon(f"""
+    [slo.{queue}]
+    throughput = 10
+    max_latency = 30
+    success_rate = 90
+
+    [supervisors.alpha]
+    queues = ["{queue}"]
+    min_processes = 1
+    max_processes = 1
+    """, **start)
+    daemon.wait_ready({"alpha": 1})
+    job = Queue(queue, connection=redis).enqueue("testjobs.record", queue)
+    wait_until(lambda: job.get_status(refresh=True) == JobStatus.FINISHED, what="the job")
+    return daemon
+
+
 def test_latency_percentiles_late_jobs_and_prometheus(start_daemon, redis):
     port = free_port()
     daemon = start_daemon(f"""
@@ -196,20 +215,7 @@ def test_junk_under_a_level_key_counts_as_empty_and_the_master_lives(start_daemo
     # digits (a float overflows on them): each took the master, or the dashboard, down
     redis.hset(slice_key("horizond", "junk", 3600, start - 120), mapping={b"\xff": 1, "b3": "9" * 5000, "f": 1})
     redis.hset(slice_key("horizond", "junk", 3600, start - 180), mapping={"n": "9" * 400, "x": "9" * 400})
-    daemon = start_daemon("""
-    [slo.junk]
-    throughput = 10
-    max_latency = 30
-    success_rate = 90
-
-    [supervisors.alpha]
-    queues = ["junk"]
-    min_processes = 1
-    max_processes = 1
-    """)
-    daemon.wait_ready({"alpha": 1})
-    job = Queue("junk", connection=redis).enqueue("testjobs.record", "j")
-    wait_until(lambda: job.get_status(refresh=True) == JobStatus.FINISHED, what="the job")
+    daemon = one_job_under_a_level(start_daemon, redis, "junk")
     wait_until(lambda: any(e.get("event") == "slo_keys_refused" for e in daemon.log_events()),
                what="the refused keys to be logged")
     row = slo_row(daemon, "junk")
@@ -226,20 +232,7 @@ def test_saved_metrics_it_cannot_read_do_not_stop_the_levels(start_daemon, redis
 
     socket = str(tmp_path / "levels.sock")
     redis.rpush(metrics_key("horizond", socket), "not a string")
-    daemon = start_daemon("""
-    [slo.lv]
-    throughput = 10
-    max_latency = 30
-    success_rate = 90
-
-    [supervisors.alpha]
-    queues = ["lv"]
-    min_processes = 1
-    max_processes = 1
-    """, socket_path=socket)
-    daemon.wait_ready({"alpha": 1})
-    job = Queue("lv", connection=redis).enqueue("testjobs.record", "lv")
-    wait_until(lambda: job.get_status(refresh=True) == JobStatus.FINISHED, what="the job")
+    daemon = one_job_under_a_level(start_daemon, redis, "lv", socket_path=socket)
     start = slo.slice_start(3600, time.time())
     wait_until(lambda: redis.hget(slice_key("horizond", "lv", 3600, start), "n") == b"1"
                or redis.hget(slice_key("horizond", "lv", 3600, start - 60), "n") == b"1",
